@@ -1,0 +1,174 @@
+//! The payment state machine.
+//!
+//! ```text
+//! received ──SAFE──▶ fraud_checked ──debit ok──▶ debited ──▶ succeeded
+//!    │                    │
+//!    ├──DENY────────▶ declined ◀── insufficient funds
+//!    └──fraud unavailable──▶ failed      (fail closed: never debit without SAFE)
+//! ```
+//!
+//! A payment is persisted in `received` before anything is called, and every step after it is a
+//! compare-and-set from the state before. A process that dies between two steps leaves the payment in a
+//! non-terminal state, which the resumer drives forward from exactly where it stopped.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Received,
+    FraudChecked,
+    Debited,
+    Succeeded,
+    Declined,
+    Failed,
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment cannot move from {from} to {to}")]
+pub struct TransitionError {
+    pub from: PaymentStatus,
+    pub to: PaymentStatus,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::Received,
+        PaymentStatus::FraudChecked,
+        PaymentStatus::Debited,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Declined,
+        PaymentStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Received => "received",
+            PaymentStatus::FraudChecked => "fraud_checked",
+            PaymentStatus::Debited => "debited",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Succeeded | PaymentStatus::Declined | PaymentStatus::Failed
+        )
+    }
+
+    /// Whether the wallet may hold a debit for a payment in this state. Only `debited` and
+    /// `succeeded` may; `fraud_checked` may too transiently, while the debit is in flight.
+    pub fn may_have_debit(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::FraudChecked | PaymentStatus::Debited | PaymentStatus::Succeeded
+        )
+    }
+
+    /// The one place that says which moves are legal.
+    pub fn can_move_to(self, next: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        matches!(
+            (self, next),
+            (Received, FraudChecked)
+                | (Received, Declined)
+                | (Received, Failed)
+                | (FraudChecked, Debited)
+                | (FraudChecked, Declined)
+                | (Debited, Succeeded)
+        )
+    }
+
+    pub fn move_to(self, next: PaymentStatus) -> Result<PaymentStatus, TransitionError> {
+        if self.can_move_to(next) {
+            Ok(next)
+        } else {
+            Err(TransitionError {
+                from: self,
+                to: next,
+            })
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown payment status {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus::*;
+    use super::*;
+
+    #[test]
+    fn terminal_states_have_no_way_out() {
+        for from in PaymentStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in PaymentStatus::ALL {
+                assert!(!from.can_move_to(to), "{from} -> {to} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn a_debit_is_only_reachable_through_a_safe_verdict() {
+        assert!(!Received.can_move_to(Debited));
+        assert!(!Received.can_move_to(Succeeded));
+        assert!(Received.can_move_to(FraudChecked));
+        assert!(FraudChecked.can_move_to(Debited));
+        assert!(!Failed.can_move_to(Debited));
+    }
+
+    #[test]
+    fn every_non_terminal_state_can_reach_a_terminal_one() {
+        for start in PaymentStatus::ALL {
+            // Follow any legal path; the graph is acyclic so this terminates.
+            let mut state = start;
+            let mut steps = 0;
+            while !state.is_terminal() {
+                state = PaymentStatus::ALL
+                    .into_iter()
+                    .find(|n| state.can_move_to(*n))
+                    .expect("a non-terminal state has a successor");
+                steps += 1;
+                assert!(steps <= PaymentStatus::ALL.len());
+            }
+        }
+    }
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for s in PaymentStatus::ALL {
+            assert_eq!(s.as_str().parse::<PaymentStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_string(&s).expect("serializes"),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(
+            Received.move_to(Succeeded),
+            Err(TransitionError {
+                from: Received,
+                to: Succeeded
+            })
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Payments, their idempotency keys, and the notification outbox.
+
+use async_trait::async_trait;
+use finpay_core::{
+    AccountId, Amount, Currency, Fingerprint, IdempotencyKey, NotificationId, PaymentId,
+    PaymentStatus,
+};
+use serde::{Deserialize, Serialize};
+
+/// A payment as first received, before anything is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub id: PaymentId,
+    pub idempotency_key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    pub account_id: AccountId,
+    pub merchant_account_id: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payment {
+    pub id: PaymentId,
+    #[serde(skip)]
+    pub idempotency_key: IdempotencyKey,
+    #[serde(skip)]
+    pub fingerprint: Fingerprint,
+    pub account_id: AccountId,
+    pub merchant_account_id: AccountId,
+    pub amount_minor: Amount,
+    pub currency: Currency,
+    pub description: Option<String>,
+    pub status: PaymentStatus,
+    /// Why the payment was declined or failed, for people (e.g. "fraud: amount over limit").
+    pub reason: Option<String>,
+    /// Set when a fallback policy let the payment through without a fresh SAFE verdict.
+    pub needs_review: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What a step records besides the new status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepNote {
+    pub reason: Option<String>,
+    pub needs_review: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// No payment had this idempotency key; this one is now stored in `received`.
+    Created(Payment),
+    /// A payment with this key exists (in any state); the caller compares fingerprints.
+    Existing(Payment),
+}
+
+/// A notification waiting in (or delivered from) the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub id: NotificationId,
+    pub payment_id: PaymentId,
+    pub account_id: AccountId,
+    pub message: String,
+    pub attempts: u32,
+    pub next_attempt_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentStoreError {
+    #[error("payment {0} does not exist")]
+    NotFound(PaymentId),
+    /// The compare-and-set lost: the payment was not in the expected state.
+    #[error("payment {id} is {actual}, expected {expected}")]
+    StaleState {
+        id: PaymentId,
+        expected: PaymentStatus,
+        actual: PaymentStatus,
+    },
+    #[error(transparent)]
+    Transition(#[from] finpay_core::TransitionError),
+    #[error("storage failed")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// Stores a new payment in `received`, unless its idempotency key is taken.
+    async fn begin(&self, new: NewPayment) -> Result<Begin, PaymentStoreError>;
+
+    async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentStoreError>;
+
+    /// Compare-and-set `from -> to` (checked against the state machine). Not for `succeeded`.
+    async fn advance(
+        &self,
+        id: PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        note: StepNote,
+    ) -> Result<Payment, PaymentStoreError>;
+
+    /// `debited -> succeeded` and the outbox row, in one transaction.
+    async fn succeed(
+        &self,
+        id: PaymentId,
+        notification: OutboxMessage,
+    ) -> Result<Payment, PaymentStoreError>;
+
+    /// Payments in a non-terminal state, oldest first, for the resumer.
+    async fn unfinished(&self, limit: u32) -> Result<Vec<Payment>, PaymentStoreError>;
+
+    /// Undelivered outbox rows due at `now_ms`, oldest first.
+    async fn outbox_due(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, PaymentStoreError>;
+
+    async fn outbox_delivered(
+        &self,
+        id: &NotificationId,
+        now_ms: i64,
+    ) -> Result<(), PaymentStoreError>;
+
+    async fn outbox_retry_later(
+        &self,
+        id: &NotificationId,
+        attempts: u32,
+        next_attempt_at_ms: i64,
+        last_error: &str,
+    ) -> Result<(), PaymentStoreError>;
+
+    /// Number of undelivered outbox rows, for the `/metrics` gauge.
+    async fn outbox_pending(&self) -> Result<u64, PaymentStoreError>;
+
+    async fn ping(&self) -> Result<(), PaymentStoreError>;
+}
