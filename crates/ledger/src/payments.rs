@@ -93,7 +93,10 @@ pub trait PaymentStore: Send + Sync + 'static {
 
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentStoreError>;
 
-    /// Compare-and-set `from -> to` (checked against the state machine). Not for `succeeded`.
+    /// Compare-and-set `from -> to` (checked against the state machine): `StaleState` when the
+    /// payment is no longer in `from`, `NotFound` when it does not exist. Not for `succeeded`, which
+    /// only [`PaymentStore::succeed`] reaches (with its outbox row); asking for it is a `Transition`
+    /// error.
     async fn advance(
         &self,
         id: PaymentId,

@@ -1,0 +1,445 @@
+//! What `finpay up` starts: the replica plan, each replica's TOML config, its fault seed and its port.
+//!
+//! Everything here is decided once, before the first child starts, and stays fixed for the life of the
+//! cluster: a restarted replica comes back on the same port with the same config file, so the replica
+//! URLs handed to payment (`fraud.urls`, ...) never go stale.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// The four services, in the order `finpay up` starts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Fraud,
+    Wallet,
+    Notification,
+    Payment,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Fraud,
+        Service::Wallet,
+        Service::Notification,
+        Service::Payment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Fraud => "fraud",
+            Service::Wallet => "wallet",
+            Service::Notification => "notification",
+            Service::Payment => "payment",
+        }
+    }
+}
+
+/// Which fault `--fraud-fault` injects into every fraud replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FraudFault {
+    /// HTTP 500/503 at the given rate.
+    Error,
+    /// Hang for `hang_ms` (3 s) at the given rate.
+    Hang,
+    /// Exit abruptly at the given rate, like a pod crash.
+    Crash,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalletFault {
+    /// Commit the transfer, then lose the response: the ambiguous failure.
+    CommitThenFail,
+    None,
+}
+
+/// The choices of `finpay up` that shape the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    pub fraud_replicas: u16,
+    pub wallet_replicas: u16,
+    pub fraud_fault: FraudFault,
+    pub fraud_fault_rate: f64,
+    pub wallet_fault: WalletFault,
+    pub wallet_fault_rate: f64,
+    pub notification_down: bool,
+    pub seed: u64,
+    /// Payment's port; 0 picks a free one.
+    pub payment_port: u16,
+}
+
+impl ClusterSpec {
+    /// Upper bound on replicas of one service: every one is a process on this machine.
+    pub const MAX_REPLICAS: u16 = 32;
+
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        if self.fraud_replicas == 0 || self.fraud_replicas > Self::MAX_REPLICAS {
+            return Err(crate::ConfigError(format!(
+                "--fraud-replicas must be between 1 and {}, got {}",
+                Self::MAX_REPLICAS,
+                self.fraud_replicas
+            )));
+        }
+        if self.wallet_replicas == 0 || self.wallet_replicas > Self::MAX_REPLICAS {
+            return Err(crate::ConfigError(format!(
+                "wallet replicas must be between 1 and {}, got {}",
+                Self::MAX_REPLICAS,
+                self.wallet_replicas
+            )));
+        }
+        for (flag, rate) in [
+            ("--fraud-fault-rate", self.fraud_fault_rate),
+            ("--wallet-fault-rate", self.wallet_fault_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(crate::ConfigError(format!(
+                    "{flag} must be between 0 and 1, got {rate}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One process of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaPlan {
+    pub name: String,
+    pub service: Service,
+    pub index: u16,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl ReplicaPlan {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Asks the kernel for a free port on 127.0.0.1 by binding port 0, then lets it go. The port is
+/// reused for every restart of the replica. Another process could take it in between; then the
+/// replica fails to bind, exits, and the supervisor's backoff shows it in `last_exit`.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .context("bind 127.0.0.1:0 to find a free port")?;
+    let port = listener.local_addr().context("read bound port")?.port();
+    Ok(port)
+}
+
+/// Picks `n` distinct free ports (held open together so the kernel cannot hand out one twice).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(
+            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .context("bind 127.0.0.1:0 to find a free port")?,
+        );
+    }
+    held.iter()
+        .map(|l| Ok(l.local_addr().context("read bound port")?.port()))
+        .collect()
+}
+
+/// The fault seed of one start of one replica: distinct per replica and per restart, and the same
+/// for the same `--seed`, so a run is reproducible. SplitMix64 over the inputs, kept to 63 bits so
+/// it is a valid (non-negative) TOML integer.
+pub fn derive_seed(seed: u64, name: &str, generation: u32) -> u64 {
+    let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for b in name.bytes().chain(generation.to_le_bytes()) {
+        h = splitmix64(h ^ u64::from(b));
+    }
+    h >> 1
+}
+
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Lays out the replicas, picks their ports and writes one TOML config per replica under
+/// `<data_dir>/config/`. Payment's replica URLs are not in its file: they go on its command line as
+/// overrides (see [`payment_overrides`]).
+pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaPlan>> {
+    spec.validate()?;
+    let config_dir = data_dir.join("config");
+    let log_dir = data_dir.join("logs");
+    std::fs::create_dir_all(&config_dir)
+        .with_context(|| format!("create {}", config_dir.display()))?;
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+
+    let mut layout: Vec<(Service, u16)> = Vec::new();
+    layout.extend((0..spec.fraud_replicas).map(|i| (Service::Fraud, i)));
+    layout.extend((0..spec.wallet_replicas).map(|i| (Service::Wallet, i)));
+    layout.push((Service::Notification, 0));
+    layout.push((Service::Payment, 0));
+
+    if spec.payment_port != 0 {
+        // Fail now, with a clear message, rather than crash-looping payment on a taken port.
+        if let Err(e) =
+            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, spec.payment_port)))
+        {
+            return Err(crate::ConfigError(format!(
+                "--port {}: 127.0.0.1:{} is not free ({e}); stop what uses it or pass --port 0",
+                spec.payment_port, spec.payment_port
+            ))
+            .into());
+        }
+    }
+    let mut ports = free_ports(layout.len())?;
+    if spec.payment_port != 0 {
+        if let Some(last) = ports.last_mut() {
+            *last = spec.payment_port;
+        }
+    }
+
+    let mut plans = Vec::with_capacity(layout.len());
+    for ((service, index), port) in layout.into_iter().zip(ports) {
+        let name = format!("{}-{index}", service.as_str());
+        let config_path = config_dir.join(format!("{name}.toml"));
+        let toml = replica_toml(
+            spec,
+            service,
+            port,
+            data_dir,
+            derive_seed(spec.seed, &name, 0),
+        )?;
+        std::fs::write(&config_path, toml)
+            .with_context(|| format!("write {}", config_path.display()))?;
+        plans.push(ReplicaPlan {
+            log_path: log_dir.join(format!("{name}.log")),
+            name,
+            service,
+            index,
+            port,
+            config_path,
+        });
+    }
+    Ok(plans)
+}
+
+/// The TOML config of one replica, in the settings keys of docs/CONTRACTS.md.
+pub fn replica_toml(
+    spec: &ClusterSpec,
+    service: Service,
+    port: u16,
+    data_dir: &Path,
+    fault_seed: u64,
+) -> anyhow::Result<String> {
+    let data_dir = data_dir
+        .to_str()
+        .context("the data dir path must be valid UTF-8")?;
+    let mut root = toml::Table::new();
+    root.insert("data_dir".into(), data_dir.into());
+    root.insert("log_format".into(), "json".into());
+
+    let mut http = toml::Table::new();
+    http.insert("host".into(), "127.0.0.1".into());
+    http.insert("port".into(), i64::from(port).into());
+    root.insert("http".into(), http.into());
+
+    let mut faults = toml::Table::new();
+    let fault_seed = i64::try_from(fault_seed).context("fault seed must fit 63 bits")?;
+    faults.insert("seed".into(), toml::Value::Integer(fault_seed));
+    match service {
+        Service::Fraud => match spec.fraud_fault {
+            FraudFault::Error => {
+                faults.insert("error_rate".into(), spec.fraud_fault_rate.into());
+            }
+            FraudFault::Hang => {
+                faults.insert("hang_rate".into(), spec.fraud_fault_rate.into());
+            }
+            FraudFault::Crash => {
+                faults.insert("crash_rate".into(), spec.fraud_fault_rate.into());
+            }
+            FraudFault::None => {}
+        },
+        Service::Wallet => {
+            if spec.wallet_fault == WalletFault::CommitThenFail {
+                faults.insert(
+                    "commit_then_fail_rate".into(),
+                    spec.wallet_fault_rate.into(),
+                );
+            }
+        }
+        Service::Notification => {
+            if spec.notification_down {
+                faults.insert("down".into(), true.into());
+            }
+        }
+        Service::Payment => {}
+    }
+    root.insert("faults".into(), faults.into());
+
+    let header = format!(
+        "# {} replica config, written by `finpay up`. Change the flags of `finpay up`, not this file:\n\
+         # it is rewritten on every start.\n",
+        service.as_str()
+    );
+    Ok(header + &toml::to_string(&root).context("encode replica config")?)
+}
+
+/// The `--set` overrides that tell payment where its dependencies are.
+pub fn payment_overrides(plans: &[ReplicaPlan]) -> Vec<(String, String)> {
+    [Service::Fraud, Service::Wallet, Service::Notification]
+        .into_iter()
+        .map(|svc| {
+            let urls: Vec<toml::Value> = plans
+                .iter()
+                .filter(|p| p.service == svc)
+                .map(|p| toml::Value::String(p.url()))
+                .collect();
+            (
+                format!("{}.urls", svc.as_str()),
+                toml::Value::Array(urls).to_string(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            fraud_replicas: 3,
+            wallet_replicas: 2,
+            fraud_fault: FraudFault::Error,
+            fraud_fault_rate: 0.3,
+            wallet_fault: WalletFault::None,
+            wallet_fault_rate: 0.0,
+            notification_down: false,
+            seed: 7,
+            payment_port: 0,
+        }
+    }
+
+    #[test]
+    fn plan_has_every_replica_on_a_distinct_port_with_its_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plans = build(&spec(), dir.path()).expect("plan");
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fraud-0",
+                "fraud-1",
+                "fraud-2",
+                "wallet-0",
+                "wallet-1",
+                "notification-0",
+                "payment-0"
+            ]
+        );
+        let mut ports: Vec<u16> = plans.iter().map(|p| p.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), plans.len());
+        assert!(ports.iter().all(|p| *p != 0));
+        for p in &plans {
+            let text = std::fs::read_to_string(&p.config_path).expect("config written");
+            let table: toml::Table = text.parse().expect("valid TOML");
+            assert_eq!(table["http"]["port"].as_integer(), Some(i64::from(p.port)));
+            assert_eq!(table["http"]["host"].as_str(), Some("127.0.0.1"));
+            assert_eq!(table["data_dir"].as_str(), dir.path().to_str());
+        }
+    }
+
+    #[test]
+    fn fraud_fault_lands_in_fraud_configs_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.fraud_fault = FraudFault::Hang;
+        s.wallet_fault = WalletFault::CommitThenFail;
+        s.wallet_fault_rate = 0.5;
+        s.notification_down = true;
+        let plans = build(&s, dir.path()).expect("plan");
+        for p in &plans {
+            let table: toml::Table = std::fs::read_to_string(&p.config_path)
+                .expect("read")
+                .parse()
+                .expect("toml");
+            let faults = table["faults"].as_table().expect("faults table");
+            match p.service {
+                Service::Fraud => {
+                    assert_eq!(faults["hang_rate"].as_float(), Some(0.3));
+                    assert!(!faults.contains_key("error_rate"));
+                }
+                Service::Wallet => {
+                    assert_eq!(faults["commit_then_fail_rate"].as_float(), Some(0.5));
+                }
+                Service::Notification => assert_eq!(faults["down"].as_bool(), Some(true)),
+                Service::Payment => {
+                    assert_eq!(faults.keys().collect::<Vec<_>>(), vec!["seed"]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_taken_payment_port_is_a_config_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut s = spec();
+        s.payment_port = taken.local_addr().expect("addr").port();
+        let err = build(&s, dir.path()).expect_err("port in use");
+        assert!(err.is::<crate::ConfigError>(), "{err:#}");
+    }
+
+    #[test]
+    fn fixed_payment_port_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.payment_port = 18080;
+        let plans = build(&s, dir.path()).expect("plan");
+        let pay = plans
+            .iter()
+            .find(|p| p.service == Service::Payment)
+            .expect("payment planned");
+        assert_eq!(pay.port, 18080);
+    }
+
+    #[test]
+    fn payment_overrides_list_every_replica_url_as_a_toml_array() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plans = build(&spec(), dir.path()).expect("plan");
+        let overrides = payment_overrides(&plans);
+        let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["fraud.urls", "wallet.urls", "notification.urls"]);
+        let parsed: toml::Table = format!("v = {}", overrides[0].1)
+            .parse()
+            .expect("toml value");
+        let urls = parsed["v"].as_array().expect("array");
+        assert_eq!(urls.len(), 3);
+        assert_eq!(urls[0].as_str(), Some(plans[0].url().as_str()));
+    }
+
+    #[test]
+    fn seeds_differ_per_replica_and_restart_and_repeat_per_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for name in ["fraud-0", "fraud-1", "fraud-2", "wallet-0"] {
+            for generation in 0..50 {
+                assert!(seen.insert(derive_seed(1, name, generation)));
+            }
+        }
+        assert_eq!(derive_seed(9, "fraud-1", 3), derive_seed(9, "fraud-1", 3));
+        assert_ne!(derive_seed(9, "fraud-1", 3), derive_seed(10, "fraud-1", 3));
+    }
+
+    #[test]
+    fn bad_rates_and_replica_counts_are_config_errors() {
+        let mut s = spec();
+        s.fraud_fault_rate = 1.5;
+        assert!(s.validate().is_err());
+        let mut s = spec();
+        s.fraud_replicas = 0;
+        assert!(s.validate().is_err());
+        assert!(spec().validate().is_ok());
+    }
+}

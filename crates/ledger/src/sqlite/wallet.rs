@@ -1,0 +1,457 @@
+//! [`SqliteWallet`]: the double-entry ledger on SQLite.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
+use futures::future::BoxFuture;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::Row;
+
+use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::{corrupt, open_db, read_retrying, OpenError, SqliteOptions};
+use crate::wallet::{
+    Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
+};
+
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Amounts are unsigned; the entry's `direction` says which side. Balances can never be negative
+/// (CHECK), a transfer can never touch one account twice (CHECK), and a transfer has at most one
+/// debit and one credit entry (primary key).
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id              TEXT PRIMARY KEY,
+    currency        TEXT NOT NULL,
+    balance         INTEGER NOT NULL CHECK (balance >= 0),
+    opening_balance INTEGER NOT NULL CHECK (opening_balance >= 0),
+    created_at_ms   INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS transfers (
+    id                TEXT PRIMARY KEY,
+    debit_account_id  TEXT NOT NULL REFERENCES accounts (id),
+    credit_account_id TEXT NOT NULL REFERENCES accounts (id),
+    amount            INTEGER NOT NULL CHECK (amount > 0),
+    currency          TEXT NOT NULL,
+    created_at_ms     INTEGER NOT NULL,
+    CHECK (debit_account_id <> credit_account_id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS entries (
+    transfer_id TEXT NOT NULL REFERENCES transfers (id),
+    account_id  TEXT NOT NULL REFERENCES accounts (id),
+    direction   TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
+    amount      INTEGER NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (transfer_id, direction)
+) STRICT;
+CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id);
+";
+
+/// The wallet ledger in one SQLite file. Several instances (processes) may share the file.
+#[derive(Clone)]
+pub struct SqliteWallet {
+    writer: Writer,
+    readers: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteWallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWallet").finish_non_exhaustive()
+    }
+}
+
+impl SqliteWallet {
+    /// Opens the wallet at `path`, creating the file and its schema when absent.
+    /// Must be called inside a tokio runtime: it starts the store's writer task.
+    pub async fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, OpenError> {
+        let opened = open_db(path, opts, SCHEMA, SCHEMA_VERSION).await?;
+        Ok(Self {
+            writer: Writer::spawn("wallet", opened.writer),
+            readers: opened.readers,
+        })
+    }
+
+    /// Opens many accounts in one transaction (the seed of a fresh system), with the same rules as
+    /// [`WalletStore::open_account`]. All or nothing.
+    pub async fn open_accounts(
+        &self,
+        accounts: Vec<(AccountId, Currency, Balance)>,
+    ) -> Result<Vec<Account>, WalletError> {
+        self.writer.execute(OpenAccounts(accounts)).await
+    }
+}
+
+impl StorageError for WalletError {
+    fn storage(e: BoxError) -> Self {
+        WalletError::Storage(e)
+    }
+}
+
+fn storage(e: impl Into<BoxError>) -> WalletError {
+    WalletError::Storage(e.into())
+}
+
+/// A transfer whose entries do not add up after it was written: a bug, never committed.
+#[derive(Debug, thiserror::Error)]
+#[error("transfer {id} is unbalanced after writing: {entries} entries, debits {debits}, credits {credits}, amount {amount}")]
+struct Unbalanced {
+    id: TransferId,
+    entries: i64,
+    debits: i64,
+    credits: i64,
+    amount: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("balance of {0} changed under a write transaction")]
+struct LostUpdate(AccountId);
+
+struct StoredAccount {
+    account: Account,
+    opening: Balance,
+}
+
+fn account_from_row(row: &SqliteRow) -> Result<StoredAccount, WalletError> {
+    let id: String = row.try_get("id").map_err(storage)?;
+    let currency: String = row.try_get("currency").map_err(storage)?;
+    let balance: i64 = row.try_get("balance").map_err(storage)?;
+    let opening: i64 = row.try_get("opening_balance").map_err(storage)?;
+    let parsed_id =
+        AccountId::try_from(id.as_str()).map_err(|e| storage(corrupt("account id", &id, e)))?;
+    Ok(StoredAccount {
+        account: Account {
+            currency: currency
+                .parse()
+                .map_err(|e| storage(corrupt("account currency", &id, e)))?,
+            balance: Balance::try_from_i64(balance)
+                .map_err(|e| storage(corrupt("account balance", &id, e)))?,
+            id: parsed_id,
+        },
+        opening: Balance::try_from_i64(opening)
+            .map_err(|e| storage(corrupt("account opening balance", &id, e)))?,
+    })
+}
+
+fn transfer_from_row(row: &SqliteRow) -> Result<Transfer, WalletError> {
+    let id: String = row.try_get("id").map_err(storage)?;
+    let debit: String = row.try_get("debit_account_id").map_err(storage)?;
+    let credit: String = row.try_get("credit_account_id").map_err(storage)?;
+    let amount: i64 = row.try_get("amount").map_err(storage)?;
+    let currency: String = row.try_get("currency").map_err(storage)?;
+    let created_at_ms: i64 = row.try_get("created_at_ms").map_err(storage)?;
+    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
+    Ok(Transfer {
+        debit_account_id: AccountId::try_from(debit).map_err(|e| bad("debit account", &e))?,
+        credit_account_id: AccountId::try_from(credit).map_err(|e| bad("credit account", &e))?,
+        amount: Amount::try_from_i64(amount).map_err(|e| bad("transfer amount", &e))?,
+        currency: currency.parse().map_err(|e| bad("transfer currency", &e))?,
+        created_at_ms,
+        id: TransferId::try_from(id.as_str()).map_err(|e| bad("transfer id", &e))?,
+    })
+}
+
+const SELECT_ACCOUNT: &str =
+    "SELECT id, currency, balance, opening_balance FROM accounts WHERE id = ?1";
+const SELECT_TRANSFER: &str =
+    "SELECT id, debit_account_id, credit_account_id, amount, currency, created_at_ms \
+     FROM transfers WHERE id = ?1";
+
+/// The whole transfer in two round trips: one read of everything it depends on, one
+/// multi-statement write that also reads the result back. Inside the writer's transaction; any error
+/// leaves nothing behind (the write query opens the command's savepoint).
+async fn apply_transfer(
+    op: &mut OpConn<'_>,
+    req: &TransferRequest,
+) -> Result<TransferOutcome, WalletError> {
+    let row = sqlx::query(
+        "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.created_at_ms, \
+                d.currency AS d_currency, d.balance AS d_balance, \
+                c.currency AS c_currency, c.balance AS c_balance \
+         FROM (SELECT ?1 AS tid, ?2 AS did, ?3 AS cid) AS q \
+         LEFT JOIN transfers t ON t.id = q.tid \
+         LEFT JOIN accounts d ON d.id = q.did \
+         LEFT JOIN accounts c ON c.id = q.cid",
+    )
+    .bind(req.id.as_str())
+    .bind(req.debit_account_id.as_str())
+    .bind(req.credit_account_id.as_str())
+    .fetch_one(op.conn())
+    .await
+    .map_err(storage)?;
+    if row
+        .try_get::<Option<String>, _>("id")
+        .map_err(storage)?
+        .is_some()
+    {
+        let existing = transfer_from_row(&row)?;
+        return if existing.matches(req) {
+            Ok(TransferOutcome::Replayed(existing))
+        } else {
+            Err(WalletError::IdempotencyConflict(req.id.clone()))
+        };
+    }
+    if req.debit_account_id == req.credit_account_id {
+        return Err(WalletError::SameAccount(req.debit_account_id.clone()));
+    }
+    let debit = side(&row, "d_", &req.debit_account_id)?;
+    let credit = side(&row, "c_", &req.credit_account_id)?;
+    for account in [&debit, &credit] {
+        if account.currency != req.currency {
+            return Err(WalletError::CurrencyMismatch {
+                account: account.id.clone(),
+                account_currency: account.currency,
+                transfer_currency: req.currency,
+            });
+        }
+    }
+    let debit_after =
+        debit
+            .balance
+            .debit(req.amount)
+            .map_err(|_| WalletError::InsufficientFunds {
+                account: debit.id.clone(),
+                balance: debit.balance,
+                amount: req.amount,
+            })?;
+    let credit_after = credit
+        .balance
+        .credit(req.amount)
+        .map_err(|_| WalletError::Overflow(credit.id.clone()))?;
+
+    let transfer = Transfer {
+        id: req.id.clone(),
+        debit_account_id: req.debit_account_id.clone(),
+        credit_account_id: req.credit_account_id.clone(),
+        amount: req.amount,
+        currency: req.currency,
+        created_at_ms: crate::now_ms(),
+    };
+    // Each balance update is guarded by the value it was computed from; the final SELECT reads
+    // back what was written, so the checks below see the stored truth, not our intent.
+    //
+    // Plain `?` placeholders, bound in order of appearance: sqlx 0.8 binds numbered `?NNN`
+    // placeholders wrongly across the statements of one query once they skip numbers.
+    let sql = format!(
+        "{prefix}\
+         INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?); \
+         INSERT INTO entries (transfer_id, account_id, direction, amount) \
+             VALUES (?, ?, 'debit', ?), (?, ?, 'credit', ?); \
+         UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?; \
+         UPDATE accounts SET balance = ? WHERE id = ? AND balance = ?; \
+         SELECT (SELECT COUNT(*) FROM entries WHERE transfer_id = ?), \
+                (SELECT COALESCE(SUM(amount), 0) FROM entries WHERE transfer_id = ? AND direction = 'debit'), \
+                (SELECT COALESCE(SUM(amount), 0) FROM entries WHERE transfer_id = ? AND direction = 'credit'), \
+                (SELECT balance FROM accounts WHERE id = ?), \
+                (SELECT balance FROM accounts WHERE id = ?)",
+        prefix = op.write_prefix()
+    );
+    let (id, d, c) = (transfer.id.as_str(), debit.id.as_str(), credit.id.as_str());
+    let amount = transfer.amount.as_i64();
+    // `fetch_all`, not `fetch_one`: sqlx stops a multi-statement query at the row limit.
+    let rows = sqlx::query(&sql)
+        .bind(id)
+        .bind(d)
+        .bind(c)
+        .bind(amount)
+        .bind(transfer.currency.code())
+        .bind(transfer.created_at_ms)
+        .bind(id)
+        .bind(d)
+        .bind(amount)
+        .bind(id)
+        .bind(c)
+        .bind(amount)
+        .bind(debit_after.as_i64())
+        .bind(d)
+        .bind(debit.balance.as_i64())
+        .bind(credit_after.as_i64())
+        .bind(c)
+        .bind(credit.balance.as_i64())
+        .bind(id)
+        .bind(id)
+        .bind(id)
+        .bind(d)
+        .bind(c)
+        .fetch_all(op.conn())
+        .await
+        .map_err(storage)?;
+    let check = rows
+        .first()
+        .ok_or_else(|| storage(corrupt("transfer", &transfer.id, "no read-back row")))?;
+    let get = |i: usize| check.try_get::<i64, _>(i).map_err(storage);
+    let (entries, debits, credits) = (get(0)?, get(1)?, get(2)?);
+    // TigerBeetle's pairing, checked where it is written: exactly one debit and one credit of the
+    // amount. A failure here is a bug, and the savepoint makes sure it is never committed.
+    if entries != 2 || debits != credits || debits != amount {
+        return Err(storage(Unbalanced {
+            id: transfer.id.clone(),
+            entries,
+            debits,
+            credits,
+            amount,
+        }));
+    }
+    if get(3)? != debit_after.as_i64() {
+        return Err(storage(LostUpdate(debit.id.clone())));
+    }
+    if get(4)? != credit_after.as_i64() {
+        return Err(storage(LostUpdate(credit.id.clone())));
+    }
+    Ok(TransferOutcome::Created(transfer))
+}
+
+/// One side of a transfer from the read row: `None` columns mean the account does not exist.
+fn side(row: &SqliteRow, prefix: &str, id: &AccountId) -> Result<Account, WalletError> {
+    let currency: Option<String> = row
+        .try_get(format!("{prefix}currency").as_str())
+        .map_err(storage)?;
+    let balance: Option<i64> = row
+        .try_get(format!("{prefix}balance").as_str())
+        .map_err(storage)?;
+    match (currency, balance) {
+        (Some(currency), Some(balance)) => Ok(Account {
+            id: id.clone(),
+            currency: currency
+                .parse()
+                .map_err(|e| storage(corrupt("account currency", id, e)))?,
+            balance: Balance::try_from_i64(balance)
+                .map_err(|e| storage(corrupt("account balance", id, e)))?,
+        }),
+        _ => Err(WalletError::UnknownAccount(id.clone())),
+    }
+}
+
+async fn apply_open_account(
+    op: &mut OpConn<'_>,
+    id: &AccountId,
+    currency: Currency,
+    opening: Balance,
+) -> Result<Account, WalletError> {
+    let existing = sqlx::query(SELECT_ACCOUNT)
+        .bind(id.as_str())
+        .fetch_optional(op.conn())
+        .await
+        .map_err(storage)?;
+    if let Some(row) = existing {
+        let stored = account_from_row(&row)?;
+        return if stored.account.currency == currency && stored.opening == opening {
+            Ok(stored.account)
+        } else {
+            Err(WalletError::AccountConflict(id.clone()))
+        };
+    }
+    let sql = format!(
+        "{}INSERT INTO accounts (id, currency, balance, opening_balance, created_at_ms) \
+         VALUES (?1, ?2, ?3, ?3, ?4)",
+        op.write_prefix()
+    );
+    sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(currency.code())
+        .bind(opening.as_i64())
+        .bind(crate::now_ms())
+        .execute(op.conn())
+        .await
+        .map_err(storage)?;
+    Ok(Account {
+        id: id.clone(),
+        currency,
+        balance: opening,
+    })
+}
+
+struct ApplyTransfer(TransferRequest);
+
+impl Command for ApplyTransfer {
+    type Output = TransferOutcome;
+    type Error = WalletError;
+    fn run<'a>(
+        &'a self,
+        op: &'a mut OpConn<'_>,
+    ) -> BoxFuture<'a, Result<TransferOutcome, WalletError>> {
+        Box::pin(apply_transfer(op, &self.0))
+    }
+}
+
+struct OpenAccounts(Vec<(AccountId, Currency, Balance)>);
+
+impl Command for OpenAccounts {
+    type Output = Vec<Account>;
+    type Error = WalletError;
+    fn run<'a>(
+        &'a self,
+        op: &'a mut OpConn<'_>,
+    ) -> BoxFuture<'a, Result<Vec<Account>, WalletError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(self.0.len());
+            for (id, currency, opening) in &self.0 {
+                out.push(apply_open_account(op, id, *currency, *opening).await?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Proves the writer is alive and can take the write lock; writes nothing.
+pub(crate) struct Ping;
+
+impl Command for Ping {
+    type Output = ();
+    type Error = WalletError;
+    fn run<'a>(&'a self, _op: &'a mut OpConn<'_>) -> BoxFuture<'a, Result<(), WalletError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[async_trait]
+impl WalletStore for SqliteWallet {
+    async fn open_account(
+        &self,
+        id: &AccountId,
+        currency: Currency,
+        opening: Balance,
+    ) -> Result<Account, WalletError> {
+        let mut accounts = self
+            .writer
+            .execute(OpenAccounts(vec![(id.clone(), currency, opening)]))
+            .await?;
+        accounts
+            .pop()
+            .ok_or_else(|| storage(corrupt("account", id, "not returned after opening")))
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, WalletError> {
+        let row = read_retrying(|| {
+            sqlx::query(SELECT_ACCOUNT)
+                .bind(id.as_str())
+                .fetch_optional(&self.readers)
+        })
+        .await
+        .map_err(storage)?;
+        row.as_ref()
+            .map(|r| account_from_row(r).map(|a| a.account))
+            .transpose()
+    }
+
+    async fn transfer(&self, req: &TransferRequest) -> Result<TransferOutcome, WalletError> {
+        self.writer.execute(ApplyTransfer(req.clone())).await
+    }
+
+    async fn transfer_by_id(&self, id: &TransferId) -> Result<Option<Transfer>, WalletError> {
+        let row = read_retrying(|| {
+            sqlx::query(SELECT_TRANSFER)
+                .bind(id.as_str())
+                .fetch_optional(&self.readers)
+        })
+        .await
+        .map_err(storage)?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    async fn ping(&self) -> Result<(), WalletError> {
+        read_retrying(|| sqlx::query("SELECT 1").execute(&self.readers))
+            .await
+            .map_err(storage)?;
+        self.writer.execute(Ping).await
+    }
+}

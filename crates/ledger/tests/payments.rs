@@ -1,0 +1,308 @@
+//! The SQLite payments store: idempotency keys, compare-and-set steps, and the atomic outbox.
+
+mod common;
+
+use common::*;
+use finpay_core::{
+    Currency, Fingerprint, IdempotencyKey, NotificationId, PaymentId, PaymentStatus,
+};
+use finpay_ledger::payments::{
+    Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
+};
+use finpay_ledger::sqlite::SqlitePayments;
+
+async fn store(dir: &std::path::Path) -> SqlitePayments {
+    SqlitePayments::open(&dir.join("payments.db"), &fast())
+        .await
+        .expect("payments open")
+}
+
+fn new_payment(key: &str, minor: u64) -> NewPayment {
+    NewPayment {
+        id: PaymentId::new_v7(),
+        idempotency_key: IdempotencyKey::try_from(key).expect("valid key"),
+        fingerprint: Fingerprint::of(&[key, &minor.to_string()]),
+        account_id: acct("cust-1"),
+        merchant_account_id: acct("merchant-0"),
+        amount: amount(minor),
+        currency: Currency::Usd,
+        description: Some("coffee".to_owned()),
+    }
+}
+
+fn outbox_for(p: &Payment) -> OutboxMessage {
+    OutboxMessage {
+        id: p.id.notification_id(),
+        payment_id: p.id,
+        account_id: p.account_id.clone(),
+        message: format!("paid {}", p.amount_minor),
+        attempts: 0,
+        next_attempt_at_ms: 0,
+        delivered_at_ms: None,
+        last_error: None,
+    }
+}
+
+async fn debited(s: &SqlitePayments, key: &str) -> Payment {
+    let Begin::Created(p) = s.begin(new_payment(key, 100)).await.expect("begins") else {
+        panic!("fresh key")
+    };
+    s.advance(
+        p.id,
+        PaymentStatus::Received,
+        PaymentStatus::FraudChecked,
+        StepNote::default(),
+    )
+    .await
+    .expect("fraud checked");
+    s.advance(
+        p.id,
+        PaymentStatus::FraudChecked,
+        PaymentStatus::Debited,
+        StepNote::default(),
+    )
+    .await
+    .expect("debited")
+}
+
+#[tokio::test]
+async fn begin_stores_once_per_idempotency_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let new = new_payment("key-1", 100);
+    let Begin::Created(created) = s.begin(new.clone()).await.expect("begins") else {
+        panic!("first begin creates")
+    };
+    assert_eq!(created.status, PaymentStatus::Received);
+    assert_eq!(created.fingerprint, new.fingerprint);
+    // A second request with the same key (even another body and id) finds the first.
+    let mut other = new_payment("key-1", 999);
+    other.id = PaymentId::new_v7();
+    let Begin::Existing(existing) = s.begin(other).await.expect("finds") else {
+        panic!("second begin finds the first")
+    };
+    assert_eq!(existing, created);
+    assert_eq!(s.get(created.id).await.expect("read"), Some(created));
+    assert_eq!(s.get(PaymentId::new_v7()).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let Begin::Created(p) = s.begin(new_payment("k", 100)).await.expect("begins") else {
+        panic!("created")
+    };
+    let note = StepNote {
+        reason: Some("fallback".to_owned()),
+        needs_review: true,
+    };
+    let moved = s
+        .advance(
+            p.id,
+            PaymentStatus::Received,
+            PaymentStatus::FraudChecked,
+            note,
+        )
+        .await
+        .expect("moves");
+    assert_eq!(moved.status, PaymentStatus::FraudChecked);
+    assert!(moved.needs_review);
+    assert_eq!(moved.reason.as_deref(), Some("fallback"));
+    // A second worker that read `received` earlier loses.
+    let err = s
+        .advance(
+            p.id,
+            PaymentStatus::Received,
+            PaymentStatus::Failed,
+            StepNote::default(),
+        )
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            PaymentStoreError::StaleState {
+                expected: PaymentStatus::Received,
+                actual: PaymentStatus::FraudChecked,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Illegal moves never reach the store; `succeeded` only through `succeed`.
+    for (from, to) in [
+        (PaymentStatus::FraudChecked, PaymentStatus::Received),
+        (PaymentStatus::Debited, PaymentStatus::Succeeded),
+    ] {
+        let err = s
+            .advance(p.id, from, to, StepNote::default())
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, PaymentStoreError::Transition(_)), "{err:?}");
+    }
+    let err = s
+        .advance(
+            PaymentId::new_v7(),
+            PaymentStatus::Received,
+            PaymentStatus::FraudChecked,
+            StepNote::default(),
+        )
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, PaymentStoreError::NotFound(_)));
+    let still = s.get(p.id).await.expect("read").expect("exists");
+    assert_eq!(still.status, PaymentStatus::FraudChecked);
+}
+
+#[tokio::test]
+async fn succeed_writes_the_outbox_row_in_the_same_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let p = debited(&s, "k1").await;
+    let done = s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+    assert_eq!(done.status, PaymentStatus::Succeeded);
+    let due = s.outbox_due(crate_now(), 10).await.expect("read");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0], outbox_for(&p));
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+
+    // Succeeding twice loses the compare-and-set and adds no second row.
+    let err = s.succeed(p.id, outbox_for(&p)).await.expect_err("stale");
+    assert!(matches!(
+        err,
+        PaymentStoreError::StaleState {
+            actual: PaymentStatus::Succeeded,
+            ..
+        }
+    ));
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+
+    // When the outbox insert fails (here: a notification id already taken), the status change is
+    // rolled back with it.
+    let q = debited(&s, "k2").await;
+    let mut clash = outbox_for(&q);
+    clash.id = p.id.notification_id();
+    let err = s
+        .succeed(q.id, clash)
+        .await
+        .expect_err("outbox insert fails");
+    assert!(matches!(err, PaymentStoreError::Storage(_)), "{err:?}");
+    let q_now = s.get(q.id).await.expect("read").expect("exists");
+    assert_eq!(q_now.status, PaymentStatus::Debited, "nothing half-done");
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+
+    // An outbox row for another payment is refused.
+    let mut foreign = outbox_for(&q);
+    foreign.payment_id = p.id;
+    assert!(s.succeed(q.id, foreign).await.is_err());
+    assert_eq!(
+        s.get(q.id).await.expect("read").map(|p| p.status),
+        Some(PaymentStatus::Debited)
+    );
+}
+
+fn crate_now() -> i64 {
+    finpay_ledger::now_ms()
+}
+
+#[tokio::test]
+async fn the_outbox_retries_later_and_stays_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let p = debited(&s, "k").await;
+    s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+    let id = p.id.notification_id();
+    s.outbox_retry_later(&id, 1, 5_000, "notification down")
+        .await
+        .expect("rescheduled");
+    assert!(s.outbox_due(4_999, 10).await.expect("read").is_empty());
+    let due = s.outbox_due(5_000, 10).await.expect("read");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].attempts, 1);
+    assert_eq!(due[0].last_error.as_deref(), Some("notification down"));
+    s.outbox_delivered(&id, 6_000).await.expect("delivered");
+    s.outbox_delivered(&id, 7_000).await.expect("idempotent");
+    // A late failure report from another dispatcher does not undeliver it.
+    s.outbox_retry_later(&id, 2, 8_000, "late")
+        .await
+        .expect("ignored");
+    assert!(s.outbox_due(i64::MAX, 10).await.expect("read").is_empty());
+    assert_eq!(s.outbox_pending().await.expect("count"), 0);
+    let unknown = NotificationId::try_from("ntf-unknown").expect("id");
+    assert!(s.outbox_delivered(&unknown, 1).await.is_err());
+}
+
+#[tokio::test]
+async fn unfinished_lists_non_terminal_payments_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let Begin::Created(p) = s
+            .begin(new_payment(&format!("k{i}"), 10))
+            .await
+            .expect("begins")
+        else {
+            panic!("created")
+        };
+        ids.push(p.id);
+    }
+    s.advance(
+        ids[1],
+        PaymentStatus::Received,
+        PaymentStatus::Declined,
+        StepNote::default(),
+    )
+    .await
+    .expect("declined");
+    s.advance(
+        ids[3],
+        PaymentStatus::Received,
+        PaymentStatus::FraudChecked,
+        StepNote::default(),
+    )
+    .await
+    .expect("checked");
+    let open: Vec<PaymentId> = s
+        .unfinished(10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(open, vec![ids[0], ids[2], ids[3], ids[4]]);
+    assert_eq!(s.unfinished(2).await.expect("read").len(), 2);
+    s.ping().await.expect("ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_workers_move_a_payment_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let Begin::Created(p) = s.begin(new_payment("k", 10)).await.expect("begins") else {
+        panic!("created")
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let to = if i % 2 == 0 {
+            PaymentStatus::FraudChecked
+        } else {
+            PaymentStatus::Failed
+        };
+        tasks.push(tokio::spawn(async move {
+            s.advance(p.id, PaymentStatus::Received, to, StepNote::default())
+                .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => won += 1,
+            Err(PaymentStoreError::StaleState { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+}

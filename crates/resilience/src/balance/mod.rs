@@ -1,0 +1,574 @@
+//! Load balancing over a dynamic set of replicas: p2c over peak-EWMA, outlier ejection, active health
+//! checks, panic mode.
+//!
+//! - **p2c over peak-EWMA** (Finagle, Linkerd, tower's `p2c`): pick two endpoints at random, send to the
+//!   one with the lower `latency estimate * (requests in flight + 1)`. Two random choices avoid the herd
+//!   behaviour of "always the least loaded" while still steering away from slow replicas; the peak
+//!   EWMA jumps up on a slow answer and decays back slowly, so a replica that just hung is avoided at
+//!   once. A failed try counts as a slow one, or a replica that fails fast would look fastest.
+//! - **Different replica per try.** Tries of one call (retries and hedges) share a [`TriedEndpoints`]
+//!   in the request; the balancer picks among endpoints not yet tried while there are any.
+//! - **Passive outlier ejection**: see [`outlier`].
+//! - **Active health checks** against e.g. `/health/ready`: see [`health`]. Unhealthy endpoints are
+//!   skipped like ejected ones.
+//! - **Panic mode** (Envoy): when fewer than `panic_threshold_percent` of endpoints are usable, route
+//!   to all of them. A health check that is wrong about everybody must not take the service down.
+//! - **Dynamic set**: [`EndpointSet::insert`] / [`EndpointSet::remove`] at any time.
+//!
+//! Counters: `finpay_client_attempts_total` (every try actually sent), `finpay_client_ejections_total`.
+
+pub mod error;
+pub mod future;
+pub mod health;
+pub mod outlier;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+pub use self::error::NoEndpoint;
+pub use self::outlier::{EndpointStats, OutlierConfig};
+use crate::classify::{BoxError, Class, Classify};
+
+/// Endpoint ids already tried by this call; shared by all copies of one request.
+#[derive(Debug, Clone, Default)]
+pub struct TriedEndpoints(Arc<Mutex<Vec<u64>>>);
+
+impl TriedEndpoints {
+    fn contains(&self, id: u64) -> bool {
+        lock(&self.0).contains(&id)
+    }
+    fn push(&self, id: u64) {
+        lock(&self.0).push(id);
+    }
+    /// How many tries this call has sent.
+    pub fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+    /// Whether nothing was sent yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A request that can carry [`TriedEndpoints`].
+pub trait TrackTried {
+    /// The shared set, if the caller attached one.
+    fn tried(&self) -> Option<TriedEndpoints>;
+}
+
+impl<B> TrackTried for http::Request<B> {
+    fn tried(&self) -> Option<TriedEndpoints> {
+        self.extensions().get::<TriedEndpoints>().cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// How to choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Power of two choices over peak-EWMA latency times load.
+    P2cPeakEwma,
+    /// Each usable endpoint in turn.
+    RoundRobin,
+}
+
+/// Balancer settings.
+#[derive(Debug, Clone)]
+pub struct BalanceConfig {
+    /// How to choose.
+    pub strategy: Strategy,
+    /// Peak-EWMA time constant.
+    pub decay: Duration,
+    /// Latency assumed before the first answer.
+    pub default_rtt: Duration,
+    /// Passive ejection.
+    pub outlier: OutlierConfig,
+    /// Below this percent of usable endpoints, use all.
+    pub panic_threshold_percent: u32,
+    /// `dependency` label for metrics.
+    pub label: &'static str,
+    /// RNG seed; `None` = entropy.
+    pub seed: Option<u64>,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::P2cPeakEwma,
+            decay: Duration::from_secs(10),
+            default_rtt: Duration::from_millis(20),
+            outlier: OutlierConfig::default(),
+            panic_threshold_percent: 50,
+            label: "default",
+            seed: None,
+        }
+    }
+}
+
+/// One endpoint: its key (e.g. a URI), its service, its statistics.
+#[derive(Debug)]
+pub struct Endpoint<K, S> {
+    id: u64,
+    key: K,
+    svc: S,
+    stats: Mutex<EndpointStats>,
+}
+
+impl<K, S> Endpoint<K, S> {
+    /// The key it was inserted with.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+    /// A look at its statistics.
+    pub fn with_stats<T>(&self, f: impl FnOnce(&mut EndpointStats) -> T) -> T {
+        f(&mut lock(&self.stats))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SetInner<K, S> {
+    endpoints: RwLock<Vec<Arc<Endpoint<K, S>>>>,
+    next_id: AtomicU64,
+    cfg: BalanceConfig,
+    eject_lock: Mutex<()>,
+}
+
+/// The shared, changeable set of endpoints. Clones share it.
+#[derive(Debug)]
+pub struct EndpointSet<K, S> {
+    inner: Arc<SetInner<K, S>>,
+}
+
+impl<K, S> Clone for EndpointSet<K, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: PartialEq, S> EndpointSet<K, S> {
+    /// An empty set using `cfg` for every endpoint.
+    pub fn new(cfg: BalanceConfig) -> Self {
+        Self {
+            inner: Arc::new(SetInner {
+                endpoints: RwLock::new(Vec::new()),
+                next_id: AtomicU64::new(0),
+                cfg,
+                eject_lock: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Adds an endpoint (replacing one with the same key).
+    pub fn insert(&self, key: K, svc: S) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let ep = Arc::new(Endpoint {
+            id,
+            key,
+            svc,
+            stats: Mutex::new(EndpointStats::new(self.inner.cfg.default_rtt)),
+        });
+        let mut eps = self.write();
+        eps.retain(|e| e.key != ep.key);
+        eps.push(ep);
+    }
+
+    /// Removes the endpoint with this key; calls in flight to it finish.
+    pub fn remove(&self, key: &K) {
+        self.write().retain(|e| &e.key != key);
+    }
+
+    /// The endpoints now.
+    pub fn snapshot(&self) -> Vec<Arc<Endpoint<K, S>>> {
+        match self.inner.endpoints.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Number of endpoints.
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Endpoints ejected right now.
+    pub fn ejected(&self) -> usize {
+        let now = Instant::now();
+        self.snapshot()
+            .iter()
+            .filter(|e| lock(&e.stats).is_ejected(now))
+            .count()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Endpoint<K, S>>>> {
+        match self.inner.endpoints.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<SetInner<K, S>> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<SetInner<K, S>>) -> Self {
+        Self { inner }
+    }
+
+    /// Records an outcome on endpoint `ep`, ejecting it if the outlier rules say so and the
+    /// maximum ejected share allows.
+    fn record(&self, ep: &Endpoint<K, S>, failed: bool) {
+        let cfg = &self.inner.cfg.outlier;
+        let now = Instant::now();
+        let wants = lock(&ep.stats).record(failed, cfg, now);
+        if !wants {
+            return;
+        }
+        let _g = lock(&self.inner.eject_lock);
+        let eps = self.snapshot();
+        let ejected = eps
+            .iter()
+            .filter(|e| lock(&e.stats).is_ejected(now))
+            .count();
+        if ejected >= cfg.max_ejected(eps.len()) {
+            return;
+        }
+        let d = lock(&ep.stats).eject(cfg, now);
+        metrics::counter!("finpay_client_ejections_total", "dependency" => self.inner.cfg.label)
+            .increment(1);
+        tracing::warn!(
+            dependency = self.inner.cfg.label,
+            endpoint = ep.id,
+            ejection_ms = d.as_millis() as u64,
+            "endpoint ejected"
+        );
+    }
+}
+
+/// The balancer service over an [`EndpointSet`].
+#[derive(Debug)]
+pub struct Balance<K, S, C> {
+    set: EndpointSet<K, S>,
+    classify: C,
+    rng: Arc<Mutex<SmallRng>>,
+    rr: Arc<AtomicUsize>,
+}
+
+impl<K, S, C: Clone> Clone for Balance<K, S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            set: self.set.clone(),
+            classify: self.classify.clone(),
+            rng: self.rng.clone(),
+            rr: self.rr.clone(),
+        }
+    }
+}
+
+impl<K: PartialEq, S, C> Balance<K, S, C> {
+    /// Balances over `set`, judging outcomes with `classify`.
+    pub fn new(set: EndpointSet<K, S>, classify: C) -> Self {
+        let rng = set
+            .inner
+            .cfg
+            .seed
+            .map_or_else(SmallRng::from_entropy, SmallRng::seed_from_u64);
+        Self {
+            set,
+            classify,
+            rng: Arc::new(Mutex::new(rng)),
+            rr: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The endpoint set (to add or remove endpoints, or inspect them).
+    pub fn endpoints(&self) -> &EndpointSet<K, S> {
+        &self.set
+    }
+
+    fn pick(&self, eps: &[Arc<Endpoint<K, S>>], tried: Option<&TriedEndpoints>) -> usize {
+        let cfg = &self.set.inner.cfg;
+        let now = Instant::now();
+        let usable: Vec<usize> = (0..eps.len())
+            .filter(|&i| {
+                let s = lock(&eps[i].stats);
+                s.healthy && !s.is_ejected(now)
+            })
+            .collect();
+        let panic = usable.is_empty()
+            || usable.len() * 100 < cfg.panic_threshold_percent as usize * eps.len();
+        let pool: Vec<usize> = if panic {
+            (0..eps.len()).collect()
+        } else {
+            usable
+        };
+        let fresh: Vec<usize> = match tried {
+            Some(t) => pool
+                .iter()
+                .copied()
+                .filter(|&i| !t.contains(eps[i].id))
+                .collect(),
+            None => Vec::new(),
+        };
+        let pool = if fresh.is_empty() { pool } else { fresh };
+        if pool.len() == 1 {
+            return pool[0];
+        }
+        match cfg.strategy {
+            Strategy::RoundRobin => pool[self.rr.fetch_add(1, Ordering::Relaxed) % pool.len()],
+            Strategy::P2cPeakEwma => {
+                let (a, b) = {
+                    let mut rng = lock(&self.rng);
+                    let a = rng.gen_range(0..pool.len());
+                    let mut b = rng.gen_range(0..pool.len() - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    (pool[a], pool[b])
+                };
+                let (ca, cb) = (lock(&eps[a].stats).cost(), lock(&eps[b].stats).cost());
+                if ca <= cb {
+                    a
+                } else {
+                    b
+                }
+            }
+        }
+    }
+}
+
+struct Pending<K, S>(Arc<Endpoint<K, S>>);
+
+impl<K, S> Drop for Pending<K, S> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0.stats);
+        s.pending = s.pending.saturating_sub(1);
+    }
+}
+
+impl<K, S, C, Req, Res> Service<Req> for Balance<K, S, C>
+where
+    K: PartialEq + Send + Sync + 'static,
+    S: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    C: Classify<Req, Res>,
+    Req: TrackTried + Send + 'static,
+    Res: Send + 'static,
+{
+    type Response = Res;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<Res>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let eps = self.set.snapshot();
+        if eps.is_empty() {
+            return Box::pin(async { Err(Box::new(NoEndpoint) as BoxError) });
+        }
+        let tried = req.tried();
+        let ep = eps[self.pick(&eps, tried.as_ref())].clone();
+        drop(eps);
+        if let Some(t) = &tried {
+            t.push(ep.id);
+        }
+        lock(&ep.stats).pending += 1;
+        let cfg = &self.set.inner.cfg;
+        metrics::counter!("finpay_client_attempts_total", "dependency" => cfg.label).increment(1);
+        let decay = cfg.decay;
+        let set = self.set.clone();
+        let c = self.classify.clone();
+        let svc = ep.svc.clone();
+        Box::pin(async move {
+            let pending = Pending(ep);
+            let start = Instant::now();
+            let res = svc.oneshot(req).await.map_err(Into::into);
+            let now = Instant::now();
+            let class = c.classify(&res);
+            {
+                let mut s = lock(&pending.0.stats);
+                let rtt = now.duration_since(start);
+                if class == Class::Success {
+                    s.observe_rtt(rtt, decay, now);
+                } else {
+                    // A failure is treated as slow, so a replica that fails fast does not attract traffic.
+                    let penalty =
+                        Duration::from_secs_f64((s.ewma_ns * 2.0 / 1e9).min(10.0)).max(rtt);
+                    s.observe_rtt(penalty, decay, now);
+                }
+            }
+            match class {
+                Class::Success => set.record(&pending.0, false),
+                Class::Retry | Class::RetrySafe => set.record(&pending.0, true),
+                Class::Failure => {}
+            }
+            drop(pending);
+            res
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::HttpClassify;
+    use bytes::Bytes;
+
+    type Req = http::Request<Bytes>;
+    type Res = http::Response<Bytes>;
+
+    /// An endpoint that answers with a fixed status after a fixed delay.
+    #[derive(Clone)]
+    struct Fixed(u16, Duration, Arc<AtomicUsize>);
+
+    impl Service<Req> for Fixed {
+        type Response = Res;
+        type Error = BoxError;
+        type Future =
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<Res, BoxError>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Req) -> Self::Future {
+            let (s, d, n) = (self.0, self.1, self.2.clone());
+            Box::pin(async move {
+                n.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(d).await;
+                let mut r = Res::new(Bytes::new());
+                *r.status_mut() = http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::OK);
+                Ok(r)
+            })
+        }
+    }
+
+    fn set(
+        cfg: BalanceConfig,
+        eps: &[(u16, u64)],
+    ) -> (Balance<usize, Fixed, HttpClassify>, Vec<Arc<AtomicUsize>>) {
+        let s = EndpointSet::new(cfg);
+        let mut counters = Vec::new();
+        for (i, (st, ms)) in eps.iter().enumerate() {
+            let n = Arc::new(AtomicUsize::new(0));
+            counters.push(n.clone());
+            s.insert(i, Fixed(*st, Duration::from_millis(*ms), n));
+        }
+        (Balance::new(s, HttpClassify), counters)
+    }
+
+    fn cfg() -> BalanceConfig {
+        BalanceConfig {
+            seed: Some(9),
+            ..BalanceConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_faster_replica() {
+        let (b, n) = set(cfg(), &[(200, 1), (200, 50), (200, 50)]);
+        for _ in 0..300 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        let fast = n[0].load(Ordering::Relaxed);
+        assert!(fast > 200, "fast replica got {fast} of 300");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tries_of_one_call_go_to_different_replicas() {
+        let (b, n) = set(cfg(), &[(200, 1), (200, 1), (200, 1)]);
+        let mut req = Req::new(Bytes::new());
+        let tried = TriedEndpoints::default();
+        req.extensions_mut().insert(tried.clone());
+        for _ in 0..3 {
+            let mut r = Req::new(Bytes::new());
+            r.extensions_mut().insert(tried.clone());
+            b.clone().oneshot(r).await.unwrap();
+        }
+        assert!(n.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_replica_is_ejected_and_ejections_are_capped() {
+        let c = BalanceConfig {
+            strategy: Strategy::RoundRobin,
+            outlier: OutlierConfig {
+                consecutive_failures: 3,
+                ..OutlierConfig::default()
+            },
+            ..cfg()
+        };
+        let (b, n) = set(c, &[(503, 1), (503, 1), (200, 1)]);
+        for _ in 0..30 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        assert_eq!(b.endpoints().ejected(), 1, "max 34% of 3 = 1");
+        let before: Vec<_> = n.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        for _ in 0..30 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        let after: Vec<_> = n.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let untouched = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+        assert_eq!(untouched, 1, "the ejected replica gets nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panic_mode_routes_to_all_when_too_few_are_healthy() {
+        let (b, n) = set(
+            BalanceConfig {
+                strategy: Strategy::RoundRobin,
+                ..cfg()
+            },
+            &[(200, 1), (200, 1), (200, 1)],
+        );
+        for ep in b.endpoints().snapshot().iter().take(2) {
+            ep.with_stats(|s| s.healthy = false);
+        }
+        for _ in 0..30 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        assert!(
+            n.iter().all(|c| c.load(Ordering::Relaxed) > 0),
+            "1 of 3 healthy is below 50%: all get traffic"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_set_fails_with_no_endpoint() {
+        let b: Balance<usize, Fixed, HttpClassify> =
+            Balance::new(EndpointSet::new(cfg()), HttpClassify);
+        let e = b.oneshot(Req::new(Bytes::new())).await.unwrap_err();
+        assert!(e.is::<NoEndpoint>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_can_be_added_and_removed_while_running() {
+        let (b, n) = set(cfg(), &[(200, 1)]);
+        b.endpoints()
+            .insert(7, Fixed(200, Duration::from_millis(1), n[0].clone()));
+        assert_eq!(b.endpoints().len(), 2);
+        b.endpoints().remove(&0);
+        assert_eq!(b.endpoints().len(), 1);
+        b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+    }
+}

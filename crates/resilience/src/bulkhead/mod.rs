@@ -1,0 +1,315 @@
+//! Bulkhead: a concurrency limit per dependency that rejects rather than queues.
+//!
+//! Why reject: a queue in front of a slow dependency turns its slowness into ours, and every queued
+//! caller holds memory and a deadline that will pass anyway. tower's `ConcurrencyLimit` waits forever
+//! (backpressure through `poll_ready`); here a caller either gets a slot at once, or waits at most
+//! `max_wait`, or gets [`BulkheadFull`] so the caller can answer 503 with `Retry-After` while it still
+//! has time.
+//!
+//! Optional adaptive limit (AIMD, as TCP congestion control and Netflix's concurrency-limits): each call
+//! that succeeds within `latency_target` grows the limit by `1/limit` (one slot per "round trip" of the
+//! whole window); a failure or a slow call cuts it by `backoff_ratio`. It stays within
+//! `[min_limit, max_limit]`.
+
+pub mod error;
+pub mod future;
+pub mod layer;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower::Service;
+
+pub use self::error::BulkheadFull;
+pub use self::layer::BulkheadLayer;
+use crate::classify::{BoxError, Classify};
+
+/// Bulkhead settings.
+#[derive(Debug, Clone)]
+pub struct BulkheadConfig {
+    /// Fixed limit, or the adaptive ceiling.
+    pub max_concurrent: usize,
+    /// Zero rejects at once.
+    pub max_wait: Duration,
+    /// Adaptive (AIMD) limit settings; `None` keeps the limit fixed.
+    pub adaptive: Option<Aimd>,
+}
+
+/// AIMD parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Aimd {
+    /// The limit never goes below this.
+    pub min_limit: usize,
+    /// Calls slower than this shrink the limit.
+    pub latency_target: Duration,
+    /// Multiplicative decrease factor (0.9 = cut 10%).
+    pub backoff_ratio: f64,
+}
+
+#[derive(Debug)]
+struct State {
+    in_flight: usize,
+    limit: f64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: BulkheadConfig,
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+/// The shared limit. Clones share it.
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    shared: Arc<Shared>,
+}
+
+/// A taken slot; freed on drop.
+#[derive(Debug)]
+pub struct Slot {
+    shared: Arc<Shared>,
+    start: Instant,
+    recorded: bool,
+}
+
+impl Limiter {
+    /// `max_concurrent >= 1`, and for AIMD `1 <= min_limit <= max_concurrent`, `0 < backoff_ratio < 1`.
+    pub fn try_new(cfg: BulkheadConfig) -> Result<Self, &'static str> {
+        if cfg.max_concurrent == 0 {
+            return Err("max_concurrent must be >= 1");
+        }
+        if let Some(a) = cfg.adaptive {
+            if a.min_limit == 0 || a.min_limit > cfg.max_concurrent {
+                return Err("min_limit must be within 1..=max_concurrent");
+            }
+            if !(a.backoff_ratio > 0.0 && a.backoff_ratio < 1.0) {
+                return Err("backoff_ratio must be within (0, 1)");
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let limit = cfg.max_concurrent as f64;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                cfg,
+                state: Mutex::new(State {
+                    in_flight: 0,
+                    limit,
+                }),
+                freed: Notify::new(),
+            }),
+        })
+    }
+
+    /// The current limit (rounded down).
+    pub fn limit(&self) -> usize {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let l = lock(&self.shared).limit as usize;
+        l
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.shared).in_flight
+    }
+
+    /// A slot now, if one is free.
+    pub fn try_acquire(&self) -> Option<Slot> {
+        let mut st = lock(&self.shared);
+        #[allow(clippy::cast_precision_loss)]
+        let free = (st.in_flight as f64) < st.limit.floor();
+        if free {
+            st.in_flight += 1;
+            Some(Slot {
+                shared: self.shared.clone(),
+                start: Instant::now(),
+                recorded: false,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// A slot within `max_wait`, or [`BulkheadFull`].
+    pub async fn acquire(&self) -> Result<Slot, BulkheadFull> {
+        if let Some(s) = self.try_acquire() {
+            return Ok(s);
+        }
+        if self.shared.cfg.max_wait.is_zero() {
+            return Err(BulkheadFull);
+        }
+        let until = Instant::now() + self.shared.cfg.max_wait;
+        loop {
+            let notified = self.shared.freed.notified();
+            if let Some(s) = self.try_acquire() {
+                return Ok(s);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.try_acquire().ok_or(BulkheadFull);
+            }
+        }
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    match shared.state.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Slot {
+    /// Feeds the adaptive limit; a no-op for a fixed one.
+    pub fn record(mut self, failed: bool) {
+        self.recorded = true;
+        let Some(a) = self.shared.cfg.adaptive else {
+            return;
+        };
+        let slow = self.start.elapsed() > a.latency_target;
+        let mut st = lock(&self.shared);
+        #[allow(clippy::cast_precision_loss)]
+        let (min, max) = (a.min_limit as f64, self.shared.cfg.max_concurrent as f64);
+        st.limit = if failed || slow {
+            (st.limit * a.backoff_ratio).max(min)
+        } else {
+            (st.limit + 1.0 / st.limit).min(max)
+        };
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = lock(&self.shared);
+        st.in_flight = st.in_flight.saturating_sub(1);
+        drop(st);
+        self.shared.freed.notify_one();
+    }
+}
+
+/// The bulkhead as a tower service.
+#[derive(Debug, Clone)]
+pub struct Bulkhead<S, C> {
+    inner: S,
+    limiter: Limiter,
+    classify: C,
+}
+
+impl<S, C, Req, Res> Service<Req> for Bulkhead<S, C>
+where
+    S: Service<Req, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    C: Classify<Req, Res>,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    type Response = Res;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<Res>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let limiter = self.limiter.clone();
+        let c = self.classify.clone();
+        let mut svc = self.inner.clone();
+        Box::pin(async move {
+            let slot = limiter
+                .acquire()
+                .await
+                .map_err(|e| Box::new(e) as BoxError)?;
+            let res = match tower::ServiceExt::ready(&mut svc).await {
+                Ok(s) => s.call(req).await.map_err(Into::into),
+                Err(e) => Err(e.into()),
+            };
+            slot.record(c.classify(&res).is_failure());
+            res
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::HttpClassify;
+    use bytes::Bytes;
+    use tower::{Layer, ServiceExt};
+    use tower_test::mock;
+
+    type Req = http::Request<Bytes>;
+    type Res = http::Response<Bytes>;
+
+    fn fixed(n: usize, wait_ms: u64) -> Limiter {
+        Limiter::try_new(BulkheadConfig {
+            max_concurrent: n,
+            max_wait: Duration::from_millis(wait_ms),
+            adaptive: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rejects_when_full_instead_of_queueing() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = BulkheadLayer::new(fixed(1, 0), HttpClassify).layer(svc);
+        let first = tokio::spawn(svc.clone().oneshot(Req::new(Bytes::new())));
+        let (_r, send) = h.next_request().await.unwrap();
+        let err = svc
+            .clone()
+            .oneshot(Req::new(Bytes::new()))
+            .await
+            .unwrap_err();
+        assert!(err.is::<BulkheadFull>());
+        send.send_response(Res::new(Bytes::new()));
+        first.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_wait_gets_a_slot_freed_in_time() {
+        let l = fixed(1, 50);
+        let s1 = l.try_acquire().unwrap();
+        let l2 = l.clone();
+        let waiter = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+        tokio::time::advance(Duration::from_millis(20)).await;
+        drop(s1);
+        assert!(waiter.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bounded_wait_gives_up_after_max_wait() {
+        let l = fixed(1, 50);
+        let _s1 = l.try_acquire().unwrap();
+        let start = Instant::now();
+        assert_eq!(l.acquire().await.unwrap_err(), BulkheadFull);
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aimd_limit_shrinks_on_failure_and_grows_back_on_success() {
+        let l = Limiter::try_new(BulkheadConfig {
+            max_concurrent: 100,
+            max_wait: Duration::ZERO,
+            adaptive: Some(Aimd {
+                min_limit: 10,
+                latency_target: Duration::from_millis(100),
+                backoff_ratio: 0.5,
+            }),
+        })
+        .unwrap();
+        l.try_acquire().unwrap().record(true);
+        assert_eq!(l.limit(), 50);
+        for _ in 0..10 {
+            l.try_acquire().unwrap().record(true);
+        }
+        assert_eq!(l.limit(), 10, "never below the floor");
+        for _ in 0..200 {
+            l.try_acquire().unwrap().record(false);
+        }
+        assert!(l.limit() > 10);
+    }
+}

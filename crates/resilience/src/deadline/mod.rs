@@ -1,0 +1,278 @@
+//! Deadlines: one absolute time for the whole call, carried to the callee.
+//!
+//! Why an absolute deadline and not a timeout per hop: a timeout per hop adds up (3 hops of 1 s each
+//! can take 3 s), and the callee cannot know the caller gave up. An absolute deadline travels in the
+//! request extensions (for the layers below) and in the `finpay-deadline-ms` header (for the callee,
+//! which bounds its own work and its own outbound calls by it). Every try then gets
+//! `min(per_try, remaining)`, and a call whose deadline is already spent fails at once without sending
+//! anything, because an answer nobody waits for is pure load.
+//!
+//! [`DeadlineService`] is the outer layer (fail fast, propagate, stop waiting); [`PerTryTimeoutService`]
+//! sits under the retry and hedge layers and bounds each try. Both read time from `tokio::time`.
+
+pub mod error;
+pub mod future;
+pub mod layer;
+
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tower::Service;
+
+pub use self::error::{DeadlineExceeded, PerTryTimeout};
+pub use self::layer::{DeadlineLayer, PerTryTimeoutLayer};
+use crate::classify::BoxError;
+
+/// An absolute point in time by which a whole call (all tries, all hedges) must finish.
+/// Carried in request extensions and in the `finpay-deadline-ms` header (Unix epoch milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub tokio::time::Instant);
+
+/// Header carrying the deadline to the callee, as absolute Unix epoch milliseconds.
+pub const DEADLINE_HEADER: &str = "finpay-deadline-ms";
+
+fn wall_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self(tokio::time::Instant::now() + budget)
+    }
+
+    /// Time left, zero when spent.
+    pub fn remaining(&self) -> Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Whether no time is left.
+    pub fn is_spent(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// The earlier of two deadlines.
+    pub fn min(self, other: Deadline) -> Deadline {
+        if other.0 < self.0 {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The deadline as absolute Unix epoch milliseconds, for the wire.
+    pub fn to_epoch_ms(&self) -> u64 {
+        u64::try_from((wall_now() + self.remaining()).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A deadline from absolute Unix epoch milliseconds (as read from the header). A time in the past
+    /// gives a spent deadline.
+    pub fn from_epoch_ms(ms: u64) -> Self {
+        Self::after(Duration::from_millis(ms).saturating_sub(wall_now()))
+    }
+
+    /// Reads [`DEADLINE_HEADER`]; `None` when absent or malformed. Services call this on the way in.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let v = headers.get(DEADLINE_HEADER)?.to_str().ok()?;
+        v.trim().parse::<u64>().ok().map(Self::from_epoch_ms)
+    }
+
+    /// The header value for [`DEADLINE_HEADER`].
+    pub fn header_value(&self) -> http::HeaderValue {
+        http::HeaderValue::from(self.to_epoch_ms())
+    }
+}
+
+/// A request that can carry a [`Deadline`].
+pub trait CarryDeadline {
+    /// The deadline it carries.
+    fn deadline(&self) -> Option<Deadline>;
+    /// Attaches a deadline (extension and, for HTTP, the header).
+    fn set_deadline(&mut self, d: Deadline);
+}
+
+impl<B> CarryDeadline for http::Request<B> {
+    fn deadline(&self) -> Option<Deadline> {
+        self.extensions().get::<Deadline>().copied()
+    }
+    fn set_deadline(&mut self, d: Deadline) {
+        self.headers_mut().insert(DEADLINE_HEADER, d.header_value());
+        self.extensions_mut().insert(d);
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    default_budget: Option<Duration>,
+}
+
+impl<S, Req> Service<Req> for DeadlineService<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: CarryDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let deadline = match (req.deadline(), self.default_budget) {
+            (Some(d), _) => Some(d),
+            (None, Some(b)) => Some(Deadline::after(b)),
+            (None, None) => None,
+        };
+        let Some(deadline) = deadline else {
+            let fut = self.inner.call(req);
+            return Box::pin(async move { fut.await.map_err(Into::into) });
+        };
+        if deadline.is_spent() {
+            return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
+        }
+        req.set_deadline(deadline);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline.0, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => Err(Box::new(DeadlineExceeded) as BoxError),
+            }
+        })
+    }
+}
+
+/// See [`PerTryTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct PerTryTimeoutService<S> {
+    inner: S,
+    per_try: Duration,
+}
+
+impl<S, Req> Service<Req> for PerTryTimeoutService<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: CarryDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let remaining = req.deadline().map(|d| d.remaining());
+        if remaining.is_some_and(|r| r.is_zero()) {
+            return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
+        }
+        let limit = remaining.map_or(self.per_try, |r| r.min(self.per_try));
+        let spent_by_deadline = remaining.is_some_and(|r| r <= self.per_try);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) if spent_by_deadline => Err(Box::new(DeadlineExceeded) as BoxError),
+                Err(_) => Err(Box::new(PerTryTimeout) as BoxError),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tower::ServiceExt;
+    use tower_test::mock;
+
+    type Req = http::Request<Bytes>;
+
+    #[tokio::test(start_paused = true)]
+    async fn spent_deadline_fails_fast_without_sending() {
+        let (svc, mut handle) = mock::pair::<Req, &'static str>();
+        let svc = DeadlineLayer::new(None).layer(svc);
+        let mut req = http::Request::new(Bytes::new());
+        req.extensions_mut().insert(Deadline::after(Duration::ZERO));
+        let err = svc.oneshot(req).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+        assert!(handle.next_request().await.is_none(), "nothing was sent");
+    }
+
+    use tower::Layer;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_travels_in_header_and_extensions() {
+        let (svc, mut handle) = mock::pair::<Req, &'static str>();
+        let svc = DeadlineLayer::new(Some(Duration::from_secs(2))).layer(svc);
+        let call = tokio::spawn(svc.oneshot(http::Request::new(Bytes::new())));
+        let (req, send) = handle.next_request().await.unwrap();
+        let d = req.extensions().get::<Deadline>().copied().unwrap();
+        assert_eq!(d.remaining(), Duration::from_secs(2));
+        let ms: u64 = req.headers()[DEADLINE_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let wall = wall_now().as_millis() as u64;
+        assert!(ms >= wall + 1_900 && ms <= wall + 2_100, "{ms} vs {wall}");
+        send.send_response("ok");
+        assert_eq!(call.await.unwrap().unwrap(), "ok");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_try_timeout_is_the_smaller_of_per_try_and_remaining() {
+        let (svc, mut handle) = mock::pair::<Req, &'static str>();
+        let svc = PerTryTimeoutLayer::new(Duration::from_millis(100)).layer(svc);
+        let mut req = http::Request::new(Bytes::new());
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_millis(40)));
+        let start = tokio::time::Instant::now();
+        let call = tokio::spawn(svc.clone().oneshot(req));
+        let _pending = handle.next_request().await.unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+        assert_eq!(start.elapsed(), Duration::from_millis(40));
+
+        let mut req = http::Request::new(Bytes::new());
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_secs(5)));
+        let call = tokio::spawn(svc.oneshot(req));
+        let _pending = handle.next_request().await.unwrap();
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<PerTryTimeout>());
+    }
+
+    #[test]
+    fn header_round_trips_through_epoch_milliseconds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let d = Deadline::after(Duration::from_secs(3));
+            let mut h = http::HeaderMap::new();
+            h.insert(DEADLINE_HEADER, d.header_value());
+            let back = Deadline::from_headers(&h).unwrap();
+            let diff = if back.0 > d.0 {
+                back.0 - d.0
+            } else {
+                d.0 - back.0
+            };
+            assert!(diff < Duration::from_millis(5));
+        });
+    }
+}

@@ -1,0 +1,224 @@
+//! Deterministic simulation: the real `ResilientClient` stack over 3 simulated fraud replicas, with
+//! paused tokio time and seeded RNGs, so every run is the same run.
+//!
+//! Asserts the system targets from the crate docs:
+//! - independent errors at p = 0.3: success >= 99.99% and actual/effective <= 1.5 over 100k requests;
+//! - 30% of calls hanging 3 s: p99 <= 100 ms;
+//! - all replicas down: actual/effective <= 1 + budget ratio, breaker open, calls fail fast.
+
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use finpay_resilience::breaker::State;
+use finpay_resilience::classify::BoxError;
+use finpay_resilience::{CallError, ClientPolicy, Deadline, ResilientClient};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Errors(f64),
+    Hangs(f64),
+    Down,
+}
+
+#[derive(Clone)]
+struct Replica {
+    mode: Mode,
+    rng: Arc<Mutex<SmallRng>>,
+    sent: Arc<AtomicU64>,
+}
+
+impl tower::Service<http::Request<Bytes>> for Replica {
+    type Response = http::Response<Bytes>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        assert!(req
+            .headers()
+            .contains_key(finpay_resilience::DEADLINE_HEADER));
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let (r, lat_us) = {
+            let mut g = self.rng.lock().unwrap();
+            (g.gen::<f64>(), g.gen_range(500..4_000u64))
+        };
+        let lat = Duration::from_micros(lat_us);
+        let mode = self.mode;
+        Box::pin(async move {
+            let status = match mode {
+                Mode::Errors(p) => {
+                    tokio::time::sleep(lat).await;
+                    if r < p {
+                        500
+                    } else {
+                        200
+                    }
+                }
+                Mode::Hangs(p) => {
+                    tokio::time::sleep(if r < p { Duration::from_secs(3) } else { lat }).await;
+                    200
+                }
+                Mode::Down => {
+                    tokio::time::sleep(lat).await;
+                    503
+                }
+            };
+            let mut resp = http::Response::new(Bytes::from_static(b"{\"verdict\":\"SAFE\"}"));
+            *resp.status_mut() = http::StatusCode::from_u16(status)?;
+            Ok(resp)
+        })
+    }
+}
+
+struct Outcome {
+    requests: u64,
+    ok: u64,
+    sent: u64,
+    latencies_us: Vec<u64>,
+    breaker_open_errors: u64,
+    breaker: Option<State>,
+}
+
+async fn run(mode: Mode, requests: u64, workers: u64, seed: u64) -> Outcome {
+    run_with_deadline(mode, requests, workers, seed, Duration::from_secs(2)).await
+}
+
+async fn run_with_deadline(mode: Mode, requests: u64, workers: u64, seed: u64, budget: Duration) -> Outcome {
+    let sent = Arc::new(AtomicU64::new(0));
+    let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(seed)));
+    let replicas: Vec<(http::Uri, Replica)> = (0..3)
+        .map(|i| {
+            let uri: http::Uri = format!("http://fraud-{i}:8080").parse().unwrap();
+            (
+                uri,
+                Replica {
+                    mode,
+                    rng: rng.clone(),
+                    sent: sent.clone(),
+                },
+            )
+        })
+        .collect();
+    let policy = ClientPolicy {
+        seed: Some(seed),
+        ..ClientPolicy::default()
+    };
+    let client = ResilientClient::with_endpoints("fraud", replicas, policy).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut open = 0u64;
+            let mut lat = Vec::new();
+            for _ in 0..requests / workers {
+                let mut req = http::Request::post("/v1/checks")
+                    .body(Bytes::from_static(b"{}"))
+                    .unwrap();
+                req.headers_mut()
+                    .insert("idempotency-key", http::HeaderValue::from_static("k"));
+                let start = Instant::now();
+                match client
+                    .call(req, Deadline::after(Duration::from_secs(2)))
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Err(CallError::BreakerOpen { .. }) => open += 1,
+                    _ => {}
+                }
+                lat.push(u64::try_from(start.elapsed().as_micros()).unwrap());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ok, open, lat)
+        }));
+    }
+    let mut out = Outcome {
+        requests: 0,
+        ok: 0,
+        sent: 0,
+        latencies_us: Vec::new(),
+        breaker_open_errors: 0,
+        breaker: None,
+    };
+    for t in tasks {
+        let (ok, open, lat) = t.await.unwrap();
+        out.ok += ok;
+        out.breaker_open_errors += open;
+        out.requests += lat.len() as u64;
+        out.latencies_us.extend(lat);
+    }
+    out.sent = sent.load(Ordering::Relaxed);
+    out.breaker = client.breaker_state();
+    out
+}
+
+fn p99(lat: &mut [u64]) -> Duration {
+    lat.sort_unstable();
+    Duration::from_micros(lat[lat.len() * 99 / 100])
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_percent_errors_give_four_nines_at_under_one_and_a_half_times_the_load() {
+    let out = run(Mode::Errors(0.3), 100_000, 50, 1).await;
+    let success = out.ok as f64 / out.requests as f64;
+    let load = out.sent as f64 / out.requests as f64;
+    println!(
+        "errors p=0.3: requests {} ok {} success {success:.5} load {load:.3}",
+        out.requests, out.ok
+    );
+    assert_eq!(out.requests, 100_000);
+    assert!(success >= 0.9999, "success {success}");
+    assert!(load <= 1.5, "actual/effective {load}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_percent_hangs_keep_p99_under_one_hundred_milliseconds() {
+    let mut out = run(Mode::Hangs(0.3), 20_000, 50, 2).await;
+    let success = out.ok as f64 / out.requests as f64;
+    let load = out.sent as f64 / out.requests as f64;
+    let p = p99(&mut out.latencies_us);
+    println!("hangs p=0.3: success {success:.5} load {load:.3} p99 {p:?}");
+    assert!(success >= 0.9999, "success {success}");
+    assert!(p <= Duration::from_millis(100), "p99 {p:?}");
+    assert!(load <= 1.5, "actual/effective {load}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_replicas_down_cost_at_most_the_budget_and_open_the_breaker() {
+    let out = run(Mode::Down, 20_000, 50, 3).await;
+    let load = out.sent as f64 / out.requests as f64;
+    let ratio = ClientPolicy::default().budget.ratio;
+    println!(
+        "down: load {load:.3} breaker {:?} fast-failed {} of {}",
+        out.breaker, out.breaker_open_errors, out.requests
+    );
+    assert!(load <= 1.0 + ratio, "actual/effective {load}");
+    assert_eq!(out.breaker, Some(State::Open));
+    assert!(
+        out.breaker_open_errors * 10 >= out.requests * 9,
+        "most calls fail fast at the breaker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_replicas_hanging_past_the_deadline_still_open_the_breaker() {
+    let out = run_with_deadline(Mode::Hangs(1.0), 5_000, 50, 4, Duration::from_millis(200)).await;
+    let load = out.sent as f64 / out.requests as f64;
+    println!("all hang: load {load:.3} breaker {:?} fast-failed {} of {}", out.breaker, out.breaker_open_errors, out.requests);
+    assert_eq!(out.breaker, Some(State::Open));
+    assert!(out.breaker_open_errors * 10 >= out.requests * 9, "most calls fail fast at the breaker");
+    assert!(load <= 1.0 + ClientPolicy::default().budget.ratio, "actual/effective {load}");
+}

@@ -1,0 +1,445 @@
+//! Settings: typed, layered, validated at start.
+//!
+//! Layers, later wins: the type's `Default` -> a TOML file -> `FINPAY_*` environment variables
+//! (`FINPAY_HTTP__PORT=9000`, `__` splits tables) -> dotted overrides from flags, whose values are
+//! TOML values (`("faults.error_rate", "0.3")`, `("fraud.urls", "[\"http://127.0.0.1:9001\"]")`;
+//! a value that is not valid TOML is taken as a string, so `data_dir=/tmp/x` works).
+//!
+//! Every table denies unknown keys; an unknown top-level key from a file or an override is an error,
+//! one from the environment only a warning (the environment is shared with other programs).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
+use finpay_ledger::sqlite::Synchronous;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ServeError;
+
+/// A secret that never prints (Debug and logs show `***`).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    pub body_limit_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 0,
+            body_limit_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Injected faults. Drawn from an RNG seeded with `seed`, so a run can be replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSettings {
+    pub seed: u64,
+    /// Share of requests answered 500 or 503 (half each).
+    pub error_rate: f64,
+    /// Share of requests that hang for `hang_ms` (cut short by the request's deadline).
+    pub hang_rate: f64,
+    pub hang_ms: u64,
+    /// Added to every request: `latency_ms` plus a uniform draw in `0..=latency_jitter_ms`.
+    pub latency_ms: u64,
+    pub latency_jitter_ms: u64,
+    /// Share of requests on which the process exits at once, like a pod crash.
+    pub crash_rate: f64,
+    /// Every business request gets 503.
+    pub down: bool,
+    /// Wallet only: the transfer commits, then the response is lost (500 or a dropped connection).
+    pub commit_then_fail_rate: f64,
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            error_rate: 0.0,
+            hang_rate: 0.0,
+            hang_ms: 3000,
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            crash_rate: 0.0,
+            down: false,
+            commit_then_fail_rate: 0.0,
+        }
+    }
+}
+
+/// Bounds on injected delays, so a typo cannot park a request for a day.
+pub const MAX_FAULT_DELAY_MS: u64 = 600_000;
+
+impl FaultSettings {
+    /// Checks every rate and delay; the error names the field (without the `faults.` prefix).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("hang_rate", self.hang_rate),
+            ("crash_rate", self.crash_rate),
+            ("commit_then_fail_rate", self.commit_then_fail_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err((name, format!("must be between 0.0 and 1.0, got {rate}")));
+            }
+        }
+        for (name, ms) in [
+            ("hang_ms", self.hang_ms),
+            ("latency_ms", self.latency_ms),
+            ("latency_jitter_ms", self.latency_jitter_ms),
+        ] {
+            if ms > MAX_FAULT_DELAY_MS {
+                return Err((
+                    name,
+                    format!("must be at most {MAX_FAULT_DELAY_MS}, got {ms}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub synchronous: Synchronous,
+    pub max_connections: u32,
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            max_connections: 8,
+            busy_timeout_ms: 5000,
+        }
+    }
+}
+
+/// The keys every service has, at the top level of its TOML.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommonSettings {
+    pub data_dir: PathBuf,
+    pub admin_token: Secret,
+    pub log_format: LogFormat,
+    pub http: HttpSettings,
+    pub faults: FaultSettings,
+    pub storage: StorageSettings,
+}
+
+impl Default for CommonSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".finpay"),
+            admin_token: Secret::new("finpay-admin"),
+            log_format: LogFormat::Json,
+            http: HttpSettings::default(),
+            faults: FaultSettings::default(),
+            storage: StorageSettings::default(),
+        }
+    }
+}
+
+pub const COMMON_KEYS: &[&str] = &[
+    "data_dir",
+    "admin_token",
+    "log_format",
+    "http",
+    "faults",
+    "storage",
+];
+
+impl CommonSettings {
+    pub fn validate(&self) -> Result<(), ServeError> {
+        if self.admin_token.expose().is_empty() {
+            return Err(config_err("admin_token", "must not be empty"));
+        }
+        if self.http.host.trim().is_empty() {
+            return Err(config_err("http.host", "must not be empty"));
+        }
+        if !(256..=64 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            return Err(config_err(
+                "http.body_limit_bytes",
+                format!(
+                    "must be between 256 and 67108864, got {}",
+                    self.http.body_limit_bytes
+                ),
+            ));
+        }
+        self.faults
+            .validate()
+            .map_err(|(field, reason)| config_err(&format!("faults.{field}"), reason))?;
+        if self.storage.max_connections == 0 || self.storage.max_connections > 64 {
+            return Err(config_err(
+                "storage.max_connections",
+                "must be between 1 and 64",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SQLite options for this service's store.
+    pub fn sqlite_options(&self) -> finpay_ledger::sqlite::SqliteOptions {
+        finpay_ledger::sqlite::SqliteOptions {
+            synchronous: self.storage.synchronous,
+            max_connections: self.storage.max_connections,
+            busy_timeout: std::time::Duration::from_millis(self.storage.busy_timeout_ms),
+        }
+    }
+
+    /// Makes sure the data directory exists and returns the path of `file` inside it.
+    pub fn db_path(&self, file: &str) -> Result<PathBuf, ServeError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            config_err(
+                "data_dir",
+                format!("cannot create {}: {e}", self.data_dir.display()),
+            )
+        })?;
+        Ok(self.data_dir.join(file))
+    }
+}
+
+pub fn config_err(field: &str, reason: impl fmt::Display) -> ServeError {
+    ServeError::Config(format!("{field}: {reason}"))
+}
+
+/// A service's settings type: what it is called in errors and which top-level keys it knows.
+pub trait ServiceSettings: DeserializeOwned + Default {
+    /// Top-level keys besides [`COMMON_KEYS`].
+    const EXTRA_KEYS: &'static [&'static str];
+    /// Defaults that differ from the field types' own, as TOML, merged under every other layer so a
+    /// partial table in a file still keeps them (`[wallet.client] max_attempts = 6` keeps wallet's
+    /// "no hedging" default).
+    const DEFAULTS_TOML: &'static str = "";
+    fn common(&self) -> &CommonSettings;
+    /// The common keys are extracted on their own (so errors keep their key path); the service's
+    /// type skips them in serde and gets them here.
+    fn set_common(&mut self, common: CommonSettings);
+    fn validate(&self) -> Result<(), ServeError>;
+}
+
+/// Loads `S` from its layers and validates it.
+pub fn load<S: ServiceSettings>(
+    file: Option<&Path>,
+    overrides: &[(String, String)],
+) -> Result<S, ServeError> {
+    // Defaults come from `#[serde(default)]` on every settings struct, so a settings type need not
+    // be serializable (the resilience policies are not).
+    let mut figment = Figment::from(Toml::string(S::DEFAULTS_TOML));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ServeError::Config(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment.merge(Env::prefixed("FINPAY_").split("__"));
+    for (key, value) in overrides {
+        figment = figment.merge(Toml::string(&override_toml(key, value)?));
+    }
+    check_unknown_top_level::<S>(&figment)?;
+    let common: CommonSettings = figment
+        .extract()
+        .map_err(|e| ServeError::Config(figment_error(&e)))?;
+    let mut settings: S = figment
+        .extract()
+        .map_err(|e| ServeError::Config(figment_error(&e)))?;
+    settings.set_common(common);
+    settings.common().validate()?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Renders one override as a TOML line with a dotted key.
+fn override_toml(key: &str, value: &str) -> Result<String, ServeError> {
+    let key_ok = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !key_ok {
+        return Err(ServeError::Config(format!(
+            "override key {key:?}: use dotted names such as faults.error_rate"
+        )));
+    }
+    let line = format!("{key} = {value}");
+    if Toml::string(&line).data().is_ok() {
+        return Ok(line);
+    }
+    // Not a TOML value: take it as a string. JSON string escapes are valid TOML basic-string escapes.
+    let quoted = serde_json::to_string(value)
+        .map_err(|e| ServeError::Config(format!("override {key}: {e}")))?;
+    Ok(format!("{key} = {quoted}"))
+}
+
+fn check_unknown_top_level<S: ServiceSettings>(figment: &Figment) -> Result<(), ServeError> {
+    let dict: std::collections::BTreeMap<String, figment::value::Value> = figment
+        .extract()
+        .map_err(|e| ServeError::Config(figment_error(&e)))?;
+    for key in dict.keys() {
+        if COMMON_KEYS.contains(&key.as_str()) || S::EXTRA_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let from_env = figment
+            .find_metadata(key)
+            .map(|m| m.name.contains("environment"))
+            .unwrap_or(false);
+        if from_env {
+            tracing::warn!(key, "ignoring unknown FINPAY_ environment setting");
+        } else {
+            return Err(ServeError::Config(format!("{key}: unknown setting")));
+        }
+    }
+    Ok(())
+}
+
+fn figment_error(e: &figment::Error) -> String {
+    // figment's Display already names the key path ("for key `faults.error_rate`").
+    let mut out = Vec::new();
+    for err in e.clone() {
+        let path = err.path.join(".");
+        if path.is_empty() {
+            out.push(err.kind.to_string());
+        } else {
+            out.push(format!("{path}: {}", err.kind));
+        }
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct TestSettings {
+        #[serde(skip)]
+        common: CommonSettings,
+        extra: Extra,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Extra {
+        n: u32,
+        urls: Vec<String>,
+    }
+
+    impl ServiceSettings for TestSettings {
+        const EXTRA_KEYS: &'static [&'static str] = &["extra"];
+        fn common(&self) -> &CommonSettings {
+            &self.common
+        }
+        fn set_common(&mut self, common: CommonSettings) {
+            self.common = common;
+        }
+        fn validate(&self) -> Result<(), ServeError> {
+            Ok(())
+        }
+    }
+
+    fn ov(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_are_toml_values_with_dotted_keys() {
+        let s: TestSettings = load(
+            None,
+            &ov(&[
+                ("faults.error_rate", "0.3"),
+                ("extra.urls", "[\"http://a\", \"http://b\"]"),
+                ("data_dir", "/tmp/finpay x"),
+                ("http.port", "9000"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.common.faults.error_rate, 0.3);
+        assert_eq!(s.extra.urls.len(), 2);
+        assert_eq!(s.common.data_dir, PathBuf::from("/tmp/finpay x"));
+        assert_eq!(s.common.http.port, 9000);
+    }
+
+    #[test]
+    fn a_file_layer_is_read_and_overrides_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.toml");
+        std::fs::write(
+            &path,
+            "[faults]\nerror_rate = 0.5\nseed = 7\n[extra]\nn = 3\n",
+        )
+        .expect("write");
+        let s: TestSettings =
+            load(Some(&path), &ov(&[("faults.error_rate", "0.1")])).expect("loads");
+        assert_eq!(s.common.faults.error_rate, 0.1);
+        assert_eq!(s.common.faults.seed, 7);
+        assert_eq!(s.extra.n, 3);
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let err =
+            load::<TestSettings>(None, &ov(&[("faults.error_rate", "1.5")])).expect_err("refused");
+        assert!(err.to_string().contains("faults.error_rate"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("faults.bogus", "1")])).expect_err("refused");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("extra.n", "-1")])).expect_err("refused");
+        assert!(err.to_string().contains("extra.n"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("nonsense", "1")])).expect_err("refused");
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("http.port", "\"x\"")])).expect_err("refused");
+        assert!(err.to_string().contains("http.port"), "{err}");
+        assert!(matches!(err, ServeError::Config(_)));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = CommonSettings::default();
+        assert!(!format!("{s:?}").contains("finpay-admin"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Fault injection, the chaos a service does to itself so FinPay can prove it survives it.
+//!
+//! The middleware sits on business routes only: health, metrics and admin always answer, so a
+//! supervisor can still see the process and an operator can turn the faults off again. Every draw
+//! comes from one RNG seeded with `faults.seed`, so a run with the same seed and the same request order
+//! injects the same faults. `PUT /admin/faults` replaces the whole fault set at run time (omitted
+//! fields take their defaults) and reseeds the RNG when the seed changes.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::{FaultSettings, Secret};
+use super::json::{json_response, ApiJson};
+use super::problem::ApiError;
+
+/// Exit status of an injected crash (like a container killed for cause).
+pub const CRASH_EXIT_CODE: i32 = 137;
+
+/// The faults of one service and the RNG they are drawn from.
+#[derive(Debug)]
+pub struct Faults {
+    service: &'static str,
+    settings: RwLock<FaultSettings>,
+    rng: Mutex<SmallRng>,
+}
+
+/// What the dice said for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    pub down: bool,
+    pub crash: bool,
+    pub delay: Duration,
+    pub hang: Option<Duration>,
+    /// `Some(500)` or `Some(503)`.
+    pub error: Option<StatusCode>,
+}
+
+impl Faults {
+    pub fn new(service: &'static str, settings: FaultSettings) -> Arc<Self> {
+        let rng = SmallRng::seed_from_u64(settings.seed);
+        Arc::new(Self {
+            service,
+            settings: RwLock::new(settings),
+            rng: Mutex::new(rng),
+        })
+    }
+
+    pub fn current(&self) -> FaultSettings {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, new: FaultSettings) {
+        let reseed = self.current().seed != new.seed;
+        if reseed {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            *rng = SmallRng::seed_from_u64(new.seed);
+        }
+        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        *s = new;
+    }
+
+    /// Draws the faults for one request.
+    pub fn draw(&self) -> Draw {
+        let s = self.current();
+        if s.down {
+            return Draw {
+                down: true,
+                crash: false,
+                delay: Duration::ZERO,
+                hang: None,
+                error: None,
+            };
+        }
+        let quiet = s.crash_rate == 0.0
+            && s.error_rate == 0.0
+            && s.hang_rate == 0.0
+            && s.latency_ms == 0
+            && s.latency_jitter_ms == 0;
+        if quiet {
+            return Draw {
+                down: false,
+                crash: false,
+                delay: Duration::ZERO,
+                hang: None,
+                error: None,
+            };
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let crash = rng.gen::<f64>() < s.crash_rate;
+        let jitter = if s.latency_jitter_ms > 0 {
+            rng.gen_range(0..=s.latency_jitter_ms)
+        } else {
+            0
+        };
+        let hang = (rng.gen::<f64>() < s.hang_rate).then(|| Duration::from_millis(s.hang_ms));
+        let error = (rng.gen::<f64>() < s.error_rate).then(|| {
+            if rng.gen::<bool>() {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        });
+        Draw {
+            down: false,
+            crash,
+            delay: Duration::from_millis(s.latency_ms + jitter),
+            hang,
+            error,
+        }
+    }
+
+    /// Draws whether a committed write loses its response (wallet `commit_then_fail_rate`), and how:
+    /// `Some(true)` drops the connection, `Some(false)` answers 500.
+    pub fn draw_commit_then_fail(&self) -> Option<bool> {
+        let rate = self.current().commit_then_fail_rate;
+        if rate == 0.0 {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        (rng.gen::<f64>() < rate).then(|| rng.gen::<bool>())
+    }
+
+    fn count(&self, kind: &'static str) {
+        metrics::counter!("finpay_faults_injected_total", "service" => self.service, "kind" => kind).increment(1);
+    }
+}
+
+/// The middleware. Delays are cut short by the request deadline, which an outer layer enforces.
+pub async fn inject(State(faults): State<Arc<Faults>>, req: Request, next: Next) -> Response {
+    let draw = faults.draw();
+    if draw.down {
+        faults.count("down");
+        return ApiError::unavailable(
+            "service-down",
+            "Service down",
+            "the service is down (injected fault)",
+        )
+        .into_response();
+    }
+    if draw.crash {
+        faults.count("crash");
+        // Abrupt on purpose: no destructors, no graceful shutdown, like a pod killed mid-request.
+        eprintln!(
+            "{{\"event\":\"injected_crash\",\"service\":\"{}\"}}",
+            faults.service
+        );
+        std::process::exit(CRASH_EXIT_CODE);
+    }
+    if !draw.delay.is_zero() {
+        faults.count("latency");
+        tokio::time::sleep(draw.delay).await;
+    }
+    if let Some(hang) = draw.hang {
+        faults.count("hang");
+        tokio::time::sleep(hang).await;
+    }
+    if let Some(status) = draw.error {
+        faults.count("error");
+        return ApiError::new(status, "injected-fault", "Injected fault", "injected fault")
+            .into_response();
+    }
+    next.run(req).await
+}
+
+#[derive(Clone)]
+struct AdminState {
+    faults: Arc<Faults>,
+    token: Secret,
+}
+
+/// `GET /admin/faults` and `PUT /admin/faults`, both behind the admin bearer token.
+pub fn admin_routes(faults: Arc<Faults>, token: Secret) -> Router {
+    Router::new()
+        .route("/admin/faults", get(get_faults).put(put_faults))
+        .with_state(AdminState { faults, token })
+}
+
+fn authorize(headers: &HeaderMap, token: &Secret) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized());
+    };
+    let Some(given) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Err(ApiError::unauthorized());
+    };
+    if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn get_faults(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&headers, &st.token)?;
+    Ok(json_response(StatusCode::OK, &st.faults.current()))
+}
+
+async fn put_faults(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    // Authorize before reading the body: an anonymous caller learns nothing about its shape.
+    authorize(&headers, &st.token)?;
+    let ApiJson(new) =
+        <ApiJson<FaultSettings> as axum::extract::FromRequest<()>>::from_request(req, &()).await?;
+    new.validate().map_err(|(field, reason)| {
+        ApiError::invalid_request(field, format!("{field}: {reason}"))
+    })?;
+    tracing::info!(service = st.faults.service, faults = ?new, "faults replaced");
+    st.faults.replace(new);
+    Ok(json_response(StatusCode::OK, &st.faults.current()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_draws_the_same_faults() {
+        let s = FaultSettings {
+            seed: 42,
+            error_rate: 0.3,
+            hang_rate: 0.1,
+            ..FaultSettings::default()
+        };
+        let a = Faults::new("t", s.clone());
+        let b = Faults::new("t", s);
+        let da: Vec<Draw> = (0..200).map(|_| a.draw()).collect();
+        let db: Vec<Draw> = (0..200).map(|_| b.draw()).collect();
+        assert_eq!(da, db);
+        let errors = da.iter().filter(|d| d.error.is_some()).count();
+        assert!(
+            (30..=90).contains(&errors),
+            "about 30% errors, got {errors}/200"
+        );
+    }
+
+    #[test]
+    fn down_answers_before_any_draw() {
+        let f = Faults::new(
+            "t",
+            FaultSettings {
+                down: true,
+                ..FaultSettings::default()
+            },
+        );
+        assert!(f.draw().down);
+    }
+
+    #[test]
+    fn no_faults_draw_nothing() {
+        let f = Faults::new("t", FaultSettings::default());
+        for _ in 0..100 {
+            let d = f.draw();
+            assert!(
+                !d.down && !d.crash && d.error.is_none() && d.hang.is_none() && d.delay.is_zero()
+            );
+        }
+        assert_eq!(f.draw_commit_then_fail(), None);
+    }
+
+    #[test]
+    fn admin_token_must_match() {
+        let token = Secret::new("s3cret");
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            authorize(&h, &token).map_err(|e| e.status()),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer nope".parse().expect("header"),
+        );
+        assert_eq!(
+            authorize(&h, &token).map_err(|e| e.status()),
+            Err(StatusCode::FORBIDDEN)
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer s3cret".parse().expect("header"),
+        );
+        assert!(authorize(&h, &token).is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! The HTTP plumbing the four services share: settings, problem+json errors, JSON extraction, fault
+//! injection, health, metrics, request ids, deadlines and graceful shutdown.
+
+pub mod config;
+pub mod faults;
+pub mod json;
+pub mod problem;
+pub mod server;
+
+pub use config::{CommonSettings, FaultSettings, Secret};
+pub use json::{json_response, ApiJson};
+pub use problem::ApiError;
+pub use server::{RequestDeadline, Server};

@@ -1,0 +1,347 @@
+//! The server shape every service shares: the operational routes, the middleware stack, the listener
+//! and graceful shutdown.
+//!
+//! ```text
+//! request id (set, propagate) -> trace span -> http metrics -> problem fallback -> body limit
+//!   ├─ /health/live, /health/ready, /metrics, /admin/faults     (never faulted, never deadlined)
+//!   └─ business routes -> deadline (finpay-deadline-ms, 504 when spent) -> faults -> handler
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use finpay_resilience::Deadline;
+
+use super::config::CommonSettings;
+use super::faults::{self, Faults};
+use super::json::BodyLimit;
+use super::problem::{ApiError, PROBLEM_JSON};
+use crate::ServeError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A readiness probe of the service's own storage. Never a downstream service.
+pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A probe that is always ready (a service without storage).
+pub fn always_ready() -> ReadyCheck {
+    Arc::new(|| Box::pin(async { Ok(()) }))
+}
+
+/// The process-wide Prometheus recorder. Installed once: tests start several apps in one process.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(e) => {
+                    // Someone else installed a global recorder; keep serving with an empty exporter.
+                    tracing::warn!(error = %e, "metrics recorder already installed; /metrics will be empty");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// The request's deadline, from `finpay-deadline-ms`, in the request extensions of business routes.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub Option<Deadline>);
+
+impl RequestDeadline {
+    /// The earlier of the caller's deadline and `now + budget`.
+    pub fn bounded(&self, budget: Duration) -> Deadline {
+        let own = Deadline::after(budget);
+        match self.0 {
+            Some(d) if d.0 < own.0 => d,
+            _ => own,
+        }
+    }
+}
+
+/// Reads the caller's deadline so the work here is bounded by it: 504 when already spent, and the
+/// handler (with every fault delay) is cut off when it runs out.
+async fn deadline_mw(mut req: Request, next: Next) -> Response {
+    let deadline = Deadline::from_headers(req.headers());
+    req.extensions_mut().insert(RequestDeadline(deadline));
+    match deadline {
+        None => next.run(req).await,
+        Some(d) if d.is_spent() => ApiError::deadline_exceeded().into_response(),
+        Some(d) => match tokio::time::timeout_at(d.0, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::deadline_exceeded().into_response(),
+        },
+    }
+}
+
+/// Answers errors that reach the edge without a body (405 from the router, 413 from a limit) as
+/// problem+json too, so a client never has to parse two error formats.
+async fn problem_fallback_mw(State(limit): State<usize>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(BodyLimit(limit));
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let problem = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method-not-allowed",
+            "Method not allowed",
+            "this route does not take that method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(limit),
+        StatusCode::NOT_FOUND => ApiError::route_not_found(),
+        s if s.is_client_error() => ApiError::new(
+            s,
+            "invalid-request",
+            "Invalid request",
+            "the request was refused",
+        ),
+        s => ApiError::new(
+            s,
+            "internal",
+            "Internal error",
+            "an internal error occurred",
+        ),
+    };
+    let mut out = problem.into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = resp.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+async fn http_metrics_mw(
+    State(service): State<&'static str>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let start = tokio::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("finpay_http_requests_total", "service" => service, "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("finpay_http_request_duration_seconds", "service" => service, "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn live() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"live"}"#,
+    )
+        .into_response()
+}
+
+async fn ready(State(check): State<ReadyCheck>) -> Response {
+    match check().await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response(),
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            ApiError::unavailable("not-ready", "Not ready", "own storage is not available")
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_route() -> Response {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::route_not_found()
+}
+
+/// Wraps a service's business routes with everything every service has.
+pub fn app_router(
+    service: &'static str,
+    common: &CommonSettings,
+    business: Router,
+    faults: Arc<Faults>,
+    ready_check: ReadyCheck,
+) -> Router {
+    // Install the recorder now, before the first request records anything.
+    let _ = metrics_handle();
+    let business = business
+        .layer(middleware::from_fn_with_state(
+            faults.clone(),
+            faults::inject,
+        ))
+        .layer(middleware::from_fn(deadline_mw));
+    let ops = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready).with_state(ready_check))
+        .route("/metrics", get(metrics_route))
+        .merge(faults::admin_routes(faults, common.admin_token.clone()));
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let limit = common.http.body_limit_bytes;
+    Router::new()
+        .merge(business)
+        .merge(ops)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limit, problem_fallback_mw))
+        .layer(middleware::from_fn_with_state(service, http_metrics_mw))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(move |req: &Request| {
+                        let id = req
+                            .extensions()
+                            .get::<RequestId>()
+                            .and_then(|id| id.header_value().to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", service, request_id = %id, method = %req.method(), path = %req.uri().path())
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+}
+
+/// A bound listener and its router; the common half of every service's `Application`.
+pub struct Server {
+    service: &'static str,
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+}
+
+impl Server {
+    pub async fn bind(
+        service: &'static str,
+        common: &CommonSettings,
+        router: Router,
+    ) -> Result<Self, ServeError> {
+        let target = format!("{}:{}", common.http.host, common.http.port);
+        let listener = TcpListener::bind(&target)
+            .await
+            .map_err(|e| ServeError::Bind {
+                addr: target.clone(),
+                source: e,
+            })?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            service,
+            listener,
+            addr,
+            router,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    pub async fn run<F>(self, shutdown: F) -> Result<(), ServeError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let service = self.service;
+        tracing::info!(service, addr = %self.addr, "listening");
+        axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!(service, "shutting down: finishing in-flight requests");
+            })
+            .await?;
+        tracing::info!(service, "stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            futures::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A response header value from a string we built; falls back to nothing rather than failing.
+pub fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+/// `true` when the response is a problem document.
+pub fn is_problem(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}

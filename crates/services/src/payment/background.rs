@@ -1,0 +1,262 @@
+//! The payment service's two background loops.
+//!
+//! - The **resumer** finishes what a crash (or an unreachable wallet) left behind: on start and every
+//!   `resume_interval_ms` it drives each non-terminal payment nobody in this process is driving.
+//!   Repeating a step is safe (see [`super::engine`]), so resuming needs no record of how far the dead
+//!   process got beyond the persisted state.
+//! - The **outbox dispatcher** delivers due notifications to the notification service with capped
+//!   exponential backoff and full jitter, persisting attempts and the next attempt time, so delivery
+//!   survives restarts. It runs beside payments and never blocks or fails one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use finpay_ledger::payments::OutboxMessage;
+use finpay_resilience::{CallError, Deadline};
+use futures::StreamExt;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::engine::{key_slot, payment_slot, Driven, Engine};
+
+/// Sleeps `period` or until shutdown; `false` when shutting down.
+async fn tick(shutdown: &mut watch::Receiver<bool>, period: Duration) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(period) => !*shutdown.borrow(),
+        _ = shutdown.changed() => false,
+    }
+}
+
+pub async fn resumer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(engine.cfg.resume_interval_ms);
+    loop {
+        let full = resume_once(&engine).await;
+        // A full batch means more may be waiting: go again at once (bounded by the batch size).
+        if !full && !tick(&mut shutdown, period).await {
+            break;
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+/// One pass; `true` when the batch was full.
+pub async fn resume_once(engine: &Arc<Engine>) -> bool {
+    let batch = engine.cfg.resume_batch;
+    let unfinished = match engine.store.unfinished(batch).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %crate::http::problem::error_chain(&e), "resumer cannot list payments");
+            return false;
+        }
+    };
+    let full = unfinished.len() as u32 >= batch;
+    let mut skipped = 0usize;
+    let claimed: Vec<_> = unfinished
+        .into_iter()
+        .filter_map(|p| {
+            let claim = engine.inflight.try_claim(vec![
+                key_slot(p.idempotency_key.as_str()),
+                payment_slot(p.id),
+            ]);
+            if claim.is_none() {
+                skipped += 1;
+            }
+            claim.map(|c| (p, c))
+        })
+        .collect();
+    futures::stream::iter(claimed)
+        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| async move {
+            let id = p.id;
+            let from = p.status;
+            let deadline = Deadline::after(engine.cfg.deadline());
+            match engine.drive(p, deadline).await {
+                Ok(Driven::Done(done)) => {
+                    metrics::counter!("finpay_payments_resumed_total", "outcome" => done.status.as_str()).increment(1);
+                    tracing::info!(payment_id = %id, %from, to = %done.status, "resumed payment");
+                }
+                Ok(Driven::WalletUnavailable { why, .. }) => {
+                    metrics::counter!("finpay_payments_resumed_total", "outcome" => "pending").increment(1);
+                    tracing::info!(payment_id = %id, %why, "resume deferred: wallet unavailable");
+                }
+                Err(e) => {
+                    tracing::warn!(payment_id = %id, error = %crate::http::problem::error_chain(&e), "resume failed");
+                }
+            }
+            drop(claim);
+        })
+        .await;
+    full && skipped == 0
+}
+
+#[derive(Serialize)]
+struct NotificationBody<'a> {
+    id: &'a str,
+    payment_id: String,
+    account_id: &'a str,
+    message: &'a str,
+}
+
+/// The delay before attempt `attempts + 1`: uniform in `0..=min(cap, base * 2^attempts)`.
+pub fn full_jitter_backoff(
+    rng: &mut SmallRng,
+    base: Duration,
+    cap: Duration,
+    attempts: u32,
+) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempts.min(30)).unwrap_or(u32::MAX));
+    let ceiling = exp.min(cap);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.gen_range(0..=ms))
+}
+
+pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(engine.cfg.outbox_interval_ms);
+    let rng = std::sync::Mutex::new(SmallRng::from_entropy());
+    loop {
+        let full = dispatch_once(&engine, &rng).await;
+        if !full && !tick(&mut shutdown, period).await {
+            break;
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+/// One pass; `true` when the batch was full and every delivery went through (more may be due).
+pub async fn dispatch_once(engine: &Arc<Engine>, rng: &std::sync::Mutex<SmallRng>) -> bool {
+    let batch = engine.cfg.outbox_batch;
+    let due = match engine
+        .store
+        .outbox_due(finpay_ledger::now_ms(), batch)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %crate::http::problem::error_chain(&e), "outbox: cannot read due rows");
+            return false;
+        }
+    };
+    let full = due.len() as u32 >= batch;
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    futures::stream::iter(due)
+        .for_each_concurrent(engine.cfg.outbox_concurrency, |m| {
+            let failures = &failures;
+            async move {
+                if !deliver(engine, rng, m).await {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    if let Ok(pending) = engine.store.outbox_pending().await {
+        metrics::gauge!("finpay_outbox_pending").set(pending as f64);
+    }
+    full && failures.load(std::sync::atomic::Ordering::Relaxed) == 0
+}
+
+/// Delivers one message; `true` when it is now delivered.
+async fn deliver(engine: &Engine, rng: &std::sync::Mutex<SmallRng>, m: OutboxMessage) -> bool {
+    let body = NotificationBody {
+        id: m.id.as_str(),
+        payment_id: m.payment_id.to_string(),
+        account_id: m.account_id.as_str(),
+        message: &m.message,
+    };
+    let bytes = serde_json::to_vec(&body)
+        .map(bytes::Bytes::from)
+        .unwrap_or_default();
+    let mut req = http::Request::new(bytes);
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/v1/notifications");
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    // The notification id is the inbox's dedup key, so a repeated delivery stores nothing new.
+    if let Ok(v) = http::HeaderValue::from_str(m.id.as_str()) {
+        req.headers_mut().insert("idempotency-key", v);
+    }
+    let deadline = Deadline::after(Duration::from_millis(engine.cfg.outbox_deadline_ms));
+    let (error, floor) = match engine.notification.call(req, deadline).await {
+        Ok(resp) if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK => {
+            return mark_delivered(engine, &m, "delivered").await;
+        }
+        Ok(resp) if resp.status() == StatusCode::CONFLICT => {
+            // The inbox holds this id with another body: it was delivered, in some form. Retrying
+            // can never change that, so stop and say so.
+            tracing::error!(notification_id = %m.id, "outbox: inbox holds this id with a different body");
+            return mark_delivered(engine, &m, "conflict").await;
+        }
+        Ok(resp) => (format!("notification answered {}", resp.status()), None),
+        Err(e @ CallError::BreakerOpen { .. }) => (e.to_string(), e.retry_after()),
+        Err(e) => (e.to_string(), e.retry_after()),
+    };
+    let attempts = m.attempts.saturating_add(1);
+    let delay = {
+        let mut r = rng.lock().unwrap_or_else(|p| p.into_inner());
+        full_jitter_backoff(
+            &mut r,
+            Duration::from_millis(engine.cfg.outbox_backoff_base_ms),
+            Duration::from_millis(engine.cfg.outbox_backoff_max_ms),
+            m.attempts,
+        )
+    };
+    let delay = floor.map_or(delay, |f| delay.max(f));
+    let next = finpay_ledger::now_ms()
+        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
+    metrics::counter!("finpay_outbox_deliveries_total", "result" => "retry").increment(1);
+    tracing::debug!(notification_id = %m.id, attempts, ?delay, %error, "outbox: delivery failed, retrying later");
+    if let Err(e) = engine
+        .store
+        .outbox_retry_later(&m.id, attempts, next, &error)
+        .await
+    {
+        tracing::warn!(notification_id = %m.id, error = %crate::http::problem::error_chain(&e), "outbox: cannot record the attempt");
+    }
+    false
+}
+
+async fn mark_delivered(engine: &Engine, m: &OutboxMessage, result: &'static str) -> bool {
+    match engine
+        .store
+        .outbox_delivered(&m.id, finpay_ledger::now_ms())
+        .await
+    {
+        Ok(()) => {
+            metrics::counter!("finpay_outbox_deliveries_total", "result" => result).increment(1);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(notification_id = %m.id, error = %crate::http::problem::error_chain(&e), "outbox: cannot mark delivered");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_jitter_stays_under_the_capped_exponential() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_millis(5_000);
+        for attempts in 0..40 {
+            let ceiling = (base * 2u32.saturating_pow(attempts.min(20))).min(cap);
+            for _ in 0..50 {
+                let d = full_jitter_backoff(&mut rng, base, cap, attempts);
+                assert!(d <= ceiling, "attempt {attempts}: {d:?} > {ceiling:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The payment flow: from `received` to a terminal state, one compare-and-set step at a time.
+//!
+//! ```text
+//! received ──fraud SAFE──▶ fraud_checked ──wallet debit──▶ debited ──succeed()──▶ succeeded (+ outbox row)
+//!    │ fraud DENY ──▶ declined          │ insufficient funds, unknown account ──▶ declined
+//!    └ fraud unavailable ──▶ failed      └ wallet unreachable: stays fraud_checked for the resumer
+//! ```
+//!
+//! Every step is safe to repeat, which is what lets the request path and the resumer share it: a
+//! fraud check is a read; the wallet transfer's id is derived from the payment id, so re-sending it
+//! after an ambiguous failure or a crash applies it at most once; `advance` is a compare-and-set.
+//!
+//! Only one driver works on a payment at a time inside this process: the [`InFlight`] set holds the
+//! idempotency key and the payment id of everything being driven. The request path claims the key
+//! before `begin`, so the resumer can never pick up a payment a request is still creating.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{header, Method, Request, StatusCode};
+use bytes::Bytes;
+use finpay_core::{AccountId, Amount, Currency, PaymentId, PaymentStatus};
+use finpay_ledger::payments::{OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote};
+use finpay_resilience::{CallError, Deadline, Idempotent, ResilientClient};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::settings::{FraudFallback, PaymentSettings};
+use crate::fraud::{CheckResponse, Verdict};
+use crate::wallet::problem_types;
+
+/// Keys and payment ids being driven in this process right now.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+/// Holds slots in [`InFlight`] until dropped (also when the future holding it is cancelled).
+#[derive(Debug)]
+pub struct Claim {
+    set: InFlight,
+    slots: Vec<String>,
+}
+
+pub fn key_slot(key: &str) -> String {
+    format!("key:{key}")
+}
+
+pub fn payment_slot(id: PaymentId) -> String {
+    format!("pay:{id}")
+}
+
+impl InFlight {
+    /// Claims all `slots` or none.
+    pub fn try_claim(&self, slots: Vec<String>) -> Option<Claim> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.iter().any(|s| set.contains(s)) {
+            return None;
+        }
+        for s in &slots {
+            set.insert(s.clone());
+        }
+        Some(Claim {
+            set: self.clone(),
+            slots,
+        })
+    }
+
+    pub fn contains(&self, slot: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(slot)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Claim {
+    /// Adds one more slot to this claim; `false` when someone else holds it.
+    pub fn add(&mut self, slot: String) -> bool {
+        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.contains(&slot) {
+            return false;
+        }
+        set.insert(slot.clone());
+        self.slots.push(slot);
+        true
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &self.slots {
+            set.remove(s);
+        }
+    }
+}
+
+/// Where a drive stopped.
+#[derive(Debug)]
+pub enum Driven {
+    /// Terminal: succeeded, declined or failed.
+    Done(Payment),
+    /// The wallet could not be reached; the payment waits in `fraud_checked` for the resumer.
+    WalletUnavailable { payment: Payment, why: String },
+}
+
+/// The storage failed under a drive; the payment stays where it was and the resumer retries.
+#[derive(Debug, thiserror::Error)]
+#[error("payment storage failed")]
+pub struct DriveError(#[source] pub PaymentStoreError);
+
+enum FraudAnswer {
+    Safe,
+    Deny(Vec<String>),
+    Unavailable(String),
+}
+
+enum WalletAnswer {
+    Debited,
+    Refused { slug: String, detail: String },
+    Unavailable(String),
+}
+
+#[derive(Serialize)]
+struct CheckBody<'a> {
+    payment_id: PaymentId,
+    account_id: &'a AccountId,
+    amount_minor: Amount,
+    currency: Currency,
+}
+
+#[derive(Serialize)]
+struct TransferBody<'a> {
+    id: &'a str,
+    debit_account_id: &'a AccountId,
+    credit_account_id: &'a AccountId,
+    amount_minor: Amount,
+    currency: Currency,
+}
+
+/// The payment flow and everything it needs.
+pub struct Engine {
+    pub store: Arc<dyn PaymentStore>,
+    pub fraud: ResilientClient,
+    pub wallet: ResilientClient,
+    pub notification: ResilientClient,
+    pub inflight: InFlight,
+    pub cfg: PaymentSettings,
+    fallback: FraudFallback,
+    recent_safe: Mutex<HashMap<AccountId, Instant>>,
+}
+
+/// Formats minor units in the currency's major unit: 100 USD -> "1.00", 100 JPY -> "100".
+pub fn format_amount(amount: Amount, currency: Currency) -> String {
+    let exp = currency.minor_unit_exponent();
+    if exp == 0 {
+        return amount.minor().to_string();
+    }
+    let scale = 10u64.pow(exp);
+    format!(
+        "{}.{:0width$}",
+        amount.minor() / scale,
+        amount.minor() % scale,
+        width = exp as usize
+    )
+}
+
+fn json_request<T: Serialize>(
+    path: &'static str,
+    body: &T,
+    idempotency_key: Option<&str>,
+) -> Request<Bytes> {
+    let bytes = serde_json::to_vec(body)
+        .map(Bytes::from)
+        .unwrap_or_default();
+    let mut req = Request::new(bytes);
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = http::Uri::from_static(path);
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    if let Some(key) = idempotency_key.and_then(|k| http::HeaderValue::from_str(k).ok()) {
+        req.headers_mut().insert("idempotency-key", key);
+    }
+    // The caller's request id travels on, so one payment can be followed through every service's log.
+    if let Ok(Some(id)) = REQUEST_ID.try_with(Clone::clone) {
+        req.headers_mut().insert(crate::http::server::REQUEST_ID_HEADER, id);
+    }
+    req
+}
+
+tokio::task_local! {
+    /// The `x-request-id` of the request driving a payment (none for the resumer).
+    pub static REQUEST_ID: Option<http::HeaderValue>;
+}
+
+fn problem_type(body: &[u8]) -> (String, String) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let slug = v["type"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("urn:finpay:problem:"))
+        .unwrap_or("")
+        .to_owned();
+    let detail = v["detail"].as_str().unwrap_or("").to_owned();
+    (slug, detail)
+}
+
+fn call_error_text(e: &CallError) -> String {
+    match e {
+        CallError::Exhausted { last, .. } => format!("attempts exhausted ({last})"),
+        other => other.to_string(),
+    }
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn PaymentStore>,
+        fraud: ResilientClient,
+        wallet: ResilientClient,
+        notification: ResilientClient,
+        cfg: PaymentSettings,
+        fallback: FraudFallback,
+    ) -> Self {
+        Self {
+            store,
+            fraud,
+            wallet,
+            notification,
+            inflight: InFlight::default(),
+            cfg,
+            fallback,
+            recent_safe: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drives `payment` until it is terminal or the wallet cannot be reached. The caller holds its claim.
+    pub async fn drive(
+        &self,
+        mut payment: Payment,
+        deadline: Deadline,
+    ) -> Result<Driven, DriveError> {
+        // The graph is acyclic with at most three steps; the bound also covers lost compare-and-sets.
+        for _ in 0..8 {
+            let step = match payment.status {
+                PaymentStatus::Received => self.fraud_step(&payment, deadline).await,
+                PaymentStatus::FraudChecked => self.wallet_step(&payment, deadline).await,
+                PaymentStatus::Debited => self.succeed_step(&payment).await,
+                PaymentStatus::Succeeded | PaymentStatus::Declined | PaymentStatus::Failed => {
+                    return Ok(Driven::Done(payment))
+                }
+            };
+            payment = match step {
+                Ok(next) => next,
+                Err(StepError::Wallet(why)) => {
+                    return Ok(Driven::WalletUnavailable { payment, why })
+                }
+                Err(StepError::Stale) => self.reload(payment.id).await?,
+                Err(StepError::Store(e)) => return Err(DriveError(e)),
+            };
+        }
+        Ok(match payment.status.is_terminal() {
+            true => Driven::Done(payment),
+            false => Driven::WalletUnavailable {
+                payment,
+                why: "the payment did not settle; it will be resumed".into(),
+            },
+        })
+    }
+
+    async fn reload(&self, id: PaymentId) -> Result<Payment, DriveError> {
+        match self.store.get(id).await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(DriveError(PaymentStoreError::NotFound(id))),
+            Err(e) => Err(DriveError(e)),
+        }
+    }
+
+    async fn advance(
+        &self,
+        p: &Payment,
+        to: PaymentStatus,
+        note: StepNote,
+    ) -> Result<Payment, StepError> {
+        match self.store.advance(p.id, p.status, to, note).await {
+            Ok(next) => Ok(next),
+            Err(PaymentStoreError::StaleState { .. }) => Err(StepError::Stale),
+            Err(e) => Err(StepError::Store(e)),
+        }
+    }
+
+    async fn fraud_step(&self, p: &Payment, deadline: Deadline) -> Result<Payment, StepError> {
+        match self.check_fraud(p, deadline).await {
+            FraudAnswer::Safe => {
+                self.remember_safe(&p.account_id);
+                self.advance(p, PaymentStatus::FraudChecked, StepNote::default())
+                    .await
+            }
+            FraudAnswer::Deny(reasons) => {
+                let reason = format!("fraud: {}", reasons.join("; "));
+                self.advance(
+                    p,
+                    PaymentStatus::Declined,
+                    StepNote {
+                        reason: Some(reason),
+                        needs_review: false,
+                    },
+                )
+                .await
+            }
+            FraudAnswer::Unavailable(why) => {
+                if self.fallback_allows(p) {
+                    tracing::warn!(payment_id = %p.id, %why, "fraud unavailable; fallback policy lets the payment pass for review");
+                    metrics::counter!("finpay_fraud_fallback_total").increment(1);
+                    let note = StepNote {
+                        reason: Some(format!(
+                            "fraud unavailable ({why}); passed by fallback policy, needs review"
+                        )),
+                        needs_review: true,
+                    };
+                    return self.advance(p, PaymentStatus::FraudChecked, note).await;
+                }
+                tracing::warn!(payment_id = %p.id, %why, "fraud unavailable; failing closed");
+                let note = StepNote {
+                    reason: Some(format!("fraud unavailable: {why}")),
+                    needs_review: false,
+                };
+                self.advance(p, PaymentStatus::Failed, note).await
+            }
+        }
+    }
+
+    async fn check_fraud(&self, p: &Payment, deadline: Deadline) -> FraudAnswer {
+        let body = CheckBody {
+            payment_id: p.id,
+            account_id: &p.account_id,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+        };
+        let mut req = json_request("/v1/checks", &body, None);
+        // A check is a pure read: safe to retry and hedge.
+        req.extensions_mut().insert(Idempotent);
+        match self.fraud.call(req, deadline).await {
+            Ok(resp) if resp.status() == StatusCode::OK => {
+                match serde_json::from_slice::<CheckResponse>(resp.body()) {
+                    Ok(CheckResponse {
+                        verdict: Verdict::Safe,
+                        ..
+                    }) => FraudAnswer::Safe,
+                    Ok(CheckResponse {
+                        verdict: Verdict::Deny,
+                        reasons,
+                    }) => FraudAnswer::Deny(reasons),
+                    Err(e) => FraudAnswer::Unavailable(format!("unreadable fraud answer: {e}")),
+                }
+            }
+            Ok(resp) => {
+                let (slug, detail) = problem_type(resp.body());
+                FraudAnswer::Unavailable(format!(
+                    "fraud answered {} {slug} {detail}",
+                    resp.status()
+                ))
+            }
+            Err(e) => FraudAnswer::Unavailable(call_error_text(&e)),
+        }
+    }
+
+    fn remember_safe(&self, account: &AccountId) {
+        if !self.fallback.enabled {
+            return;
+        }
+        let mut m = self.recent_safe.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= self.fallback.max_accounts {
+            m.clear();
+        }
+        m.insert(account.clone(), Instant::now());
+    }
+
+    fn fallback_allows(&self, p: &Payment) -> bool {
+        let f = &self.fallback;
+        if !f.enabled || p.amount_minor.minor() > f.max_amount_minor {
+            return false;
+        }
+        let m = self.recent_safe.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&p.account_id)
+            .is_some_and(|at| at.elapsed() <= Duration::from_millis(f.safe_verdict_max_age_ms))
+    }
+
+    /// `Err(StepError::Wallet)`: the wallet could not be reached; the payment stays in `fraud_checked`.
+    async fn wallet_step(&self, p: &Payment, deadline: Deadline) -> Result<Payment, StepError> {
+        match self.debit(p, deadline).await {
+            WalletAnswer::Debited => {
+                self.advance(p, PaymentStatus::Debited, StepNote::default())
+                    .await
+            }
+            WalletAnswer::Refused { slug, detail } => {
+                let note = StepNote {
+                    reason: Some(format!("wallet: {slug}: {detail}")),
+                    needs_review: false,
+                };
+                self.advance(p, PaymentStatus::Declined, note).await
+            }
+            WalletAnswer::Unavailable(why) => {
+                tracing::warn!(payment_id = %p.id, %why, "wallet unavailable; payment left for the resumer");
+                Err(StepError::Wallet(why))
+            }
+        }
+    }
+
+    async fn debit(&self, p: &Payment, deadline: Deadline) -> WalletAnswer {
+        let transfer_id = p.id.debit_transfer_id();
+        let body = TransferBody {
+            id: transfer_id.as_str(),
+            debit_account_id: &p.account_id,
+            credit_account_id: &p.merchant_account_id,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+        };
+        // The transfer id is the idempotency key: a retry after a lost answer applies it at most once.
+        let req = json_request("/v1/transfers", &body, Some(transfer_id.as_str()));
+        match self.wallet.call(req, deadline).await {
+            Ok(resp) if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK => {
+                WalletAnswer::Debited
+            }
+            Ok(resp) => {
+                let (slug, detail) = problem_type(resp.body());
+                let business = [
+                    problem_types::INSUFFICIENT_FUNDS,
+                    problem_types::UNKNOWN_ACCOUNT,
+                    problem_types::CURRENCY_MISMATCH,
+                    problem_types::SAME_ACCOUNT,
+                    problem_types::BALANCE_OVERFLOW,
+                ];
+                if resp.status() == StatusCode::UNPROCESSABLE_ENTITY
+                    && business.contains(&slug.as_str())
+                {
+                    WalletAnswer::Refused { slug, detail }
+                } else {
+                    // A 409 (the transfer id holds another body) or a 400 is a bug, not a decline: keep
+                    // the payment where it is, loudly, rather than guess about money.
+                    tracing::error!(payment_id = %p.id, status = %resp.status(), %slug, %detail, "unexpected wallet answer");
+                    WalletAnswer::Unavailable(format!("wallet answered {} {slug}", resp.status()))
+                }
+            }
+            Err(e) => WalletAnswer::Unavailable(call_error_text(&e)),
+        }
+    }
+
+    async fn succeed_step(&self, p: &Payment) -> Result<Payment, StepError> {
+        let msg = OutboxMessage {
+            id: p.id.notification_id(),
+            payment_id: p.id,
+            account_id: p.account_id.clone(),
+            message: format!(
+                "Payment of {} {} to {} succeeded.",
+                format_amount(p.amount_minor, p.currency),
+                p.currency,
+                p.merchant_account_id
+            ),
+            attempts: 0,
+            next_attempt_at_ms: finpay_ledger::now_ms(),
+            delivered_at_ms: None,
+            last_error: None,
+        };
+        match self.store.succeed(p.id, msg).await {
+            Ok(next) => Ok(next),
+            Err(PaymentStoreError::StaleState { .. }) => Err(StepError::Stale),
+            Err(e) => Err(StepError::Store(e)),
+        }
+    }
+}
+
+enum StepError {
+    Wallet(String),
+    Stale,
+    Store(PaymentStoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_format_in_major_units() {
+        let a = |m| Amount::try_new(m).expect("valid");
+        assert_eq!(format_amount(a(100), Currency::Usd), "1.00");
+        assert_eq!(format_amount(a(12345), Currency::Eur), "123.45");
+        assert_eq!(format_amount(a(7), Currency::Usd), "0.07");
+        assert_eq!(format_amount(a(100), Currency::Jpy), "100");
+    }
+
+    #[test]
+    fn in_flight_claims_are_all_or_nothing_and_released_on_drop() {
+        let set = InFlight::default();
+        let a = set
+            .try_claim(vec!["key:a".into(), "pay:1".into()])
+            .expect("free");
+        assert!(set
+            .try_claim(vec!["key:b".into(), "pay:1".into()])
+            .is_none());
+        assert!(!set.contains("key:b"), "a refused claim takes nothing");
+        drop(a);
+        assert!(set.is_empty());
+        let mut b = set.try_claim(vec!["key:b".into()]).expect("free");
+        assert!(b.add("pay:2".into()));
+        assert!(set.try_claim(vec!["pay:2".into()]).is_none());
+    }
+}

@@ -1,0 +1,402 @@
+//! The payment service's settings.
+
+use std::time::Duration;
+
+use finpay_core::{AccountId, Amount, Currency};
+use finpay_resilience::ClientPolicy;
+use serde::Deserialize;
+
+use crate::http::config::{config_err, CommonSettings, ServiceSettings};
+use crate::ServeError;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The keys every service has (extracted separately; see `http::config::load`).
+    #[serde(skip)]
+    pub common: CommonSettings,
+    pub fraud: FraudDependency,
+    pub wallet: Dependency,
+    pub notification: Dependency,
+    pub payment: PaymentSettings,
+    pub demo: DemoSettings,
+}
+
+/// One downstream service that is written to (wallet, notification): its replicas and the resilience
+/// policy of the client that calls them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dependency {
+    /// Base URLs of the replicas, e.g. `["http://127.0.0.1:9001"]`.
+    pub urls: Vec<String>,
+    #[serde(default = "write_policy")]
+    pub client: ClientPolicy,
+}
+
+impl Default for Dependency {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            client: write_policy(),
+        }
+    }
+}
+
+/// The default policy for a dependency that is written to. Unlike fraud's, it does not hedge: a
+/// hedged write is safe (the transfer id / notification id deduplicates it) but doubles the work of
+/// the one SQLite writer behind it. A longer per-try timeout, because a durable commit waits for an
+/// fsync, and a retry of a write that is merely slow only adds to the queue.
+pub fn write_policy() -> ClientPolicy {
+    let mut p = ClientPolicy::default();
+    p.hedge.enabled = false;
+    p.per_try_timeout_ms = 500;
+    p
+}
+
+/// The fraud dependency, which may also have a fallback policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FraudDependency {
+    pub urls: Vec<String>,
+    pub client: ClientPolicy,
+    pub fallback: FraudFallback,
+}
+
+/// What to do when fraud cannot answer. Off by default: money fails closed.
+///
+/// When enabled, a payment of at most `max_amount_minor` from an account that got a SAFE verdict in
+/// the last `safe_verdict_max_age_ms` passes without a fresh verdict, and is recorded with
+/// `needs_review = true` so a person looks at it later.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FraudFallback {
+    pub enabled: bool,
+    pub max_amount_minor: u64,
+    pub safe_verdict_max_age_ms: u64,
+    /// Accounts remembered; the memory is cleared when full (bounded).
+    pub max_accounts: usize,
+}
+
+impl Default for FraudFallback {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_amount_minor: 10_000,
+            safe_verdict_max_age_ms: 300_000,
+            max_accounts: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// One end-to-end deadline per payment, passed to every call.
+    pub deadline_ms: u64,
+    /// How often the resumer looks for payments left in a non-terminal state.
+    pub resume_interval_ms: u64,
+    pub resume_batch: u32,
+    pub resume_concurrency: usize,
+    /// How often the outbox dispatcher looks for due notifications.
+    pub outbox_interval_ms: u64,
+    pub outbox_batch: u32,
+    pub outbox_concurrency: usize,
+    /// Deadline of one delivery attempt.
+    pub outbox_deadline_ms: u64,
+    /// Capped exponential backoff with full jitter between delivery attempts.
+    pub outbox_backoff_base_ms: u64,
+    pub outbox_backoff_max_ms: u64,
+    /// Longest description accepted, in characters.
+    pub description_max_chars: usize,
+    /// `Retry-After` sent with a 503.
+    pub retry_after_s: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            deadline_ms: 2_000,
+            resume_interval_ms: 1_000,
+            resume_batch: 100,
+            resume_concurrency: 8,
+            outbox_interval_ms: 200,
+            outbox_batch: 100,
+            outbox_concurrency: 8,
+            outbox_deadline_ms: 2_000,
+            outbox_backoff_base_ms: 200,
+            outbox_backoff_max_ms: 60_000,
+            description_max_chars: 200,
+            retry_after_s: 1,
+        }
+    }
+}
+
+impl PaymentSettings {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_secs(self.retry_after_s)
+    }
+}
+
+/// The payment `GET /pay` makes (the design note's demo).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSettings {
+    pub customer_account: String,
+    pub merchant_account: String,
+    pub amount_minor: u64,
+    pub currency: String,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        Self {
+            customer_account: "cust-0000".into(),
+            merchant_account: "merchant-0".into(),
+            amount_minor: 100,
+            currency: "USD".into(),
+        }
+    }
+}
+
+/// The demo payment, parsed.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub customer: AccountId,
+    pub merchant: AccountId,
+    pub amount: Amount,
+    pub currency: Currency,
+}
+
+impl DemoSettings {
+    pub fn parse(&self) -> Result<Demo, ServeError> {
+        Ok(Demo {
+            customer: AccountId::try_from(self.customer_account.as_str())
+                .map_err(|e| config_err("demo.customer_account", e))?,
+            merchant: AccountId::try_from(self.merchant_account.as_str())
+                .map_err(|e| config_err("demo.merchant_account", e))?,
+            amount: Amount::try_new(self.amount_minor)
+                .map_err(|e| config_err("demo.amount_minor", e))?,
+            currency: self
+                .currency
+                .parse()
+                .map_err(|e| config_err("demo.currency", e))?,
+        })
+    }
+}
+
+/// Parses a dependency's URLs; the error names `<name>.urls[i]`.
+pub fn parse_urls(name: &str, urls: &[String]) -> Result<Vec<http::Uri>, ServeError> {
+    if urls.is_empty() {
+        return Err(config_err(
+            &format!("{name}.urls"),
+            "must list at least one URL",
+        ));
+    }
+    if urls.len() > 64 {
+        return Err(config_err(
+            &format!("{name}.urls"),
+            "must list at most 64 URLs",
+        ));
+    }
+    urls.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|e| config_err(&format!("{name}.urls[{i}]"), format!("{u:?}: {e}")))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(config_err(
+                    &format!("{name}.urls[{i}]"),
+                    format!("{u:?}: must be an absolute http:// URL"),
+                ));
+            }
+            Ok(uri)
+        })
+        .collect()
+}
+
+fn check_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<(), ServeError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(config_err(
+            field,
+            format!("must be within {lo}..={hi}, got {value}"),
+        ))
+    }
+}
+
+impl ServiceSettings for Settings {
+    const EXTRA_KEYS: &'static [&'static str] =
+        &["fraud", "wallet", "notification", "payment", "demo"];
+    // Keep in step with `write_policy()` (a test checks).
+    const DEFAULTS_TOML: &'static str = "\
+[wallet.client]
+per_try_timeout_ms = 500
+[wallet.client.hedge]
+enabled = false
+[notification.client]
+per_try_timeout_ms = 500
+[notification.client.hedge]
+enabled = false
+";
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
+    }
+
+    fn set_common(&mut self, common: CommonSettings) {
+        self.common = common;
+    }
+
+    fn validate(&self) -> Result<(), ServeError> {
+        parse_urls("fraud", &self.fraud.urls)?;
+        parse_urls("wallet", &self.wallet.urls)?;
+        parse_urls("notification", &self.notification.urls)?;
+        for (name, policy) in [
+            ("fraud", &self.fraud.client),
+            ("wallet", &self.wallet.client),
+            ("notification", &self.notification.client),
+        ] {
+            policy
+                .validate()
+                .map_err(|e| config_err(&format!("{name}.client.{}", e.field), e.reason))?;
+        }
+        let p = &self.payment;
+        check_range("payment.deadline_ms", p.deadline_ms, 1, 600_000)?;
+        check_range(
+            "payment.resume_interval_ms",
+            p.resume_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range("payment.resume_batch", p.resume_batch.into(), 1, 10_000)?;
+        check_range(
+            "payment.resume_concurrency",
+            p.resume_concurrency as u64,
+            1,
+            1_000,
+        )?;
+        check_range(
+            "payment.outbox_interval_ms",
+            p.outbox_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range("payment.outbox_batch", p.outbox_batch.into(), 1, 10_000)?;
+        check_range(
+            "payment.outbox_concurrency",
+            p.outbox_concurrency as u64,
+            1,
+            1_000,
+        )?;
+        check_range(
+            "payment.outbox_deadline_ms",
+            p.outbox_deadline_ms,
+            1,
+            600_000,
+        )?;
+        check_range(
+            "payment.outbox_backoff_base_ms",
+            p.outbox_backoff_base_ms,
+            1,
+            600_000,
+        )?;
+        check_range(
+            "payment.outbox_backoff_max_ms",
+            p.outbox_backoff_max_ms,
+            p.outbox_backoff_base_ms,
+            86_400_000,
+        )?;
+        check_range(
+            "payment.description_max_chars",
+            p.description_max_chars as u64,
+            1,
+            10_000,
+        )?;
+        check_range("payment.retry_after_s", p.retry_after_s, 1, 3_600)?;
+        let f = &self.fraud.fallback;
+        if f.enabled {
+            check_range(
+                "fraud.fallback.max_amount_minor",
+                f.max_amount_minor,
+                1,
+                Amount::MAX_MINOR,
+            )?;
+            check_range(
+                "fraud.fallback.safe_verdict_max_age_ms",
+                f.safe_verdict_max_age_ms,
+                1,
+                86_400_000,
+            )?;
+            check_range(
+                "fraud.fallback.max_accounts",
+                f.max_accounts as u64,
+                1,
+                10_000_000,
+            )?;
+        }
+        self.demo.parse()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::config::load;
+
+    fn urls() -> Vec<(String, String)> {
+        ["fraud", "wallet", "notification"]
+            .iter()
+            .map(|d| (format!("{d}.urls"), r#"["http://127.0.0.1:9"]"#.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn write_dependencies_do_not_hedge_even_with_a_partial_client_table() {
+        let mut o = urls();
+        o.push(("wallet.client.max_attempts".into(), "6".into()));
+        let s: Settings = load(None, &o).expect("loads");
+        assert_eq!(s.wallet.client.max_attempts, 6);
+        assert_eq!(s.wallet.client, {
+            let mut p = write_policy();
+            p.max_attempts = 6;
+            p
+        });
+        assert_eq!(s.notification.client, write_policy());
+        assert_eq!(Settings::default().wallet.client, write_policy());
+        assert!(s.fraud.client.hedge.enabled, "fraud keeps hedging");
+    }
+
+    #[test]
+    fn bad_policies_and_urls_name_the_field() {
+        let mut o = urls();
+        o.push((
+            "fraud.client.breaker.failure_rate_threshold".into(),
+            "0".into(),
+        ));
+        let e = load::<Settings>(None, &o).expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("fraud.client.breaker.failure_rate_threshold"),
+            "{e}"
+        );
+        let mut o = urls();
+        o.push(("wallet.urls".into(), r#"["ftp://x"]"#.into()));
+        let e = load::<Settings>(None, &o).expect_err("refused");
+        assert!(e.to_string().contains("wallet.urls[0]"), "{e}");
+        let mut o = urls();
+        o.push(("payment.deadline_ms".into(), "0".into()));
+        let e = load::<Settings>(None, &o).expect_err("refused");
+        assert!(e.to_string().contains("payment.deadline_ms"), "{e}");
+        let mut o = urls();
+        o.push(("demo.currency".into(), "\"XYZ\"".into()));
+        let e = load::<Settings>(None, &o).expect_err("refused");
+        assert!(e.to_string().contains("demo.currency"), "{e}");
+    }
+}

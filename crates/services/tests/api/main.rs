@@ -1,0 +1,8 @@
+//! Integration tests: real servers on port 0, fresh stores, a reqwest client.
+
+mod helpers;
+
+mod bad_input;
+mod basics;
+mod payments;
+mod wallet_and_inbox;
