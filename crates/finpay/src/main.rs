@@ -83,6 +83,10 @@ enum Cmd {
         /// Base of every replica's fault seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// A settings override for one service or all, applied last:
+        /// `--set wallet:storage.synchronous="normal"`, `--set all:log_format="pretty"`.
+        #[arg(long = "set", value_name = "SERVICE:KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Send real payments and report success rate, errors and latency.
     Load {
@@ -200,7 +204,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             wallet_fault_rate,
             notification_down,
             seed,
+            set,
         } => {
+            let overrides = set
+                .iter()
+                .map(|s| s.parse::<finpay::up::ServiceOverride>())
+                .collect::<Result<Vec<_>, _>>()?;
             let spec = ClusterSpec {
                 fraud_replicas,
                 wallet_replicas: 2,
@@ -212,7 +221,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 seed,
                 payment_port: port,
             };
-            finpay::up::run(finpay::up::UpConfig { data_dir, spec }).await?;
+            finpay::up::run(finpay::up::UpConfig {
+                data_dir,
+                spec,
+                overrides,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Load {
@@ -305,10 +319,8 @@ async fn load(
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} payments, {per_sec} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} payments {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -316,8 +328,13 @@ async fn load(
     let report = finpay::load::run_observed(cfg, |p| {
         if let Some(bar) = &bar {
             bar.set_position(p.done);
-            if let Some((rate, p99)) = p.last_second {
-                bar.set_message(format!("success {:.2}% p99 {p99:.1} ms", rate * 100.0));
+            let rps = p.done as f64 / p.elapsed.as_secs_f64().max(1e-3);
+            match p.last_second {
+                Some((rate, p99)) => bar.set_message(format!(
+                    "{rps:.0}/s, last second: success {:.2}% p99 {p99:.1} ms",
+                    rate * 100.0
+                )),
+                None => bar.set_message(format!("{rps:.0}/s")),
             }
         }
     })

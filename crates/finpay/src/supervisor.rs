@@ -147,6 +147,9 @@ pub struct ReplicaCommand {
 /// Why a process ended, as recorded in `last_exit`.
 enum Ended {
     Exited(String),
+    /// Exit status 64: the replica refused its config. The same config would fail again, so the
+    /// replica is not restarted (phase `failed`); `finpay up` reports it and stops.
+    BadConfig(String),
     Unhealthy(String),
     Stopping,
 }
@@ -197,10 +200,11 @@ pub async fn run_replica(
                     ));
                 }
                 let ended = tokio::select! {
-                    status = child.wait() => Ended::Exited(match status {
-                        Ok(s) => s.to_string(),
-                        Err(e) => format!("wait failed: {e}"),
-                    }),
+                    status = child.wait() => match status {
+                        Ok(s) if s.code() == Some(i32::from(crate::EXIT_CONFIG)) => Ended::BadConfig(s.to_string()),
+                        Ok(s) => Ended::Exited(s.to_string()),
+                        Err(e) => Ended::Exited(format!("wait failed: {e}")),
+                    },
                     reason = probe(&shared, &cmd, &client, probes) => Ended::Unhealthy(reason),
                     _ = stop.wait_for(|v| *v) => Ended::Stopping,
                 };
@@ -222,12 +226,23 @@ pub async fn run_replica(
                         });
                         break;
                     }
+                    Ended::BadConfig(status) => {
+                        tracing::error!(replica = %cmd.name, %status, log = %cmd.log_path.display(), "replica refused its config; not restarting");
+                        shared.update_replica(&cmd.name, |r| {
+                            r.pid = None;
+                            r.phase = "failed".into();
+                            r.live = false;
+                            r.ready = false;
+                            r.last_exit = Some(format!("{status} (bad config, not restarted)"));
+                        });
+                        break;
+                    }
                     exited => exited,
                 }
             }
         };
         let last_exit = match ended {
-            Ended::Exited(s) | Ended::Unhealthy(s) => s,
+            Ended::Exited(s) | Ended::Unhealthy(s) | Ended::BadConfig(s) => s,
             Ended::Stopping => "stopped".to_owned(),
         };
         let delay = schedule.next_delay(started.elapsed());
@@ -393,6 +408,14 @@ async fn forward_output(
     let mut err = BufReader::new(stderr).lines();
     let (mut out_open, mut err_open) = (true, true);
     let mut file = LogFile::open(&log_path).await;
+    if let Some(f) = file.as_mut() {
+        // A marker per start, so a person reading the log sees where each process begins.
+        f.write_line(&format!(
+            "# finpay up: {name} started at {} (unix ms)",
+            cluster::now_ms()
+        ))
+        .await;
+    }
     let mut seen_listening = false;
     while out_open || err_open {
         let line = tokio::select! {
@@ -615,6 +638,40 @@ mod tests {
         assert_eq!(shared.snapshot().replicas[0].phase, "stopped");
         let log = std::fs::read_to_string(dir.path().join("p.log")).expect("log written");
         assert!(log.contains("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_child_refusing_its_config_is_not_restarted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Shared::new(state("payment-0"));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let cmd = ReplicaCommand {
+            name: "payment-0".into(),
+            program: "sh".into(),
+            args: vec!["-c".into(), "exit 64".into()],
+            per_generation: no_args(),
+            port: 1,
+            log_path: dir.path().join("p.log"),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            run_replica(
+                shared.clone(),
+                cmd,
+                fast_probes(),
+                BackoffPolicy::default(),
+                stop_rx,
+            ),
+        )
+        .await
+        .expect("runner gives up at once");
+        let r = &shared.snapshot().replicas[0];
+        assert_eq!(r.phase, "failed");
+        assert_eq!(r.restarts, 0);
+        assert!(r
+            .last_exit
+            .as_deref()
+            .is_some_and(|e| e.contains("bad config")));
     }
 
     #[tokio::test]

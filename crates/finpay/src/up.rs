@@ -34,6 +34,56 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct UpConfig {
     pub data_dir: PathBuf,
     pub spec: ClusterSpec,
+    /// Extra settings for some or all services (`--set SERVICE:KEY=VALUE`), applied last.
+    pub overrides: Vec<ServiceOverride>,
+}
+
+/// One `--set SERVICE:KEY=VALUE` of `finpay up`: a settings override (TOML value) for one service,
+/// or for all of them (`all:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceOverride {
+    /// None: every service.
+    pub service: Option<Service>,
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for ServiceOverride {
+    type Err = crate::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            crate::ConfigError(format!(
+                "--set {s:?}: {why}; expected SERVICE:KEY=VALUE, e.g. wallet:storage.synchronous=\"normal\" or all:log_format=\"pretty\""
+            ))
+        };
+        let (svc, kv) = s.split_once(':').ok_or_else(|| bad("no SERVICE: prefix"))?;
+        let service = match svc {
+            "all" => None,
+            other => Some(
+                Service::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == other)
+                    .ok_or_else(|| bad("unknown service"))?,
+            ),
+        };
+        let (key, value) = kv.split_once('=').ok_or_else(|| bad("no ="))?;
+        if key.trim().is_empty() {
+            return Err(bad("empty key"));
+        }
+        Ok(ServiceOverride {
+            service,
+            key: key.trim().to_owned(),
+            value: value.trim().to_owned(),
+        })
+    }
+}
+
+fn overrides_for(all: &[ServiceOverride], service: Service) -> Vec<(String, String)> {
+    all.iter()
+        .filter(|o| o.service.is_none_or(|s| s == service))
+        .map(|o| (o.key.clone(), o.value.clone()))
+        .collect()
 }
 
 /// A running cluster: its supervisor tasks, and the switches that stop them.
@@ -43,6 +93,7 @@ pub struct Cluster {
     program: PathBuf,
     seed: u64,
     plans: Vec<ReplicaPlan>,
+    overrides: Vec<ServiceOverride>,
     deps: JoinSet<()>,
     deps_stop: watch::Sender<bool>,
     payment: Option<JoinHandle<()>>,
@@ -102,7 +153,12 @@ impl Cluster {
         for p in plans.iter().filter(|p| p.service != Service::Payment) {
             deps.spawn(supervisor::run_replica(
                 shared.clone(),
-                command(&program, p, cfg.spec.seed, &[]),
+                command(
+                    &program,
+                    p,
+                    cfg.spec.seed,
+                    &overrides_for(&cfg.overrides, p.service),
+                ),
                 ProbePolicy::default(),
                 BackoffPolicy::default(),
                 deps_stop_rx.clone(),
@@ -114,6 +170,7 @@ impl Cluster {
             program,
             seed: cfg.spec.seed,
             plans,
+            overrides: cfg.overrides.clone(),
             deps,
             deps_stop,
             payment: None,
@@ -126,7 +183,7 @@ impl Cluster {
     /// Waits (bounded) for every dependency replica to be ready, starts payment with their URLs,
     /// and waits (bounded) for payment to be ready.
     pub async fn wait_ready(&mut self, bound: Duration) -> anyhow::Result<()> {
-        if !wait_until(&self.shared, bound, deps_ready).await {
+        if !wait_until(&self.shared, bound, deps_ready).await? {
             anyhow::bail!(
                 "dependencies not ready after {} s:\n{}see the logs in {}",
                 bound.as_secs(),
@@ -140,20 +197,17 @@ impl Cluster {
             .find(|p| p.service == Service::Payment)
             .context("plan has no payment replica")?;
         if self.payment.is_none() {
+            let mut overrides = plan::payment_overrides(&self.plans);
+            overrides.extend(overrides_for(&self.overrides, Service::Payment));
             self.payment = Some(tokio::spawn(supervisor::run_replica(
                 self.shared.clone(),
-                command(
-                    &self.program,
-                    payment,
-                    self.seed,
-                    &plan::payment_overrides(&self.plans),
-                ),
+                command(&self.program, payment, self.seed, &overrides),
                 ProbePolicy::default(),
                 BackoffPolicy::default(),
                 self.pay_stop.subscribe(),
             )));
         }
-        if !wait_until(&self.shared, bound, |s| s.ready).await {
+        if !wait_until(&self.shared, bound, |s| s.ready).await? {
             anyhow::bail!(
                 "payment not ready after {} s:\n{}see {}",
                 bound.as_secs(),
@@ -245,16 +299,39 @@ fn deps_ready(s: &ClusterState) -> bool {
         .all(|r| r.ready)
 }
 
-/// Polls the shared state until `pred` holds (true) or `bound` passes (false).
-async fn wait_until(shared: &Shared, bound: Duration, pred: fn(&ClusterState) -> bool) -> bool {
+/// Polls the shared state until `pred` holds (Ok(true)) or `bound` passes (Ok(false)). A replica
+/// that refused its config (phase `failed`) ends the wait at once with an error quoting its log.
+async fn wait_until(
+    shared: &Shared,
+    bound: Duration,
+    pred: fn(&ClusterState) -> bool,
+) -> anyhow::Result<bool> {
     let deadline = tokio::time::Instant::now() + bound;
     while tokio::time::Instant::now() < deadline {
-        if pred(&shared.snapshot()) {
-            return true;
+        let state = shared.snapshot();
+        if pred(&state) {
+            return Ok(true);
+        }
+        if let Some(r) = state.replicas.iter().find(|r| r.phase == "failed") {
+            let log = state.data_dir.join("logs").join(format!("{}.log", r.name));
+            return Err(crate::ConfigError(format!(
+                "{} refused its configuration ({}):\n{}",
+                r.name,
+                r.last_exit.as_deref().unwrap_or("exit status: 64"),
+                log_tail(&log, 5)
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    false
+    Ok(false)
+}
+
+/// The last `n` lines of a log file, for error messages.
+fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn initial_state(p: &ReplicaPlan) -> ReplicaState {
@@ -325,4 +402,33 @@ fn refuse_if_running(data_dir: &Path) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_overrides_parse_and_apply_to_their_service_or_all() {
+        let all: Vec<ServiceOverride> = [
+            "wallet:storage.synchronous=\"normal\"",
+            "all:log_format=\"pretty\"",
+            "payment:fraud.client.max_attempts=6",
+        ]
+        .into_iter()
+        .map(|s| s.parse().expect("valid"))
+        .collect();
+        assert_eq!(
+            overrides_for(&all, Service::Wallet),
+            vec![
+                ("storage.synchronous".to_owned(), "\"normal\"".to_owned()),
+                ("log_format".to_owned(), "\"pretty\"".to_owned()),
+            ]
+        );
+        assert_eq!(overrides_for(&all, Service::Fraud).len(), 1);
+        assert_eq!(overrides_for(&all, Service::Payment).len(), 2);
+        for bad in ["nokey", "billing:a=1", "wallet:a", "wallet:=1"] {
+            assert!(bad.parse::<ServiceOverride>().is_err(), "{bad}");
+        }
+    }
 }

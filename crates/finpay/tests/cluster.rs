@@ -419,7 +419,7 @@ fn wallet_commit_then_fail_debits_each_payment_exactly_once() {
 }
 
 #[test]
-fn kill_9_of_a_fraud_replica_is_healed_with_a_new_process() {
+fn kill_9_and_sigstop_of_replicas_are_healed_and_sigterm_stops_all() {
     let _one = exclusive();
     let c = Cluster::start(&["--fraud-fault", "none"]);
     let before = c.state();
@@ -465,6 +465,26 @@ fn kill_9_of_a_fraud_replica_is_healed_with_a_new_process() {
         .expect("fraud-1 row")
         .clone();
     assert_eq!(row["restarts"], 1);
+
+    // A frozen replica (SIGSTOP) still accepts connections but never answers: the liveness probe
+    // fails three times and the supervisor replaces it.
+    let frozen = c.state().replica("wallet-1").expect("wallet-1").clone();
+    let frozen_pid = frozen.pid.expect("wallet-1 runs");
+    let frozen_at = Instant::now();
+    kill(Pid::from_raw(frozen_pid as i32), Signal::SIGSTOP).expect("SIGSTOP wallet-1");
+    c.wait_replica("wallet-1", "was replaced after freezing", |r| {
+        r.ready && r.pid.is_some_and(|p| p != frozen_pid)
+    });
+    eprintln!("frozen wallet-1 replaced in {:?}", frozen_at.elapsed());
+    let replaced = c.state().replica("wallet-1").expect("wallet-1").clone();
+    assert!(
+        replaced
+            .last_exit
+            .as_deref()
+            .is_some_and(|e| e.contains("liveness probe failed 3 times")),
+        "{replaced:?}"
+    );
+    wait_all_gone(&[frozen_pid], "frozen wallet-1 after SIGKILL");
 
     // Ctrl-C/SIGTERM stops every child and exits 0.
     let pids: Vec<u32> = c.state().replicas.iter().filter_map(|r| r.pid).collect();

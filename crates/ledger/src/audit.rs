@@ -17,8 +17,8 @@
 //!   money, so it does not make [`AuditReport::ok`] false; the chaos harness asserts it separately.
 //!
 //! The three files are opened read-only on one connection (the payments and notification files are
-//! `ATTACH`ed), so cross-store checks are joins. Run it with the services stopped for an exact
-//! answer: with them running, each file is read at its own moment.
+//! `ATTACH`ed), so cross-store checks are joins. The snapshots are taken in causal order (payments,
+//! then wallet, then inbox), so the audit is exact while the services run, too.
 //!
 //! Every check lists at most [`LISTED_PER_CHECK_MAX`] records and then counts the rest, so a badly
 //! broken store still gives a bounded report.
@@ -129,8 +129,22 @@ pub async fn audit(data_dir: &Path) -> Result<AuditReport, AuditError> {
     }
     // One read transaction: each file is read at one moment for the whole audit.
     exec(&mut conn, "begin", "BEGIN").await?;
+    // Taken before the payments snapshot: a transfer the wallet wrote after this moment may belong to a
+    // payment whose newer state the payments snapshot cannot show, so two checks below skip it.
+    let payments_snapshot_ms = crate::now_ms();
+    // SQLite takes each attached file's snapshot when the transaction first reads it. Reading the
+    // payments file first, the wallet second and the inbox last makes the audit exact even while the
+    // services run: a payment seen as debited or succeeded committed its transfer before, and an outbox
+    // row seen as delivered was stored in the inbox before, so the later snapshots contain them.
+    for (what, sql) in [
+        ("snapshot payments", "SELECT count(*) FROM p.payments"),
+        ("snapshot wallet", "SELECT count(*) FROM main.accounts"),
+        ("snapshot inbox", "SELECT count(*) FROM n.notifications"),
+    ] {
+        exec(&mut conn, what, sql).await?;
+    }
     let mut report = AuditReport::default();
-    let result = run_checks(&mut conn, &mut report).await;
+    let result = run_checks(&mut conn, &mut report, payments_snapshot_ms).await;
     let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
     result?;
     report.ok = report.violations.is_empty();
@@ -203,7 +217,11 @@ const PAYMENT_ID_OF_TRANSFER_SQL: &str =
     "(substr(t.id, 5, 8) || '-' || substr(t.id, 13, 4) || '-' \
      || substr(t.id, 17, 4) || '-' || substr(t.id, 21, 4) || '-' || substr(t.id, 25, 12))";
 
-async fn run_checks(conn: &mut SqliteConnection, r: &mut AuditReport) -> Result<(), AuditError> {
+async fn run_checks(
+    conn: &mut SqliteConnection,
+    r: &mut AuditReport,
+    payments_snapshot_ms: i64,
+) -> Result<(), AuditError> {
     let v = &mut r.violations;
 
     // ---- counts
@@ -443,7 +461,8 @@ async fn run_checks(conn: &mut SqliteConnection, r: &mut AuditReport) -> Result<
         &format!(
             "SELECT p.id, p.status, t.id FROM p.payments p \
              JOIN transfers t ON t.id = {DEBIT_TRANSFER_ID_SQL} \
-             WHERE p.status IN ('received', 'declined', 'failed')"
+             WHERE (p.status IN ('declined', 'failed') \
+                    OR (p.status = 'received' AND t.created_at_ms < {payments_snapshot_ms}))"
         ),
         v,
         |row| {
@@ -461,7 +480,9 @@ async fn run_checks(conn: &mut SqliteConnection, r: &mut AuditReport) -> Result<
         "debit without payment",
         &format!(
             "SELECT t.id, CAST(t.amount AS TEXT), t.debit_account_id FROM transfers t \
-             WHERE t.id LIKE 'pay-%' AND NOT EXISTS \
+             WHERE length(t.id) = 36 AND t.id GLOB 'pay-*' \
+               AND NOT (substr(t.id, 5) GLOB '*[^0-9a-f]*') \
+               AND t.created_at_ms < {payments_snapshot_ms} AND NOT EXISTS \
                (SELECT 1 FROM p.payments WHERE id = {PAYMENT_ID_OF_TRANSFER_SQL})"
         ),
         v,

@@ -13,11 +13,17 @@
 //! Each store is a trait so that PostgreSQL is a second implementation, not a rewrite; the services
 //! hold an `Arc<dyn ...Store>` and never see SQL.
 //!
+//! - [`sqlite`]: the default backend. One file per store, WAL, `synchronous=FULL`, and group commit
+//!   (one writer task per store batches concurrent writes into one transaction and one fsync, each
+//!   write in its own savepoint). Two processes may share a file (the two wallet replicas).
+//! - [`postgres`]: the same three stores on PostgreSQL (`PgWallet`, `PgPayments`, `PgInbox`).
+//!
 //! Not for: HTTP, retries or anything that talks to another service.
 
 pub mod audit;
 pub mod inbox;
 pub mod payments;
+pub mod postgres;
 pub mod sqlite;
 pub mod wallet;
 

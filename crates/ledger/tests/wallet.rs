@@ -365,3 +365,52 @@ proptest! {
         })?;
     }
 }
+
+/// Another process holds the write lock for longer than the busy timeout: the transfer waits and
+/// retries instead of failing, and applies once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_past_the_busy_timeout_is_waited_out_not_reported() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wallet.db");
+    let opts = finpay_ledger::sqlite::SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(50),
+        ..fast()
+    };
+    let w = SqliteWallet::open(&path, &opts).await.expect("opens");
+    for i in 0..2 {
+        w.open_account(&acct(&format!("a{i}")), Currency::Usd, balance(100))
+            .await
+            .expect("opens");
+    }
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .expect("other connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("takes the write lock");
+    let transfer = {
+        let w = w.clone();
+        tokio::spawn(async move { w.transfer(&req("t-1", "a0", "a1", 10)).await })
+    };
+    // Several busy timeouts pass while the lock is held.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !transfer.is_finished(),
+        "the transfer must wait for the lock"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("releases");
+    other.close().await.expect("closes");
+    let outcome = transfer
+        .await
+        .expect("task")
+        .expect("applied after the wait");
+    assert!(matches!(outcome, TransferOutcome::Created(_)));
+    assert_eq!(balance_of(&w, "a0").await, 90);
+}

@@ -101,6 +101,14 @@ impl<B: Clone + Send + Sync + 'static, RB: Send + 'static>
             Ok(r) if retryable_status(r.status()) => Class::Retry,
             Ok(_) => Class::Success,
             Err(e) if e.is::<DeadlineExceeded>() => Class::Failure,
+            Err(e) if e.is::<crate::balance::NoEndpoint>() => Class::Failure,
+            // Nothing was sent: an endpoint's breaker or a bulkhead turned the try away.
+            Err(e)
+                if e.is::<crate::breaker::BreakerOpen>()
+                    || e.is::<crate::bulkhead::BulkheadFull>() =>
+            {
+                Class::RetrySafe
+            }
             Err(e) if is_connect_error(e.as_ref()) => Class::RetrySafe,
             Err(e) if e.is::<PerTryTimeout>() => Class::Retry,
             Err(_) => Class::Retry,

@@ -85,8 +85,12 @@ impl Default for BudgetPolicy {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerPolicy {
-    /// Off means calls are never rejected by the breaker.
+    /// Off means calls are never rejected by the per-service breaker.
     pub enabled: bool,
+    /// Also keep one breaker per endpoint (same thresholds); the balancer routes around open ones.
+    /// Off by default: outlier ejection already plays that part, with a cap on how many endpoints
+    /// may be out at once.
+    pub per_endpoint: bool,
     /// `"count"` (last N calls) or `"time"` (calls in the last `window_ms`).
     pub window: WindowKind,
     /// Count window: number of calls remembered.
@@ -124,6 +128,7 @@ impl Default for BreakerPolicy {
     fn default() -> Self {
         Self {
             enabled: true,
+            per_endpoint: false,
             window: WindowKind::Count,
             window_size: 100,
             window_ms: 10_000,
@@ -845,25 +850,10 @@ where
         retry_after_max: Duration::from_millis(policy.retry_after_max_ms),
         label: name,
     };
-    let br = &policy.breaker;
-    let breaker = if br.enabled {
+    let breaker = if policy.breaker.enabled {
         Some(
-            Breaker::try_new(BreakerConfig {
-                window: match br.window {
-                    WindowKind::Count => WindowSpec::Count(br.window_size),
-                    WindowKind::Time => WindowSpec::Time(Duration::from_millis(br.window_ms)),
-                },
-                minimum_calls: br.minimum_calls,
-                failure_rate_threshold: br.failure_rate_threshold,
-                slow_call: Duration::from_millis(br.slow_call_ms),
-                slow_call_rate_threshold: br.slow_call_rate_threshold,
-                open_wait: Duration::from_millis(br.open_wait_ms),
-                open_wait_jitter: br.open_wait_jitter,
-                half_open_probes: br.half_open_probes,
-                label: name,
-                seed: policy.seed,
-            })
-            .map_err(|e| bad("breaker", e.to_string()))?,
+            Breaker::try_new(breaker_config(name, policy))
+                .map_err(|e| bad("breaker", e.to_string()))?,
         )
     } else {
         None
@@ -896,6 +886,27 @@ where
     Ok((BoxCloneSyncService::new(stack), breaker))
 }
 
+/// The breaker settings of a policy (per service; per endpoint adds the `endpoint` label).
+pub fn breaker_config(name: &'static str, policy: &ClientPolicy) -> BreakerConfig {
+    let br = &policy.breaker;
+    BreakerConfig {
+        window: match br.window {
+            WindowKind::Count => WindowSpec::Count(br.window_size),
+            WindowKind::Time => WindowSpec::Time(Duration::from_millis(br.window_ms)),
+        },
+        minimum_calls: br.minimum_calls,
+        failure_rate_threshold: br.failure_rate_threshold,
+        slow_call: Duration::from_millis(br.slow_call_ms),
+        slow_call_rate_threshold: br.slow_call_rate_threshold,
+        open_wait: Duration::from_millis(br.open_wait_ms),
+        open_wait_jitter: br.open_wait_jitter,
+        half_open_probes: br.half_open_probes,
+        label: name,
+        endpoint: None,
+        seed: policy.seed,
+    }
+}
+
 /// The balancer settings of a policy.
 pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfig {
     let o = &policy.outlier;
@@ -916,6 +927,10 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
             max_ejected_percent: o.max_ejected_percent,
         },
         panic_threshold_percent: o.panic_threshold_percent,
+        endpoint_breaker: policy
+            .breaker
+            .per_endpoint
+            .then(|| breaker_config(name, policy)),
         label: name,
         seed: policy.seed,
     }

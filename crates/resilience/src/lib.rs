@@ -56,11 +56,13 @@
 //! | `budget.mode` / `budget.ratio` | `ratio` / 0.5 | see below; the industry default 0.2 is too low for p = 0.3 |
 //! | `budget.min_per_second` / `budget.ttl_ms` | 10 / 10000 | lets a quiet client retry at all |
 //! | `budget.in_flight_share` / `budget.min_concurrency` | 0.5 / 3 | the Envoy mode, when chosen |
-//! | `breaker.window` / `window_size` / `minimum_calls` | `count` / 100 / 40 | |
+//! | `breaker.enabled` / `per_endpoint` | true / false | per service; per endpoint, outlier ejection does the job by default |
+//! | `breaker.window` / `window_size` / `window_ms` / `minimum_calls` | `count` / 100 / 10000 / 40 | `window = "time"` uses `window_ms` |
 //! | `breaker.failure_rate_threshold` | 0.6 | a steady 30% never opens it (below) |
 //! | `breaker.slow_call_ms` / `slow_call_rate_threshold` | 2000 / 0.9 | |
-//! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s |
+//! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s (the simulation: 2.6 s) |
 //! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue |
+//! | `bulkhead.min_concurrent` / `latency_target_ms` | 8 / 200 | AIMD floor and the latency above which it shrinks |
 //! | `hedge.enabled` / `max_hedges` | true / 3 | |
 //! | `hedge.percentile` / `min_delay_ms` / `max_delay_ms` / `delay_ms` / `min_samples` | 0.95 / 10 / 20 / 15 / 100 | hedge after p95 of recent latencies, clamped to 10–20 ms |
 //! | `balancer.strategy` / `ewma_decay_ms` / `default_rtt_ms` | `p2c_ewma` / 10000 / 20 | |

@@ -32,7 +32,7 @@ enum Mode {
 
 #[derive(Clone)]
 struct Replica {
-    mode: Mode,
+    mode: Arc<Mutex<Mode>>,
     rng: Arc<Mutex<SmallRng>>,
     sent: Arc<AtomicU64>,
 }
@@ -56,7 +56,7 @@ impl tower::Service<http::Request<Bytes>> for Replica {
             (g.gen::<f64>(), g.gen_range(500..4_000u64))
         };
         let lat = Duration::from_micros(lat_us);
-        let mode = self.mode;
+        let mode = *self.mode.lock().unwrap();
         Box::pin(async move {
             let status = match mode {
                 Mode::Errors(p) => {
@@ -96,7 +96,13 @@ async fn run(mode: Mode, requests: u64, workers: u64, seed: u64) -> Outcome {
     run_with_deadline(mode, requests, workers, seed, Duration::from_secs(2)).await
 }
 
-async fn run_with_deadline(mode: Mode, requests: u64, workers: u64, seed: u64, budget: Duration) -> Outcome {
+async fn run_with_deadline(
+    mode: Mode,
+    requests: u64,
+    workers: u64,
+    seed: u64,
+    budget: Duration,
+) -> Outcome {
     let sent = Arc::new(AtomicU64::new(0));
     let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(seed)));
     let replicas: Vec<(http::Uri, Replica)> = (0..3)
@@ -105,7 +111,7 @@ async fn run_with_deadline(mode: Mode, requests: u64, workers: u64, seed: u64, b
             (
                 uri,
                 Replica {
-                    mode,
+                    mode: Arc::new(Mutex::new(mode)),
                     rng: rng.clone(),
                     sent: sent.clone(),
                 },
@@ -131,10 +137,7 @@ async fn run_with_deadline(mode: Mode, requests: u64, workers: u64, seed: u64, b
                 req.headers_mut()
                     .insert("idempotency-key", http::HeaderValue::from_static("k"));
                 let start = Instant::now();
-                match client
-                    .call(req, Deadline::after(Duration::from_secs(2)))
-                    .await
-                {
+                match client.call(req, Deadline::after(budget)).await {
                     Ok(r) if r.status() == 200 => ok += 1,
                     Err(CallError::BreakerOpen { .. }) => open += 1,
                     _ => {}
@@ -217,8 +220,101 @@ async fn all_replicas_down_cost_at_most_the_budget_and_open_the_breaker() {
 async fn all_replicas_hanging_past_the_deadline_still_open_the_breaker() {
     let out = run_with_deadline(Mode::Hangs(1.0), 5_000, 50, 4, Duration::from_millis(200)).await;
     let load = out.sent as f64 / out.requests as f64;
-    println!("all hang: load {load:.3} breaker {:?} fast-failed {} of {}", out.breaker, out.breaker_open_errors, out.requests);
+    println!(
+        "all hang: load {load:.3} breaker {:?} fast-failed {} of {}",
+        out.breaker, out.breaker_open_errors, out.requests
+    );
     assert_eq!(out.breaker, Some(State::Open));
-    assert!(out.breaker_open_errors * 10 >= out.requests * 9, "most calls fail fast at the breaker");
-    assert!(load <= 1.0 + ClientPolicy::default().budget.ratio, "actual/effective {load}");
+    assert!(
+        out.breaker_open_errors * 10 >= out.requests * 9,
+        "most calls fail fast at the breaker"
+    );
+    assert!(
+        load <= 1.0 + ClientPolicy::default().budget.ratio,
+        "actual/effective {load}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_returns_within_ten_seconds_after_the_dependency_recovers() {
+    recovery(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_also_works_with_per_endpoint_breakers() {
+    recovery(true).await;
+}
+
+async fn recovery(per_endpoint: bool) {
+    let mode = Arc::new(Mutex::new(Mode::Down));
+    let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(5)));
+    let sent = Arc::new(AtomicU64::new(0));
+    let replicas: Vec<(http::Uri, Replica)> = (0..3)
+        .map(|i| {
+            let uri: http::Uri = format!("http://fraud-{i}:8080").parse().unwrap();
+            (
+                uri,
+                Replica {
+                    mode: mode.clone(),
+                    rng: rng.clone(),
+                    sent: sent.clone(),
+                },
+            )
+        })
+        .collect();
+    let mut policy = ClientPolicy {
+        seed: Some(5),
+        ..ClientPolicy::default()
+    };
+    policy.breaker.per_endpoint = per_endpoint;
+    let client = ResilientClient::with_endpoints("fraud", replicas, policy).unwrap();
+    let start = Instant::now();
+    let restored_at = start + Duration::from_secs(10);
+    let stop_at = restored_at + Duration::from_secs(20);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            // (started at, ok) per call
+            let mut calls = Vec::new();
+            while Instant::now() < stop_at {
+                let mut req = http::Request::post("/v1/checks").body(Bytes::from_static(b"{}")).unwrap();
+                req.extensions_mut().insert(finpay_resilience::Idempotent);
+                let t = Instant::now();
+                let ok = matches!(client.call(req, Deadline::after(Duration::from_secs(1))).await, Ok(r) if r.status() == 200);
+                calls.push((t, ok));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            calls
+        }));
+    }
+    tokio::time::sleep_until(restored_at).await;
+    assert_eq!(client.breaker_state(), Some(State::Open));
+    *mode.lock().unwrap() = Mode::Errors(0.3);
+    let mut calls = Vec::new();
+    for t in tasks {
+        calls.extend(t.await.unwrap());
+    }
+    let first_ok = calls
+        .iter()
+        .filter(|(t, ok)| *ok && *t >= restored_at)
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap();
+    let recovery = first_ok - restored_at;
+    let settled: Vec<_> = calls
+        .iter()
+        .filter(|(t, _)| *t >= first_ok + Duration::from_secs(1))
+        .collect();
+    let success = settled.iter().filter(|(_, ok)| *ok).count() as f64 / settled.len() as f64;
+    println!(
+        "recovery after {recovery:?}; then success {success:.5} over {} calls",
+        settled.len()
+    );
+    assert!(
+        recovery <= Duration::from_secs(10),
+        "recovered after {recovery:?}"
+    );
+    assert_eq!(client.breaker_state(), Some(State::Closed));
+    assert!(success >= 0.9999, "success after recovery {success}");
 }

@@ -14,6 +14,77 @@
 //!
 //! Not for: storage (finpay-ledger), retries and breakers (finpay-resilience), process supervision
 //! (the `finpay` binary).
+//!
+//! # Settings
+//!
+//! Layers, later wins: defaults -> TOML file -> `FINPAY_*` env (`__` splits tables) -> overrides
+//! (dotted key = TOML value). Every table refuses unknown keys; validation names the field and
+//! [`serve`] answers [`ServeError::Config`] (the binary exits 64).
+//!
+//! ```toml
+//! # every service
+//! data_dir = ".finpay"            # wallet.db / payments.db / notifications.db live here
+//! admin_token = "finpay-admin"    # bearer for /admin/faults; never printed
+//! log_format = "json"             # json | pretty (stderr; RUST_LOG filters, default info)
+//! [http]
+//! host = "127.0.0.1"
+//! port = 0                        # 0 = any free port (see the listening line)
+//! body_limit_bytes = 16384        # 256 ..= 64 MiB; bigger bodies get 413
+//! [faults]                        # business routes only; PUT /admin/faults replaces at run time
+//! seed = 0
+//! error_rate = 0.0                # 500 or 503, half each
+//! hang_rate = 0.0
+//! hang_ms = 3000                  # cut short by the caller's finpay-deadline-ms
+//! latency_ms = 0
+//! latency_jitter_ms = 0           # uniform 0..=jitter added to latency_ms
+//! crash_rate = 0.0                # std::process::exit(137) mid-request
+//! down = false                    # every business request 503
+//! commit_then_fail_rate = 0.0     # wallet only: commit, then 500 or a dropped connection
+//! [storage]
+//! synchronous = "full"            # full | normal | off
+//! max_connections = 8             # read pool, 1..=64
+//! busy_timeout_ms = 5000
+//!
+//! # fraud
+//! [rules]
+//! max_amount_minor = 1000000      # larger amounts are denied
+//! blocklist = ["cust-blocked"]
+//!
+//! # payment
+//! [fraud]
+//! urls = []                       # required: ["http://127.0.0.1:9001", ...]
+//! client = {}                     # finpay_resilience::ClientPolicy, its defaults (hedging on)
+//! [fraud.fallback]                # off: fail closed
+//! enabled = false
+//! max_amount_minor = 10000
+//! safe_verdict_max_age_ms = 300000
+//! max_accounts = 100000
+//! [wallet]
+//! urls = []                       # required
+//! [wallet.client]                 # ClientPolicy defaults, except:
+//! per_try_timeout_ms = 500
+//! hedge.enabled = false
+//! [notification]                  # as [wallet]
+//! urls = []
+//! [payment]
+//! deadline_ms = 2000              # one end-to-end deadline per payment
+//! resume_interval_ms = 1000
+//! resume_batch = 100
+//! resume_concurrency = 8
+//! outbox_interval_ms = 200
+//! outbox_batch = 100
+//! outbox_concurrency = 8
+//! outbox_deadline_ms = 2000
+//! outbox_backoff_base_ms = 200    # capped exponential backoff, full jitter
+//! outbox_backoff_max_ms = 60000
+//! description_max_chars = 200
+//! retry_after_s = 1
+//! [demo]                          # GET /pay
+//! customer_account = "cust-0000"
+//! merchant_account = "merchant-0"
+//! amount_minor = 100
+//! currency = "USD"
+//! ```
 
 use std::fmt;
 use std::io::Write;

@@ -205,84 +205,76 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
 }
 
-// Boxed with explicit lifetimes: spelled as an `async fn`, rustc cannot prove the future `Send` for
-// every lifetime when it is spawned (the "not general enough" limitation).
-fn run_batch<'a>(
-    name: &'static str,
-    conn: &'a mut SqliteConnection,
-    batch: &'a mut Vec<Box<dyn Job>>,
-) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        let size = batch.len();
-        if let Err(e) = super::begin_immediate(conn).await {
-            tracing::warn!(store = name, error = %e, size, "could not begin a write transaction");
-            let e = Arc::new(e);
-            for job in batch.drain(..) {
-                job.fail(batch_failed("BEGIN IMMEDIATE", &e));
-            }
-            return;
+async fn run_batch(name: &'static str, conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>) {
+    let size = batch.len();
+    if let Err(e) = super::begin_immediate(conn).await {
+        tracing::warn!(store = name, error = %e, size, "could not begin a write transaction");
+        let e = Arc::new(e);
+        for job in batch.drain(..) {
+            job.fail(batch_failed("BEGIN IMMEDIATE", &e));
         }
-        let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(size);
-        let mut jobs = batch.drain(..);
-        let mut broken: Option<(&'static str, sqlx::Error)> = None;
-        let mut open: Option<Savepoint> = None;
-        for job in jobs.by_ref() {
-            let mut op = OpConn {
-                conn: &mut *conn,
-                open,
-                mine: None,
-            };
-            let done = job.run(&mut op).await;
-            let mine = op.mine;
-            let undo = match (done.keep(), mine) {
-                (true, Some(_)) => {
-                    open = mine;
-                    None
-                }
-                // Refused before writing: nothing to undo, the previous savepoint stays open.
-                (_, None) => None,
-                (false, Some(Savepoint::A)) => Some(("ROLLBACK TO op_a", "RELEASE op_a")),
-                (false, Some(Savepoint::B)) => Some(("ROLLBACK TO op_b", "RELEASE op_b")),
-            };
-            ran.push(done);
-            if let Some(undo) = undo {
-                open = None;
-                // A failure after writing is rare (a constraint, a full disk), so two round trips.
-                let (rollback, release) = undo;
-                if let Err(e) = exec(conn, rollback).await {
-                    broken = Some(("ROLLBACK TO", e));
-                    break;
-                }
-                if let Err(e) = exec(conn, release).await {
-                    broken = Some(("RELEASE", e));
-                    break;
-                }
-            }
-        }
-        let commit = match broken {
-            Some(b) => Err(b),
-            None => exec(conn, "COMMIT").await.map_err(|e| ("COMMIT", e)),
+        return;
+    }
+    let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(size);
+    let mut jobs = batch.drain(..);
+    let mut broken: Option<(&'static str, sqlx::Error)> = None;
+    let mut open: Option<Savepoint> = None;
+    for job in jobs.by_ref() {
+        let mut op = OpConn {
+            conn: &mut *conn,
+            open,
+            mine: None,
         };
-        match commit {
-            Ok(()) => {
-                for done in ran {
-                    done.finish(Ok(()));
-                }
+        let done = job.run(&mut op).await;
+        let mine = op.mine;
+        let undo = match (done.keep(), mine) {
+            (true, Some(_)) => {
+                open = mine;
+                None
             }
-            Err((step, e)) => {
-                tracing::warn!(store = name, step, error = %e, size, "write batch rolled back");
-                // The transaction may already be gone (SQLite rolls back by itself on some errors).
-                let _ = exec(conn, "ROLLBACK").await;
-                let e = Arc::new(e);
-                for done in ran {
-                    done.finish(Err(batch_failed(step, &e)));
-                }
-                for job in jobs {
-                    job.fail(batch_failed(step, &e));
-                }
+            // Refused before writing: nothing to undo, the previous savepoint stays open.
+            (_, None) => None,
+            (false, Some(Savepoint::A)) => Some(("ROLLBACK TO op_a", "RELEASE op_a")),
+            (false, Some(Savepoint::B)) => Some(("ROLLBACK TO op_b", "RELEASE op_b")),
+        };
+        ran.push(done);
+        if let Some(undo) = undo {
+            open = None;
+            // A failure after writing is rare (a constraint, a full disk), so two round trips.
+            let (rollback, release) = undo;
+            if let Err(e) = exec(conn, rollback).await {
+                broken = Some(("ROLLBACK TO", e));
+                break;
+            }
+            if let Err(e) = exec(conn, release).await {
+                broken = Some(("RELEASE", e));
+                break;
             }
         }
-    })
+    }
+    let commit = match broken {
+        Some(b) => Err(b),
+        None => exec(conn, "COMMIT").await.map_err(|e| ("COMMIT", e)),
+    };
+    match commit {
+        Ok(()) => {
+            for done in ran {
+                done.finish(Ok(()));
+            }
+        }
+        Err((step, e)) => {
+            tracing::warn!(store = name, step, error = %e, size, "write batch rolled back");
+            // The transaction may already be gone (SQLite rolls back by itself on some errors).
+            let _ = exec(conn, "ROLLBACK").await;
+            let e = Arc::new(e);
+            for done in ran {
+                done.finish(Err(batch_failed(step, &e)));
+            }
+            for job in jobs {
+                job.fail(batch_failed(step, &e));
+            }
+        }
+    }
 }
 
 fn batch_failed(step: &'static str, e: &Arc<sqlx::Error>) -> BatchFailed {

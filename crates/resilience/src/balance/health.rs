@@ -34,7 +34,7 @@ pub fn spawn<K, S, F>(
     probe: F,
 ) -> tokio::task::JoinHandle<()>
 where
-    K: PartialEq + Clone + Send + Sync + 'static,
+    K: PartialEq + std::fmt::Display + Clone + Send + Sync + 'static,
     S: Send + Sync + 'static,
     F: Fn(K) -> ProbeFuture + Send + Sync + 'static,
 {

@@ -13,6 +13,9 @@
 //!   skipped like ejected ones.
 //! - **Panic mode** (Envoy): when fewer than `panic_threshold_percent` of endpoints are usable, route
 //!   to all of them. A health check that is wrong about everybody must not take the service down.
+//! - **Per-endpoint breakers** (optional, [`BalanceConfig::endpoint_breaker`]): open endpoints are
+//!   skipped like ejected ones; a try that finds its endpoint's breaker full fails with
+//!   [`crate::breaker::BreakerOpen`], which the HTTP classifier treats as safe to retry elsewhere.
 //! - **Dynamic set**: [`EndpointSet::insert`] / [`EndpointSet::remove`] at any time.
 //!
 //! Counters: `finpay_client_attempts_total` (every try actually sent), `finpay_client_ejections_total`.
@@ -34,6 +37,7 @@ use tower::{Service, ServiceExt};
 
 pub use self::error::NoEndpoint;
 pub use self::outlier::{EndpointStats, OutlierConfig};
+use crate::breaker::{Breaker, BreakerConfig, State as BreakerState};
 use crate::classify::{BoxError, Class, Classify};
 
 /// Endpoint ids already tried by this call; shared by all copies of one request.
@@ -98,6 +102,9 @@ pub struct BalanceConfig {
     pub outlier: OutlierConfig,
     /// Below this percent of usable endpoints, use all.
     pub panic_threshold_percent: u32,
+    /// A breaker per endpoint (its `endpoint` label is set from the key); `None` for none. Open
+    /// endpoints are skipped like ejected ones.
+    pub endpoint_breaker: Option<BreakerConfig>,
     /// `dependency` label for metrics.
     pub label: &'static str,
     /// RNG seed; `None` = entropy.
@@ -112,6 +119,7 @@ impl Default for BalanceConfig {
             default_rtt: Duration::from_millis(20),
             outlier: OutlierConfig::default(),
             panic_threshold_percent: 50,
+            endpoint_breaker: None,
             label: "default",
             seed: None,
         }
@@ -124,6 +132,7 @@ pub struct Endpoint<K, S> {
     id: u64,
     key: K,
     svc: S,
+    breaker: Option<Breaker>,
     stats: Mutex<EndpointStats>,
 }
 
@@ -131,6 +140,10 @@ impl<K, S> Endpoint<K, S> {
     /// The key it was inserted with.
     pub fn key(&self) -> &K {
         &self.key
+    }
+    /// Its own breaker, if the balancer keeps one per endpoint.
+    pub fn breaker(&self) -> Option<&Breaker> {
+        self.breaker.as_ref()
     }
     /// A look at its statistics.
     pub fn with_stats<T>(&self, f: impl FnOnce(&mut EndpointStats) -> T) -> T {
@@ -160,7 +173,7 @@ impl<K, S> Clone for EndpointSet<K, S> {
     }
 }
 
-impl<K: PartialEq, S> EndpointSet<K, S> {
+impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
     /// An empty set using `cfg` for every endpoint.
     pub fn new(cfg: BalanceConfig) -> Self {
         Self {
@@ -176,10 +189,19 @@ impl<K: PartialEq, S> EndpointSet<K, S> {
     /// Adds an endpoint (replacing one with the same key).
     pub fn insert(&self, key: K, svc: S) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let breaker = self.inner.cfg.endpoint_breaker.as_ref().and_then(|c| {
+            let cfg = BreakerConfig {
+                endpoint: Some(key.to_string()),
+                seed: c.seed.map(|s| s.wrapping_add(id)),
+                ..c.clone()
+            };
+            Breaker::try_new(cfg).ok()
+        });
         let ep = Arc::new(Endpoint {
             id,
             key,
             svc,
+            breaker,
             stats: Mutex::new(EndpointStats::new(self.inner.cfg.default_rtt)),
         });
         let mut eps = self.write();
@@ -284,7 +306,7 @@ impl<K, S, C: Clone> Clone for Balance<K, S, C> {
     }
 }
 
-impl<K: PartialEq, S, C> Balance<K, S, C> {
+impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
     /// Balances over `set`, judging outcomes with `classify`.
     pub fn new(set: EndpointSet<K, S>, classify: C) -> Self {
         let rng = set
@@ -305,13 +327,18 @@ impl<K: PartialEq, S, C> Balance<K, S, C> {
         &self.set
     }
 
-    fn pick(&self, eps: &[Arc<Endpoint<K, S>>], tried: Option<&TriedEndpoints>) -> usize {
+    /// The endpoint to use, and whether the balancer is in panic mode.
+    fn pick(&self, eps: &[Arc<Endpoint<K, S>>], tried: Option<&TriedEndpoints>) -> (usize, bool) {
         let cfg = &self.set.inner.cfg;
         let now = Instant::now();
         let usable: Vec<usize> = (0..eps.len())
             .filter(|&i| {
+                let closed = eps[i]
+                    .breaker
+                    .as_ref()
+                    .is_none_or(|b| b.state() != BreakerState::Open);
                 let s = lock(&eps[i].stats);
-                s.healthy && !s.is_ejected(now)
+                closed && s.healthy && !s.is_ejected(now)
             })
             .collect();
         let panic = usable.is_empty()
@@ -331,9 +358,9 @@ impl<K: PartialEq, S, C> Balance<K, S, C> {
         };
         let pool = if fresh.is_empty() { pool } else { fresh };
         if pool.len() == 1 {
-            return pool[0];
+            return (pool[0], panic);
         }
-        match cfg.strategy {
+        let chosen = match cfg.strategy {
             Strategy::RoundRobin => pool[self.rr.fetch_add(1, Ordering::Relaxed) % pool.len()],
             Strategy::P2cPeakEwma => {
                 let (a, b) = {
@@ -352,7 +379,8 @@ impl<K: PartialEq, S, C> Balance<K, S, C> {
                     b
                 }
             }
-        }
+        };
+        (chosen, panic)
     }
 }
 
@@ -367,7 +395,7 @@ impl<K, S> Drop for Pending<K, S> {
 
 impl<K, S, C, Req, Res> Service<Req> for Balance<K, S, C>
 where
-    K: PartialEq + Send + Sync + 'static,
+    K: PartialEq + std::fmt::Display + Send + Sync + 'static,
     S: Service<Req, Response = Res> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError> + Send,
     S::Future: Send + 'static,
@@ -389,11 +417,19 @@ where
             return Box::pin(async { Err(Box::new(NoEndpoint) as BoxError) });
         }
         let tried = req.tried();
-        let ep = eps[self.pick(&eps, tried.as_ref())].clone();
+        let (idx, panic) = self.pick(&eps, tried.as_ref());
+        let ep = eps[idx].clone();
         drop(eps);
         if let Some(t) = &tried {
             t.push(ep.id);
         }
+        // In panic mode every endpoint is used, open breakers included (as Envoy ignores health).
+        let breaker = if panic { None } else { ep.breaker.as_ref() };
+        let permit = match breaker.map(Breaker::try_acquire) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(open)) => return Box::pin(async move { Err(Box::new(open) as BoxError) }),
+        };
         lock(&ep.stats).pending += 1;
         let cfg = &self.set.inner.cfg;
         metrics::counter!("finpay_client_attempts_total", "dependency" => cfg.label).increment(1);
@@ -418,6 +454,9 @@ where
                         Duration::from_secs_f64((s.ewma_ns * 2.0 / 1e9).min(10.0)).max(rtt);
                     s.observe_rtt(penalty, decay, now);
                 }
+            }
+            if let Some(p) = permit {
+                p.record(class.is_failure());
             }
             match class {
                 Class::Success => set.record(&pending.0, false),
@@ -551,6 +590,36 @@ mod tests {
             n.iter().all(|c| c.load(Ordering::Relaxed) > 0),
             "1 of 3 healthy is below 50%: all get traffic"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_endpoint_breaker_routes_around_that_endpoint() {
+        let c = BalanceConfig {
+            strategy: Strategy::RoundRobin,
+            outlier: OutlierConfig {
+                consecutive_failures: 0,
+                ..OutlierConfig::default()
+            },
+            endpoint_breaker: Some(BreakerConfig {
+                window: crate::breaker::WindowSpec::Count(10),
+                minimum_calls: 5,
+                seed: Some(1),
+                ..BreakerConfig::default()
+            }),
+            ..cfg()
+        };
+        let (b, n) = set(c, &[(503, 1), (200, 1), (200, 1)]);
+        for _ in 0..60 {
+            let _ = b.clone().oneshot(Req::new(Bytes::new())).await;
+        }
+        let eps = b.endpoints().snapshot();
+        assert_eq!(eps[0].breaker().unwrap().state(), BreakerState::Open);
+        assert_eq!(
+            n[0].load(Ordering::Relaxed),
+            5,
+            "no more tries after it opened"
+        );
+        assert_eq!(eps[1].breaker().unwrap().state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

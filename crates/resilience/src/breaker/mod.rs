@@ -17,10 +17,14 @@
 //!   millisecond.
 //! - **Exactly N probes in half-open, taken under one lock.** Resilience4j users report every waiting
 //!   caller rushing through at the half-open transition; here the transition and the probe count are
-//!   one critical section, so callers beyond N get [`BreakerOpen`]. All N must succeed to close; one
-//!   failure reopens. A probe that is cancelled gives its slot back.
+//!   one critical section, so callers beyond N get [`BreakerOpen`]. A
+//!   failure-rate (or slow-rate) threshold reached by the probes reopens it at once; otherwise it
+//!   closes when all N have answered (Resilience4j's rule, so a dependency that normally fails 30%
+//!   can close it). A probe that is cancelled gives its slot back.
 //! - **Per service and per endpoint.** A [`Breaker`] is a shared handle; wrap the whole stack for a
-//!   per-service breaker, or each endpoint for per-endpoint ones.
+//!   per-service breaker, or each endpoint for per-endpoint ones. The balancer
+//!   ([`crate::balance::BalanceConfig::endpoint_breaker`]) keeps one per endpoint and routes around
+//!   the open ones; their metrics carry an extra `endpoint` label.
 //! - **Observable.** Gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and counter
 //!   `finpay_client_breaker_transitions_total{from,to}`, labelled by `dependency`.
 
@@ -94,6 +98,8 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
     /// `dependency` label for metrics.
     pub label: &'static str,
+    /// `endpoint` label for metrics, for a per-endpoint breaker; `None` for a per-service one.
+    pub endpoint: Option<String>,
     /// RNG seed for the jitter; `None` = entropy.
     pub seed: Option<u64>,
 }
@@ -110,6 +116,7 @@ impl Default for BreakerConfig {
             open_wait_jitter: 0.2,
             half_open_probes: 3,
             label: "default",
+            endpoint: None,
             seed: None,
         }
     }
@@ -118,8 +125,16 @@ impl Default for BreakerConfig {
 #[derive(Debug)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { admitted: u32, succeeded: u32 },
+    Open {
+        until: Instant,
+    },
+    /// `done` probes reported, of which `failed` failed and `slow` were slow.
+    HalfOpen {
+        admitted: u32,
+        done: u32,
+        failed: u32,
+        slow: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -193,7 +208,7 @@ impl Breaker {
         let rng = cfg
             .seed
             .map_or_else(SmallRng::from_entropy, SmallRng::seed_from_u64);
-        metrics::gauge!("finpay_client_breaker_state", "dependency" => cfg.label).set(0.0);
+        emit_state(&cfg, State::Closed);
         Ok(Self {
             shared: Arc::new(Shared {
                 core: Mutex::new(Core {
@@ -237,7 +252,9 @@ impl Breaker {
                 &mut core,
                 Phase::HalfOpen {
                     admitted: 0,
-                    succeeded: 0,
+                    done: 0,
+                    failed: 0,
+                    slow: 0,
                 },
             );
         }
@@ -292,15 +309,29 @@ fn transition(shared: &Shared, core: &mut Core, to: Phase) {
         core.window.clear();
     }
     let label = shared.cfg.label;
-    metrics::gauge!("finpay_client_breaker_state", "dependency" => label).set(to_state.gauge());
-    metrics::counter!("finpay_client_breaker_transitions_total", "dependency" => label, "from" => from.name(), "to" => to_state.name())
-        .increment(1);
+    emit_state(&shared.cfg, to_state);
+    match &shared.cfg.endpoint {
+        None => metrics::counter!("finpay_client_breaker_transitions_total",
+            "dependency" => label, "from" => from.name(), "to" => to_state.name())
+        .increment(1),
+        Some(ep) => metrics::counter!("finpay_client_breaker_transitions_total",
+            "dependency" => label, "endpoint" => ep.clone(), "from" => from.name(), "to" => to_state.name())
+        .increment(1),
+    }
     tracing::info!(
         dependency = label,
         from = from.name(),
         to = to_state.name(),
         "circuit breaker transition"
     );
+}
+
+fn emit_state(cfg: &BreakerConfig, state: State) {
+    match &cfg.endpoint {
+        None => metrics::gauge!("finpay_client_breaker_state", "dependency" => cfg.label).set(state.gauge()),
+        Some(ep) => metrics::gauge!("finpay_client_breaker_state", "dependency" => cfg.label, "endpoint" => ep.clone())
+            .set(state.gauge()),
+    }
 }
 
 fn open(shared: &Shared, core: &mut Core) {
@@ -343,15 +374,25 @@ impl Permit {
                 }
             }
             Phase::HalfOpen {
-                ref mut succeeded, ..
+                done: ref mut d,
+                failed: ref mut f,
+                slow: ref mut sl,
+                ..
             } => {
-                if failed || slow {
+                // The N probes are judged by the same rates as the closed window (Resilience4j's
+                // rule): a dependency that normally fails 30% must be able to close the breaker with
+                // one failed probe out of three. Open as soon as the rate can no longer fall below
+                // the threshold; close when all N are in and it did.
+                *d += 1;
+                *f += u32::from(failed);
+                *sl += u32::from(slow);
+                let n = f64::from(cfg.half_open_probes);
+                let bad = f64::from(*f) / n >= cfg.failure_rate_threshold
+                    || f64::from(*sl) / n >= cfg.slow_call_rate_threshold;
+                if bad {
                     open(&shared, &mut core);
-                } else {
-                    *succeeded += 1;
-                    if *succeeded >= cfg.half_open_probes {
-                        transition(&shared, &mut core, Phase::Closed);
-                    }
+                } else if *d >= cfg.half_open_probes {
+                    transition(&shared, &mut core, Phase::Closed);
                 }
             }
             Phase::Open { .. } => {}
@@ -557,6 +598,38 @@ mod tests {
         assert!(h.next_request().await.is_none());
     }
 
+    #[test]
+    fn concurrent_callers_at_the_half_open_transition_get_exactly_n_probes() {
+        for round in 0..20 {
+            let b = Breaker::try_new(BreakerConfig {
+                open_wait: Duration::from_micros(1),
+                half_open_probes: 3,
+                seed: Some(round),
+                ..cfg()
+            })
+            .unwrap();
+            fail_n(&b, 5);
+            while b.state() == State::Open {
+                std::hint::spin_loop();
+            }
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (b, barrier) = (b.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        b.try_acquire().ok()
+                    })
+                })
+                .collect();
+            let permits: Vec<Permit> = handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect();
+            assert_eq!(permits.len(), 3, "round {round}");
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Acquire,
@@ -602,10 +675,10 @@ mod tests {
                         _ => {}
                     }
                     let core = lock(&b.shared);
-                    if let Phase::HalfOpen { admitted, succeeded } = core.phase {
+                    if let Phase::HalfOpen { admitted, done, .. } = core.phase {
                         let live = held.iter().filter(|p| p.probe && p.generation == core.generation).count();
                         prop_assert!(admitted <= 2, "admitted {} probes", admitted);
-                        prop_assert_eq!(live as u32, admitted - succeeded.min(admitted), "probe slots leak");
+                        prop_assert_eq!(live as u32, admitted - done.min(admitted), "probe slots leak");
                     }
                 }
                 Ok(())

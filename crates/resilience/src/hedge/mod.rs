@@ -13,7 +13,9 @@
 //!   [`crate::balance::TriedEndpoints`] extension, which the balancer avoids.
 //! - The first good answer (by the classifier) wins; the other tries are dropped, which cancels them.
 //! - Every hedge withdraws from the same [`RetryBudget`] as retries, so hedging and retrying together
-//!   never exceed the budget's extra load.
+//!   never exceed the budget's extra load. (The budget's deposits are made by [`crate::retry::Retry`]
+//!   once per call; a `Hedge` used without it should call `RetryBudget::deposit` per request, or
+//!   the ratio mode lends it only its reserve.)
 //! - Only idempotent requests are hedged; others pass straight through.
 //!
 //! Counters: `finpay_client_hedges_total`, `finpay_client_hedges_won_total`.

@@ -60,7 +60,8 @@ impl ApiError {
         self
     }
 
-    /// Adds an extension member (RFC 9457 §3.2).
+    /// Adds an extension member (RFC 9457 §3.2). The standard members (`type`, `title`, `status`,
+    /// `detail`, `field`) win over an extension of the same name.
     pub fn with_extension(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.0.extensions.insert(key.to_owned(), value.into());
         self

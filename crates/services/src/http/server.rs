@@ -25,7 +25,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use finpay_resilience::Deadline;
 
@@ -106,10 +106,28 @@ async fn problem_fallback_mw(State(limit): State<usize>, mut req: Request, next:
     req.extensions_mut().insert(BodyLimit(limit));
     let resp = next.run(req).await;
     let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Extractor rejections (a malformed path segment or query) come as 4xx text/plain.
+    let rejection = status.is_client_error() && content_type.starts_with("text/plain");
     if !(status.is_client_error() || status.is_server_error())
-        || resp.headers().contains_key(header::CONTENT_TYPE)
+        || (!content_type.is_empty() && !rejection)
     {
         return resp;
+    }
+    if rejection {
+        let (parts, body) = resp.into_parts();
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let detail = String::from_utf8_lossy(&text).into_owned();
+        let mut out = ApiError::new(parts.status, "invalid-request", "Invalid request", detail)
+            .into_response();
+        if let Some(v) = parts.headers.get(header::ALLOW) {
+            out.headers_mut().insert(header::ALLOW, v.clone());
+        }
+        return out;
     }
     let problem = match status {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
@@ -236,7 +254,11 @@ pub fn app_router(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
-                    TraceLayer::new_for_http().make_span_with(move |req: &Request| {
+                    TraceLayer::new_for_http()
+                        // A 5xx is logged where it is made (ApiError::internal, storage); injected
+                        // faults would otherwise flood the log at error level.
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+                        .make_span_with(move |req: &Request| {
                         let id = req
                             .extensions()
                             .get::<RequestId>()

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -118,8 +119,9 @@ async fn deliver(
 
 async fn list(
     State(st): State<Arc<AppState>>,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("query", e.body_text()))?;
     let Some(account) = q.account_id else {
         return Err(ApiError::bad_request(
             "account_id",

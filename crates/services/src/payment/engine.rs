@@ -193,7 +193,8 @@ fn json_request<T: Serialize>(
     }
     // The caller's request id travels on, so one payment can be followed through every service's log.
     if let Ok(Some(id)) = REQUEST_ID.try_with(Clone::clone) {
-        req.headers_mut().insert(crate::http::server::REQUEST_ID_HEADER, id);
+        req.headers_mut()
+            .insert(crate::http::server::REQUEST_ID_HEADER, id);
     }
     req
 }

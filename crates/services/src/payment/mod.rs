@@ -274,7 +274,7 @@ fn unavailable_problem(o: &Outcome, retry_after: Duration) -> ApiError {
     };
     e.with_retry_after(retry_after)
         .with_extension("payment_id", p.id.to_string())
-        .with_extension("status", p.status.as_str())
+        .with_extension("payment_status", p.status.as_str())
 }
 
 fn replay_header(mut resp: Response, replayed: bool) -> Response {

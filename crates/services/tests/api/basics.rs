@@ -335,3 +335,27 @@ async fn serve_refuses_bad_settings_naming_the_field() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn extractor_rejections_are_problems_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = spawn_notification(dir.path(), |_| {}).await;
+    let http = client();
+    let r = http
+        .get(format!("{}/v1/notifications?account_id=%FF%FE", n.url))
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    assert!((400..500).contains(&status), "{status}");
+    assert_problem(r, status).await;
+    let r = http
+        .post(format!("{}/v1/notifications", n.url))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .expect("sent");
+    let p = assert_problem(r, 415).await;
+    assert_eq!(p["field"], "content-type");
+}

@@ -157,6 +157,7 @@ async fn fraud_fully_down_fails_closed_with_503_and_no_debit() {
     let p = assert_problem(r, 503).await;
     assert_eq!(p["type"], "urn:finpay:problem:fraud-unavailable");
     assert_eq!(p["status"], 503);
+    assert_eq!(p["payment_status"], "failed");
     let id = p["payment_id"].as_str().expect("payment id").to_owned();
     let got: Value = c
         .http
@@ -245,6 +246,7 @@ async fn an_unreachable_wallet_leaves_the_payment_for_the_resumer() {
     assert!(r.headers().contains_key("retry-after"));
     let p = assert_problem(r, 503).await;
     assert_eq!(p["type"], "urn:finpay:problem:dependency-unavailable");
+    assert_eq!(p["payment_status"], "fraud_checked");
     let id = p["payment_id"].as_str().expect("payment id").to_owned();
     c.put_faults(&c.wallet.url, json!({})).await;
     let done = eventually(Duration::from_secs(15), || async {
@@ -442,4 +444,57 @@ async fn the_fraud_fallback_lets_small_payments_of_known_accounts_pass_for_revie
     assert_problem(c.pay("fb-4", &stranger).await, 503).await;
     assert_eq!(c.balance(CUSTOMER).await, OPENING - 200);
     assert_eq!(c.balance("cust-0002").await, OPENING);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_debit_once() {
+    let c = Cluster::start(ClusterOpts::default()).await;
+    let url = format!("{}/v1/payments", c.payment.url);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let http = c.http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("Idempotency-Key", "same-key")
+                .json(&payment_body(500))
+                .send()
+                .await
+                .expect("sent");
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status().as_u16(), replayed)
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        let (status, replayed) = t.await.expect("joined");
+        assert!(status == 201 || status == 409, "got {status}");
+        if status == 201 && !replayed {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one request created the payment");
+    assert_eq!(c.balance(CUSTOMER).await, OPENING - 500);
+
+    // Many keys at once: each debits once.
+    let mut tasks = Vec::new();
+    for i in 0..24u64 {
+        let http = c.http.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .header("Idempotency-Key", format!("many-{i}"))
+                .json(&payment_body(10))
+                .send()
+                .await
+                .expect("sent")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("joined"), 201);
+    }
+    assert_eq!(c.balance(CUSTOMER).await, OPENING - 500 - 240);
 }

@@ -1,0 +1,125 @@
+//! [`PgInbox`]: the notification inbox on PostgreSQL.
+
+use async_trait::async_trait;
+use finpay_core::{AccountId, NotificationId};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::Row;
+
+use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
+use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
+use crate::sqlite::corrupt;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS notifications (
+    id             TEXT PRIMARY KEY,
+    payment_id     TEXT NOT NULL,
+    account_id     TEXT NOT NULL,
+    message        TEXT NOT NULL,
+    received_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_account ON notifications (account_id, received_at_ms, id);
+";
+
+const COLUMNS: &str = "id, payment_id, account_id, message, received_at_ms";
+
+#[derive(Clone, Debug)]
+pub struct PgInbox {
+    pool: PgPool,
+}
+
+impl PgInbox {
+    pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
+        Ok(Self {
+            pool: open_pool(opts, SCHEMA).await?,
+        })
+    }
+}
+
+fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> InboxError {
+    InboxError::Storage(e.into())
+}
+
+fn notification_from_row(row: &PgRow) -> Result<Notification, InboxError> {
+    let id: String = row.try_get("id").map_err(storage)?;
+    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
+    let payment_id: String = row.try_get("payment_id").map_err(storage)?;
+    let account_id: String = row.try_get("account_id").map_err(storage)?;
+    Ok(Notification {
+        payment_id: payment_id.parse().map_err(|e| bad("payment id", &e))?,
+        account_id: AccountId::try_from(account_id).map_err(|e| bad("account", &e))?,
+        message: row.try_get("message").map_err(storage)?,
+        received_at_ms: row.try_get("received_at_ms").map_err(storage)?,
+        id: NotificationId::try_from(id.as_str()).map_err(|e| bad("notification id", &e))?,
+    })
+}
+
+#[async_trait]
+impl InboxStore for PgInbox {
+    async fn deliver(&self, n: Notification) -> Result<Delivery, InboxError> {
+        let mut attempt = 0;
+        loop {
+            let result: Result<Result<Delivery, InboxError>, sqlx::Error> = async {
+                let inserted = sqlx::query(&format!(
+                    "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO NOTHING RETURNING id"
+                ))
+                .bind(n.id.as_str())
+                .bind(n.payment_id.to_string())
+                .bind(n.account_id.as_str())
+                .bind(&n.message)
+                .bind(n.received_at_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                if inserted.is_some() {
+                    return Ok(Ok(Delivery::Stored(n.clone())));
+                }
+                let row = sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE id = $1"
+                ))
+                .bind(n.id.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(notification_from_row(&row).and_then(|first| {
+                    if first.payment_id == n.payment_id
+                        && first.account_id == n.account_id
+                        && first.message == n.message
+                    {
+                        Ok(Delivery::Duplicate(first))
+                    } else {
+                        Err(InboxError::Conflict(n.id.clone()))
+                    }
+                }))
+            }
+            .await;
+            match result {
+                Ok(answer) => return answer,
+                Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
+                    attempt += 1;
+                    pause(attempt).await;
+                }
+                Err(e) => return Err(storage(e)),
+            }
+        }
+    }
+
+    async fn list(&self, account: &AccountId, limit: u32) -> Result<Vec<Notification>, InboxError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM notifications WHERE account_id = $1 \
+             ORDER BY received_at_ms, id LIMIT $2"
+        ))
+        .bind(account.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter().map(notification_from_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), InboxError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(storage)
+    }
+}

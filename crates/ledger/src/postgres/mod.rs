@@ -1,0 +1,133 @@
+//! The PostgreSQL backend: the same three stores as [`crate::sqlite`], for when the ledger outgrows one
+//! machine's file.
+//!
+//! No writer task here: PostgreSQL has real concurrent writers (and its own group commit), so each
+//! operation is one transaction from a pool. Concurrency is handled by the database:
+//!
+//! - a transfer locks its two accounts `FOR UPDATE` in id order (no deadlock between two transfers
+//!   that touch the same pair in opposite directions), then checks its id, then writes;
+//! - idempotency keys and ids are unique constraints, so two racing requests resolve to one row and
+//!   the loser is retried and sees the winner (replay or conflict, never a second debit);
+//! - serialization failures, deadlocks and unique races are retried a bounded number of times.
+//!
+//! The schema is created at `open` under a transaction-scoped advisory lock, so two processes opening
+//! an empty database at once create it once. [`PgOptions::schema`] puts the tables in their own
+//! PostgreSQL schema (tests use one per test).
+
+mod inbox;
+mod payments;
+mod wallet;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use inbox::PgInbox;
+pub use payments::PgPayments;
+pub use wallet::PgWallet;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// e.g. `postgres://postgres@127.0.0.1:5432/test`
+    pub url: String,
+    pub max_connections: u32,
+    /// A PostgreSQL schema for the tables (created if absent); `None` uses the default search path.
+    pub schema: Option<String>,
+    pub acquire_timeout: Duration,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            schema: None,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgOpenError {
+    #[error("invalid PostgreSQL url")]
+    Url(#[source] sqlx::Error),
+    #[error("schema name {0:?} must be letters, digits and '_'")]
+    SchemaName(String),
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create the schema")]
+    Schema(#[source] sqlx::Error),
+}
+
+/// How many times a transient failure (serialization, deadlock, unique race) is retried.
+pub(crate) const RETRIES_MAX: u32 = 8;
+
+/// Whether the database asks us to try again: serialization failure, deadlock, or a unique
+/// violation from a concurrent insert of the same key (the retry then finds the winner's row).
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("40001") | Some("40P01") | Some("23505")
+        ),
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}
+
+pub(crate) async fn pause(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(2u64 << attempt.min(6))).await;
+}
+
+pub(crate) async fn open_pool(opts: &PgOptions, schema_sql: &str) -> Result<PgPool, PgOpenError> {
+    let mut connect: PgConnectOptions = opts.url.parse().map_err(PgOpenError::Url)?;
+    if let Some(schema) = &opts.schema {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(PgOpenError::SchemaName(schema.clone()));
+        }
+        // Create it through a plain connection first, then point every pooled connection at it.
+        let bootstrap = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(PgOpenError::Connect)?;
+        // The name was checked above to be a plain identifier.
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&bootstrap)
+            .await
+            .or_else(|e| {
+                // Two processes creating the same schema at once: the loser's error is harmless.
+                if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+                {
+                    Ok(Default::default())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(PgOpenError::Schema)?;
+        bootstrap.close().await;
+        connect = connect.options([("search_path", schema.as_str())]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(opts.max_connections.max(1))
+        .acquire_timeout(opts.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(PgOpenError::Connect)?;
+    let mut tx = pool.begin().await.map_err(PgOpenError::Schema)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('finpay-ledger-schema'))")
+        .execute(&mut *tx)
+        .await
+        .map_err(PgOpenError::Schema)?;
+    sqlx::raw_sql(schema_sql)
+        .execute(&mut *tx)
+        .await
+        .map_err(PgOpenError::Schema)?;
+    tx.commit().await.map_err(PgOpenError::Schema)?;
+    Ok(pool)
+}

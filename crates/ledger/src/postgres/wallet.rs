@@ -1,0 +1,359 @@
+//! [`PgWallet`]: the double-entry ledger on PostgreSQL.
+
+use async_trait::async_trait;
+use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
+use crate::sqlite::corrupt;
+use crate::wallet::{
+    Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id              TEXT PRIMARY KEY,
+    currency        TEXT NOT NULL,
+    balance         BIGINT NOT NULL CHECK (balance >= 0),
+    opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
+    created_at_ms   BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    id                TEXT PRIMARY KEY,
+    debit_account_id  TEXT NOT NULL REFERENCES accounts (id),
+    credit_account_id TEXT NOT NULL REFERENCES accounts (id),
+    amount            BIGINT NOT NULL CHECK (amount > 0),
+    currency          TEXT NOT NULL,
+    created_at_ms     BIGINT NOT NULL,
+    CHECK (debit_account_id <> credit_account_id)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    transfer_id TEXT NOT NULL REFERENCES transfers (id),
+    account_id  TEXT NOT NULL REFERENCES accounts (id),
+    direction   TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
+    amount      BIGINT NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (transfer_id, direction)
+);
+CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id);
+";
+
+/// The wallet ledger in PostgreSQL. Any number of instances may share the database.
+#[derive(Clone, Debug)]
+pub struct PgWallet {
+    pool: PgPool,
+}
+
+impl PgWallet {
+    pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
+        Ok(Self {
+            pool: open_pool(opts, SCHEMA).await?,
+        })
+    }
+
+    /// Opens many accounts in one transaction, with the rules of [`WalletStore::open_account`].
+    pub async fn open_accounts(
+        &self,
+        accounts: Vec<(AccountId, Currency, Balance)>,
+    ) -> Result<Vec<Account>, WalletError> {
+        retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut out = Vec::with_capacity(accounts.len());
+            for (id, currency, opening) in &accounts {
+                match open_one(&mut tx, id, *currency, *opening).await? {
+                    Ok(a) => out.push(a),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            tx.commit().await?;
+            Ok(Ok(out))
+        })
+        .await
+    }
+}
+
+fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WalletError {
+    WalletError::Storage(e.into())
+}
+
+/// Runs `op` (one transaction) again while the database reports a transient failure. The inner
+/// `Result` is the business answer; the outer one the database's.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T, WalletError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, WalletError>, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(answer) => return answer,
+            Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
+                attempt += 1;
+                pause(attempt).await;
+            }
+            Err(e) => return Err(storage(e)),
+        }
+    }
+}
+
+fn account_from_row(row: &PgRow) -> Result<(Account, Balance), WalletError> {
+    let id: String = row.try_get("id").map_err(storage)?;
+    let currency: String = row.try_get("currency").map_err(storage)?;
+    let balance: i64 = row.try_get("balance").map_err(storage)?;
+    let opening: i64 = row.try_get("opening_balance").map_err(storage)?;
+    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
+    Ok((
+        Account {
+            id: AccountId::try_from(id.as_str()).map_err(|e| bad("account id", &e))?,
+            currency: currency.parse().map_err(|e| bad("currency", &e))?,
+            balance: Balance::try_from_i64(balance).map_err(|e| bad("balance", &e))?,
+        },
+        Balance::try_from_i64(opening).map_err(|e| bad("opening balance", &e))?,
+    ))
+}
+
+fn transfer_from_row(row: &PgRow) -> Result<Transfer, WalletError> {
+    let id: String = row.try_get("id").map_err(storage)?;
+    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
+    let text = |col: &str| row.try_get::<String, _>(col).map_err(storage);
+    let amount: i64 = row.try_get("amount").map_err(storage)?;
+    Ok(Transfer {
+        debit_account_id: AccountId::try_from(text("debit_account_id")?)
+            .map_err(|e| bad("debit account", &e))?,
+        credit_account_id: AccountId::try_from(text("credit_account_id")?)
+            .map_err(|e| bad("credit account", &e))?,
+        amount: Amount::try_from_i64(amount).map_err(|e| bad("amount", &e))?,
+        currency: text("currency")?.parse().map_err(|e| bad("currency", &e))?,
+        created_at_ms: row.try_get("created_at_ms").map_err(storage)?,
+        id: TransferId::try_from(id.as_str()).map_err(|e| bad("transfer id", &e))?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str = "id, currency, balance, opening_balance";
+const TRANSFER_COLUMNS: &str =
+    "id, debit_account_id, credit_account_id, amount, currency, created_at_ms";
+
+async fn open_one(
+    tx: &mut Transaction<'_, Postgres>,
+    id: &AccountId,
+    currency: Currency,
+    opening: Balance,
+) -> Result<Result<Account, WalletError>, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO accounts (id, currency, balance, opening_balance, created_at_ms) \
+         VALUES ($1, $2, $3, $3, $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(currency.code())
+    .bind(opening.as_i64())
+    .bind(crate::now_ms())
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+    ))
+    .bind(id.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(
+        account_from_row(&row).and_then(|(account, stored_opening)| {
+            if account.currency == currency && stored_opening == opening {
+                Ok(account)
+            } else {
+                Err(WalletError::AccountConflict(id.clone()))
+            }
+        }),
+    )
+}
+
+/// One attempt at a transfer, in one transaction. Business refusals roll back (by dropping `tx`).
+async fn attempt_transfer(
+    pool: &PgPool,
+    req: &TransferRequest,
+) -> Result<Result<TransferOutcome, WalletError>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Lock both accounts in id order first: a concurrent transfer of the same id then waits here
+    // and, once it proceeds, sees the winner's committed row below (READ COMMITTED).
+    let rows = sqlx::query(&format!(
+        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE"
+    ))
+    .bind(req.debit_account_id.as_str())
+    .bind(req.credit_account_id.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    let existing = sqlx::query(&format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"
+    ))
+    .bind(req.id.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(transfer_from_row(&row).and_then(|t| {
+            if t.matches(req) {
+                Ok(TransferOutcome::Replayed(t))
+            } else {
+                Err(WalletError::IdempotencyConflict(req.id.clone()))
+            }
+        }));
+    }
+    let plan = (|| {
+        if req.debit_account_id == req.credit_account_id {
+            return Err(WalletError::SameAccount(req.debit_account_id.clone()));
+        }
+        let mut debit = None;
+        let mut credit = None;
+        for row in &rows {
+            let (a, _) = account_from_row(row)?;
+            if a.id == req.debit_account_id {
+                debit = Some(a);
+            } else if a.id == req.credit_account_id {
+                credit = Some(a);
+            }
+        }
+        let debit =
+            debit.ok_or_else(|| WalletError::UnknownAccount(req.debit_account_id.clone()))?;
+        let credit =
+            credit.ok_or_else(|| WalletError::UnknownAccount(req.credit_account_id.clone()))?;
+        for a in [&debit, &credit] {
+            if a.currency != req.currency {
+                return Err(WalletError::CurrencyMismatch {
+                    account: a.id.clone(),
+                    account_currency: a.currency,
+                    transfer_currency: req.currency,
+                });
+            }
+        }
+        let debit_after =
+            debit
+                .balance
+                .debit(req.amount)
+                .map_err(|_| WalletError::InsufficientFunds {
+                    account: debit.id.clone(),
+                    balance: debit.balance,
+                    amount: req.amount,
+                })?;
+        let credit_after = credit
+            .balance
+            .credit(req.amount)
+            .map_err(|_| WalletError::Overflow(credit.id.clone()))?;
+        Ok((debit_after, credit_after))
+    })();
+    let (debit_after, credit_after) = match plan {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let t = Transfer {
+        id: req.id.clone(),
+        debit_account_id: req.debit_account_id.clone(),
+        credit_account_id: req.credit_account_id.clone(),
+        amount: req.amount,
+        currency: req.currency,
+        created_at_ms: crate::now_ms(),
+    };
+    sqlx::query(&format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(t.id.as_str())
+    .bind(t.debit_account_id.as_str())
+    .bind(t.credit_account_id.as_str())
+    .bind(t.amount.as_i64())
+    .bind(t.currency.code())
+    .bind(t.created_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO entries (transfer_id, account_id, direction, amount) \
+         VALUES ($1, $2, 'debit', $4), ($1, $3, 'credit', $4)",
+    )
+    .bind(t.id.as_str())
+    .bind(t.debit_account_id.as_str())
+    .bind(t.credit_account_id.as_str())
+    .bind(t.amount.as_i64())
+    .execute(&mut *tx)
+    .await?;
+    let updated = sqlx::query(
+        "UPDATE accounts SET balance = CASE WHEN id = $1 THEN $2 ELSE $4 END \
+         WHERE id IN ($1, $3)",
+    )
+    .bind(t.debit_account_id.as_str())
+    .bind(debit_after.as_i64())
+    .bind(t.credit_account_id.as_str())
+    .bind(credit_after.as_i64())
+    .execute(&mut *tx)
+    .await?;
+    // Read back and check the pairing before committing (TigerBeetle style).
+    let (entries, debits, credits): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), \
+                COALESCE(SUM(amount) FILTER (WHERE direction = 'debit'), 0)::BIGINT, \
+                COALESCE(SUM(amount) FILTER (WHERE direction = 'credit'), 0)::BIGINT \
+         FROM entries WHERE transfer_id = $1",
+    )
+    .bind(t.id.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let amount = t.amount.as_i64();
+    if updated.rows_affected() != 2 || entries != 2 || debits != credits || debits != amount {
+        return Ok(Err(storage(corrupt(
+            "transfer",
+            &t.id,
+            format!(
+                "unbalanced after writing: {entries} entries, debits {debits}, credits {credits}"
+            ),
+        ))));
+    }
+    tx.commit().await?;
+    Ok(Ok(TransferOutcome::Created(t)))
+}
+
+#[async_trait]
+impl WalletStore for PgWallet {
+    async fn open_account(
+        &self,
+        id: &AccountId,
+        currency: Currency,
+        opening: Balance,
+    ) -> Result<Account, WalletError> {
+        let mut accounts = self
+            .open_accounts(vec![(id.clone(), currency, opening)])
+            .await?;
+        accounts
+            .pop()
+            .ok_or_else(|| storage(corrupt("account", id, "not returned after opening")))
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, WalletError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        row.as_ref()
+            .map(|r| account_from_row(r).map(|(a, _)| a))
+            .transpose()
+    }
+
+    async fn transfer(&self, req: &TransferRequest) -> Result<TransferOutcome, WalletError> {
+        retrying(|| attempt_transfer(&self.pool, req)).await
+    }
+
+    async fn transfer_by_id(&self, id: &TransferId) -> Result<Option<Transfer>, WalletError> {
+        let row = sqlx::query(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    async fn ping(&self) -> Result<(), WalletError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(storage)
+    }
+}

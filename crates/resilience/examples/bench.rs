@@ -1,0 +1,811 @@
+//! Benchmark of `finpay-resilience` (issue 3, "Tests and benchmark"). Not part of the test suite:
+//! timing claims live here, not in timed tests. Run it through `scripts/bench-resilience.sh`, or
+//!
+//! ```text
+//! cargo run --release -p finpay-resilience --example bench -- --scenario all
+//! ```
+//!
+//! It prints a markdown report on stdout (progress goes to stderr). Three scenarios:
+//!
+//! * `overhead` — the whole [`ResilientClient`] stack (deadline, bulkhead, breaker, retry + budget,
+//!   hedge, per-try timeout, p2c balancer, health checks; default [`ClientPolicy`]) against a bare
+//!   hyper-util pooled client with the same connector and pool settings, both calling one loopback
+//!   server that answers at once. Throughput of each and the overhead `1 - finpay / bare`.
+//! * `errors` — the fraud hop: 3 loopback replicas each failing a seeded 30% of checks with a 500.
+//!   FinPay's client over them, against HAProxy (run as a child process, configured as a retrying
+//!   proxy in front of the same replicas) driven by the bare client. Success rate, throughput,
+//!   p50/p99, actual/effective load, and the ratios.
+//! * `hangs` — the same, but 30% of checks hang for 3 s before answering 200.
+//!
+//! Each scenario runs `--rounds` rounds; in each round every contender runs for `--warmup-secs`
+//! (not measured) plus `--duration-secs` at `--concurrency`, and the order alternates between
+//! rounds so that a noisy neighbour does not always hit the same one. The report gives per-round
+//! figures and medians.
+//!
+//! Measurement rules: throughput counts calls *completed* inside the measured window; latency and
+//! success count calls *started* inside it (a call that started there is followed to its end, so
+//! a slow tail is not cut off). Latency covers failed calls too: it is what the caller waits.
+//! Every call of both contenders carries the same deadline (`--deadline-ms`, the payment
+//! service's default of 2 s): FinPay's through [`Deadline`], the bare client's as a timeout.
+//!
+//! Everything binds 127.0.0.1. Every loop is bounded in count and time. HAProxy runs from a
+//! configuration in a temporary directory and is killed when its scenario ends (and, failing that,
+//! when its handle is dropped).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use finpay_resilience::classify::BoxError;
+use finpay_resilience::{ClientPolicy, Deadline, Idempotent, ResilientClient};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// The request body: what the payment service sends to fraud (a pure read, marked idempotent).
+const CHECK_BODY: &[u8] =
+    br#"{"payment_id":"0192f0c4-7d1e-7a3b-9c2d-4e5f60718293","account_id":"acc-bench","amount_minor":1250,"currency":"EUR"}"#;
+const CHECK_PATH: &str = "/v1/checks";
+const SAFE_BODY: &[u8] = br#"{"verdict":"SAFE"}"#;
+/// Connections a replica accepts at most in one scenario (a bound, far above what a run opens).
+const MAX_ACCEPTS: u64 = 1_000_000;
+/// Connect attempts while waiting for HAProxy to listen (100 ms apart).
+const HAPROXY_START_TRIES: u32 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Stack overhead against a bare hyper-util client, no faults.
+    Overhead,
+    /// Fraud hop, 30% of checks fail with 500: FinPay vs HAProxy.
+    Errors,
+    /// Fraud hop, 30% of checks hang for 3 s: FinPay vs HAProxy.
+    Hangs,
+    /// All three, in that order.
+    All,
+}
+
+/// Benchmark of the finpay-resilience client stack (markdown report on stdout).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which scenario to run.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Calls in flight per contender (worker tasks, each calling in a loop).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Unmeasured seconds before each run (pools, EWMAs and the hedge histogram fill up).
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+    /// Rounds per scenario; medians are over rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Share of checks each replica fails (errors) or hangs (hangs).
+    #[arg(long, default_value_t = 0.3)]
+    fault_rate: f64,
+    /// How long a hanging check hangs.
+    #[arg(long, default_value_t = 3_000)]
+    hang_ms: u64,
+    /// Deadline of every call, both contenders.
+    #[arg(long, default_value_t = 2_000)]
+    deadline_ms: u64,
+    /// HAProxy `timeout server` (its per-try timeout). Default: FinPay's `per_try_timeout_ms`.
+    #[arg(long)]
+    haproxy_timeout_server_ms: Option<u64>,
+    /// The haproxy executable.
+    #[arg(long, default_value = "haproxy")]
+    haproxy: PathBuf,
+    /// Seed of the replicas' fault choices and of the client's RNG.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Calls per run at most (all workers together), a bound in count besides the one in time.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_calls_per_run: u64,
+}
+
+impl Args {
+    fn check(&self) -> Result<(), String> {
+        let bad = |what: &str| Err(what.to_owned());
+        if !(1..=1024).contains(&self.concurrency) {
+            return bad("--concurrency must be within 1..=1024");
+        }
+        if !(1..=600).contains(&self.duration_secs) || self.warmup_secs > 60 {
+            return bad("--duration-secs must be within 1..=600 and --warmup-secs <= 60");
+        }
+        if !(1..=50).contains(&self.rounds) {
+            return bad("--rounds must be within 1..=50");
+        }
+        if !(0.0..=1.0).contains(&self.fault_rate) {
+            return bad("--fault-rate must be within 0..=1");
+        }
+        if !(1..=60_000).contains(&self.hang_ms) || !(1..=60_000).contains(&self.deadline_ms) {
+            return bad("--hang-ms and --deadline-ms must be within 1..=60000");
+        }
+        if self.max_calls_per_run < self.concurrency as u64 {
+            return bad("--max-calls-per-run must be >= --concurrency");
+        }
+        Ok(())
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = args.check() {
+        eprintln!("bench: {e}");
+        std::process::exit(64);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bench: start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let policy = ClientPolicy {
+        seed: Some(args.seed),
+        ..ClientPolicy::default()
+    };
+    policy.validate()?;
+    println!("# finpay-resilience benchmark\n");
+    println!(
+        "concurrency {}, {} s measured after {} s warm-up per run, {} rounds (order alternates), \
+         deadline {} ms per call, seed {}, {} tokio worker threads, {} CPUs visible.\n",
+        args.concurrency,
+        args.duration_secs,
+        args.warmup_secs,
+        args.rounds,
+        args.deadline_ms,
+        args.seed,
+        tokio::runtime::Handle::current().metrics().num_workers(),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+    );
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Overhead {
+        overhead(&args, &policy).await?;
+    }
+    if all || args.scenario == Scenario::Errors {
+        fraud_hop(&args, &policy, Fault::Error(args.fault_rate)).await?;
+    }
+    if all || args.scenario == Scenario::Hangs {
+        let hang = Duration::from_millis(args.hang_ms);
+        fraud_hop(&args, &policy, Fault::Hang(args.fault_rate, hang)).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+/// What a replica does to a check (health probes are always answered 200).
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    /// Answer 500 with this probability.
+    Error(f64),
+    /// Hang this long, then answer 200, with this probability.
+    Hang(f64, Duration),
+}
+
+/// A replica's accept loop; aborted when dropped.
+struct Replica {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// SplitMix64: a seeded, lock-free stream of fault decisions (one per request number).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A uniform number in [0, 1) for request `n` of a replica whose stream starts at `key`.
+fn unit(key: u64, n: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let u = (splitmix64(key.wrapping_add(n)) >> 11) as f64 / (1u64 << 53) as f64;
+    u
+}
+
+/// Starts a replica on 127.0.0.1:0. `checks` counts the checks it receives (health probes not).
+async fn start_replica(
+    index: u64,
+    seed: u64,
+    fault: Fault,
+    checks: Arc<AtomicU64>,
+) -> Result<Replica, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let key = splitmix64(seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
+    let numbered = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(async move {
+        for _ in 0..MAX_ACCEPTS {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let checks = checks.clone();
+            let numbered = numbered.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let checks = checks.clone();
+                        let numbered = numbered.clone();
+                        answer(req, fault, key, checks, numbered)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Replica { addr, task })
+}
+
+async fn answer(
+    req: http::Request<hyper::body::Incoming>,
+    fault: Fault,
+    key: u64,
+    checks: Arc<AtomicU64>,
+    numbered: Arc<AtomicU64>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let is_check = req.uri().path() == CHECK_PATH;
+    // Read the body, as the fraud service does before it answers.
+    let _ = req.into_body().collect().await;
+    let mut resp = http::Response::new(Full::new(Bytes::from_static(SAFE_BODY)));
+    if !is_check {
+        return Ok(resp);
+    }
+    checks.fetch_add(1, Ordering::Relaxed);
+    let n = numbered.fetch_add(1, Ordering::Relaxed);
+    match fault {
+        Fault::None => {}
+        Fault::Error(p) => {
+            if unit(key, n) < p {
+                *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                *resp.body_mut() = Full::new(Bytes::from_static(b"injected fault"));
+            }
+        }
+        Fault::Hang(p, hang) => {
+            if unit(key, n) < p {
+                tokio::time::sleep(hang).await;
+            }
+        }
+    }
+    Ok(resp)
+}
+
+/// HAProxy as a child process, with its configuration in a temporary directory.
+struct Haproxy {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    async fn start(
+        exe: &Path,
+        replicas: &[SocketAddr],
+        timeout_server: Duration,
+        policy: &ClientPolicy,
+    ) -> Result<Self, BoxError> {
+        let dir = tempfile::tempdir()?;
+        // A free port: bind, read it, release it. HAProxy binds it a moment later.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let servers: String = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("    server r{i} {a}\n"))
+            .collect();
+        let cfg = format!(
+            "global\n\
+             \x20   maxconn 4096\n\
+             defaults\n\
+             \x20   mode http\n\
+             \x20   timeout connect {connect}ms\n\
+             \x20   timeout client 30s\n\
+             \x20   timeout server {server}ms\n\
+             \x20   timeout http-keep-alive 30s\n\
+             \x20   timeout queue 1s\n\
+             \x20   retries 3\n\
+             \x20   option redispatch 1\n\
+             \x20   retry-on all-retryable-errors 500 503 response-timeout conn-failure\n\
+             frontend fe\n\
+             \x20   bind {addr}\n\
+             \x20   default_backend fraud\n\
+             backend fraud\n\
+             \x20   balance roundrobin\n\
+             {servers}",
+            connect = policy.connect_timeout_ms,
+            server = timeout_server.as_millis(),
+        );
+        let path = dir.path().join("haproxy.cfg");
+        tokio::fs::write(&path, &cfg).await?;
+        let child = tokio::process::Command::new(exe)
+            .arg("-db") // foreground, no daemon: the handle owns the process
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", exe.display()))?;
+        let mut me = Self {
+            child,
+            addr,
+            _dir: dir,
+        };
+        for _ in 0..HAPROXY_START_TRIES {
+            if let Some(status) = me.child.try_wait()? {
+                return Err(format!("haproxy exited at start: {status}\n{cfg}").into());
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                eprintln!("haproxy listening on {addr}");
+                return Ok(me);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        me.stop().await;
+        Err(format!("haproxy did not listen on {addr} within 5 s").into())
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contenders
+
+type BareClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A hyper-util pooled client with the same connector and pool settings as `ResilientClient`.
+fn bare_client(policy: &ClientPolicy) -> BareClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(policy.connect_timeout_ms)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(policy.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(policy.pool_max_idle_per_host)
+        .build(connector)
+}
+
+enum Driver {
+    Finpay(ResilientClient),
+    Bare(BareClient, http::Uri),
+}
+
+impl Driver {
+    /// One fraud check; true when it was answered 200.
+    async fn call(&self, deadline: Duration) -> bool {
+        match self {
+            Driver::Finpay(client) => {
+                let Ok(mut req) = http::Request::post(CHECK_PATH)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Bytes::from_static(CHECK_BODY))
+                else {
+                    return false;
+                };
+                req.extensions_mut().insert(Idempotent);
+                matches!(
+                    client.call(req, Deadline::after(deadline)).await,
+                    Ok(r) if r.status() == http::StatusCode::OK
+                )
+            }
+            Driver::Bare(client, uri) => {
+                let Ok(req) = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from_static(CHECK_BODY)))
+                else {
+                    return false;
+                };
+                let call = async {
+                    let resp = client.request(req).await.ok()?;
+                    let ok = resp.status() == http::StatusCode::OK;
+                    let body = resp.into_body().collect().await.ok()?;
+                    Some(ok && !body.to_bytes().is_empty())
+                };
+                matches!(tokio::time::timeout(deadline, call).await, Ok(Some(true)))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+struct RunStats {
+    /// Calls started in the measured window.
+    calls: u64,
+    /// Of those, answered 200.
+    ok: u64,
+    /// Calls completed in the measured window, per second.
+    throughput: f64,
+    /// Latency of the calls started in the window, microseconds.
+    latency_us: Histogram<u64>,
+    /// Checks the replicas received per call made (whole run, warm-up included).
+    load: f64,
+}
+
+impl RunStats {
+    fn p_ms(&self, q: f64) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let us = self.latency_us.value_at_quantile(q) as f64;
+        us / 1000.0
+    }
+}
+
+struct WorkerStats {
+    calls: u64,
+    ok: u64,
+    completed_in_window: u64,
+    made: u64,
+    stopped: Instant,
+    latency_us: Histogram<u64>,
+}
+
+fn histogram() -> Result<Histogram<u64>, BoxError> {
+    Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
+}
+
+async fn measure(
+    driver: &Arc<Driver>,
+    args: &Args,
+    checks: &AtomicU64,
+) -> Result<RunStats, BoxError> {
+    let deadline = Duration::from_millis(args.deadline_ms);
+    let start = Instant::now();
+    let window_start = start + Duration::from_secs(args.warmup_secs);
+    let window_end = window_start + Duration::from_secs(args.duration_secs);
+    let cap = args.max_calls_per_run / args.concurrency as u64;
+    let checks_before = checks.load(Ordering::Relaxed);
+    let mut workers = JoinSet::new();
+    for _ in 0..args.concurrency {
+        let driver = driver.clone();
+        let mut latency_us = histogram()?;
+        workers.spawn(async move {
+            let (mut calls, mut ok, mut completed_in_window, mut made) = (0u64, 0u64, 0u64, 0u64);
+            while made < cap {
+                let t0 = Instant::now();
+                if t0 >= window_end {
+                    break;
+                }
+                let good = driver.call(deadline).await;
+                let t1 = Instant::now();
+                made += 1;
+                if t1 >= window_start && t1 < window_end {
+                    completed_in_window += 1;
+                }
+                if t0 >= window_start {
+                    calls += 1;
+                    ok += u64::from(good);
+                    let us = u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX);
+                    latency_us.saturating_record(us.max(1));
+                }
+            }
+            WorkerStats {
+                calls,
+                ok,
+                completed_in_window,
+                made,
+                stopped: Instant::now(),
+                latency_us,
+            }
+        });
+    }
+    let mut latency_us = histogram()?;
+    let (mut calls, mut ok, mut completed, mut made) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_stop = window_start;
+    while let Some(w) = workers.join_next().await {
+        let w = w?;
+        calls += w.calls;
+        ok += w.ok;
+        completed += w.completed_in_window;
+        made += w.made;
+        last_stop = last_stop.max(w.stopped);
+        latency_us.add(&w.latency_us)?;
+    }
+    if made >= cap * args.concurrency as u64 {
+        eprintln!("warning: --max-calls-per-run reached before the time was up");
+    }
+    // Normally the whole window; shorter only when the count bound stopped the run early.
+    let window = last_stop
+        .min(window_end)
+        .saturating_duration_since(window_start);
+    let checks_sent = checks.load(Ordering::Relaxed) - checks_before;
+    #[allow(clippy::cast_precision_loss)]
+    let stats = RunStats {
+        calls,
+        ok,
+        throughput: completed as f64 / window.as_secs_f64().max(1e-9),
+        latency_us,
+        load: checks_sent as f64 / made.max(1) as f64,
+    };
+    Ok(stats)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs every contender once per round, alternating the order, and returns stats per contender.
+async fn rounds(
+    contenders: &[(&str, Arc<Driver>)],
+    args: &Args,
+    checks: &AtomicU64,
+) -> Result<Vec<Vec<RunStats>>, BoxError> {
+    let mut out: Vec<Vec<RunStats>> = contenders.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (name, driver) = &contenders[i];
+            let s = measure(driver, args, checks).await?;
+            eprintln!(
+                "round {}/{} {name}: {:.0} req/s, success {}/{}, p50 {:.2} ms, p99 {:.2} ms, load {:.3}",
+                round + 1,
+                args.rounds,
+                s.throughput,
+                s.ok,
+                s.calls,
+                s.p_ms(0.5),
+                s.p_ms(0.99),
+                s.load
+            );
+            out[i].push(s);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
+    eprintln!("scenario overhead");
+    let checks = Arc::new(AtomicU64::new(0));
+    let server = start_replica(0, args.seed, Fault::None, checks.clone()).await?;
+    let uri: http::Uri = format!("http://{}", server.addr).parse()?;
+    let check_uri: http::Uri = format!("http://{}{CHECK_PATH}", server.addr).parse()?;
+    let finpay = ResilientClient::new("bench", vec![uri], policy.clone())?;
+    let contenders = [
+        (
+            "bare",
+            Arc::new(Driver::Bare(bare_client(policy), check_uri)),
+        ),
+        ("finpay", Arc::new(Driver::Finpay(finpay))),
+    ];
+    let stats = rounds(&contenders, args, &checks).await?;
+    let (bare, fin) = (&stats[0], &stats[1]);
+
+    println!("## 1. Stack overhead: ResilientClient vs bare hyper-util client\n");
+    println!(
+        "One loopback hyper server answering at once (no faults); both clients use the same \
+         connector and pool settings (nodelay, connect timeout {} ms, {} idle per host, idle \
+         timeout {} ms). FinPay: `ResilientClient::new` with the default `ClientPolicy` (seeded) \
+         over that one endpoint; every call is a POST {CHECK_PATH} marked `Idempotent`.\n",
+        policy.connect_timeout_ms, policy.pool_max_idle_per_host, policy.pool_idle_timeout_ms,
+    );
+    println!("| round | bare req/s | finpay req/s | overhead | bare p50 / p99 ms | finpay p50 / p99 ms | finpay actual/effective |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut overheads = Vec::new();
+    for (i, (b, f)) in bare.iter().zip(fin).enumerate() {
+        let o = 1.0 - f.throughput / b.throughput;
+        overheads.push(o);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1}% | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |",
+            i + 1,
+            b.throughput,
+            f.throughput,
+            o * 100.0,
+            b.p_ms(0.5),
+            b.p_ms(0.99),
+            f.p_ms(0.5),
+            f.p_ms(0.99),
+            f.load
+        );
+    }
+    let bare_med = median(bare.iter().map(|s| s.throughput).collect());
+    let fin_med = median(fin.iter().map(|s| s.throughput).collect());
+    let med = |v: &[RunStats], q: f64| median(v.iter().map(|s| s.p_ms(q)).collect());
+    println!(
+        "| **median** | **{bare_med:.0}** | **{fin_med:.0}** | **{:.1}%** (ratio of medians {:.1}%) | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |\n",
+        median(overheads.clone()) * 100.0,
+        (1.0 - fin_med / bare_med) * 100.0,
+        med(bare, 0.5),
+        med(bare, 0.99),
+        med(fin, 0.5),
+        med(fin, 0.99),
+        median(fin.iter().map(|s| s.load).collect()),
+    );
+    let verdict = if median(overheads) <= 0.10 {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!("Target: overhead <= 10% (median of per-round overheads): **{verdict}**.\n");
+    drop(server);
+    Ok(())
+}
+
+async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(), BoxError> {
+    let (title, what) = match fault {
+        Fault::Hang(p, d) => (
+            "3. Fraud hop, hangs",
+            format!(
+                "{:.0}% of checks hang for {} ms, then answer 200",
+                p * 100.0,
+                d.as_millis()
+            ),
+        ),
+        Fault::Error(p) => (
+            "2. Fraud hop, errors",
+            format!("{:.0}% of checks fail with 500", p * 100.0),
+        ),
+        Fault::None => ("Fraud hop, no faults", "no faults".to_owned()),
+    };
+    eprintln!("scenario {title}");
+    let checks = Arc::new(AtomicU64::new(0));
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        replicas.push(start_replica(i, args.seed, fault, checks.clone()).await?);
+    }
+    let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let timeout_server = Duration::from_millis(
+        args.haproxy_timeout_server_ms
+            .unwrap_or(policy.per_try_timeout_ms),
+    );
+    let mut haproxy = Haproxy::start(&args.haproxy, &addrs, timeout_server, policy).await?;
+    let result = async {
+        let uris = addrs
+            .iter()
+            .map(|a| format!("http://{a}").parse())
+            .collect::<Result<Vec<http::Uri>, _>>()?;
+        let finpay = ResilientClient::new("bench", uris, policy.clone())?;
+        let via_haproxy: http::Uri = format!("http://{}{CHECK_PATH}", haproxy.addr).parse()?;
+        let contenders = [
+            ("finpay", Arc::new(Driver::Finpay(finpay))),
+            (
+                "haproxy",
+                Arc::new(Driver::Bare(bare_client(policy), via_haproxy)),
+            ),
+        ];
+        rounds(&contenders, args, &checks).await
+    }
+    .await;
+    haproxy.stop().await;
+    drop(replicas);
+    let stats = result?;
+    let (fin, hap) = (&stats[0], &stats[1]);
+
+    println!("## {title}: FinPay client vs HAProxy\n");
+    println!(
+        "3 loopback replicas; {what} (seeded, independent per request). FinPay: \
+         `ResilientClient` (default policy: per-try {} ms, 4 rounds of tries, up to 3 hedges, \
+         budget ratio 0.5) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
+         `retries 3`, `option redispatch 1`, `retry-on all-retryable-errors 500 503 \
+         response-timeout conn-failure`, `timeout server {} ms`, driven by the bare hyper-util \
+         client. Every call has a {} ms deadline. Latency covers failed calls too.\n",
+        policy.per_try_timeout_ms,
+        timeout_server.as_millis(),
+        args.deadline_ms,
+    );
+    println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, (f, h)) in fin.iter().zip(hap).enumerate() {
+        for (name, s) in [("finpay", f), ("haproxy", h)] {
+            println!(
+                "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                i + 1,
+                s.ok,
+                s.calls,
+                pct(s.ok, s.calls),
+                s.throughput,
+                s.p_ms(0.5),
+                s.p_ms(0.99),
+                s.p_ms(0.999),
+                s.p_ms(1.0),
+                s.load
+            );
+        }
+    }
+    println!();
+    println!("| client | success, all rounds pooled | req/s (median) | p50 ms (median) | p99 ms (median) | actual/effective (median) |");
+    println!("|---|---|---|---|---|---|");
+    let summary = |v: &[RunStats]| {
+        let ok: u64 = v.iter().map(|s| s.ok).sum();
+        let calls: u64 = v.iter().map(|s| s.calls).sum();
+        Summary {
+            ok,
+            calls,
+            throughput: median(v.iter().map(|s| s.throughput).collect()),
+            p50: median(v.iter().map(|s| s.p_ms(0.5)).collect()),
+            p99: median(v.iter().map(|s| s.p_ms(0.99)).collect()),
+            load: median(v.iter().map(|s| s.load).collect()),
+        }
+    };
+    let (f, h) = (summary(fin), summary(hap));
+    for (name, s) in [("FinPay", &f), ("HAProxy", &h)] {
+        println!(
+            "| {name} | {:.4}% ({} failed of {}) | {:.0} | {:.2} | {:.2} | {:.3} |",
+            pct(s.ok, s.calls),
+            s.calls - s.ok,
+            s.calls,
+            s.throughput,
+            s.p50,
+            s.p99,
+            s.load
+        );
+    }
+    println!();
+    println!(
+        "Ratios (FinPay / HAProxy): throughput **{:.2}x**, p50 **{:.2}x**, p99 **{:.2}x**, \
+         failure rate **{}**.\n",
+        f.throughput / h.throughput,
+        f.p50 / h.p50,
+        f.p99 / h.p99,
+        failure_ratio(&f, &h),
+    );
+    Ok(())
+}
+
+struct Summary {
+    ok: u64,
+    calls: u64,
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    load: f64,
+}
+
+fn pct(ok: u64, calls: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let p = ok as f64 * 100.0 / calls.max(1) as f64;
+    p
+}
+
+fn failure_ratio(f: &Summary, h: &Summary) -> String {
+    let rate = |s: &Summary| 100.0 - pct(s.ok, s.calls);
+    let (fr, hr) = (rate(f), rate(h));
+    if fr == 0.0 {
+        format!("0 vs {hr:.4}% (FinPay failed no call)")
+    } else {
+        format!("{:.4}x ({fr:.4}% vs {hr:.4}%)", fr / hr.max(1e-12))
+    }
+}
