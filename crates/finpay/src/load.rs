@@ -50,6 +50,10 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// Keep each request's key, amount and outcome in the report (for reconciliation).
     pub record_outcomes: bool,
+    /// Open loop: start request `n` at `n / rate` seconds, whatever the answers, and measure its
+    /// latency from that intended start (so queueing behind a slow system counts, with no
+    /// coordinated omission). None: closed loop, each worker sends as soon as its last answer came.
+    pub rate_per_s: Option<f64>,
 }
 
 impl Default for LoadConfig {
@@ -67,6 +71,7 @@ impl Default for LoadConfig {
             seed: 1,
             request_timeout: Duration::from_secs(30),
             record_outcomes: false,
+            rate_per_s: None,
         }
     }
 }
@@ -101,10 +106,23 @@ impl LoadConfig {
                 self.amount_min_minor, self.amount_max_minor
             ));
         }
+        if let Some(rate) = self.rate_per_s {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+                return err(format!(
+                    "--rate must be between 0 and 1000000 per second, got {rate}"
+                ));
+            }
+        }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return err(format!("--url {:?} must start with http://", self.url));
         }
         Ok(())
+    }
+
+    /// When request `n` is due after the start, in open-loop mode.
+    pub fn due_after_start(&self, n: u64) -> Option<Duration> {
+        self.rate_per_s
+            .map(|rate| Duration::from_secs_f64((n as f64 / rate).min(1e9)))
     }
 
     /// Customer and amount of request `n`: a pure function of the seed and `n`.
@@ -384,6 +402,13 @@ pub async fn run_observed(
                 if n >= limit {
                     break;
                 }
+                let due = cfg.due_after_start(n).map(|d| start + d);
+                if let Some(due) = due {
+                    if deadline.is_some_and(|d| due >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                }
                 let (account, amount) = cfg.request(n);
                 let key = format!("{prefix}-{n}");
                 let body = serde_json::json!({
@@ -393,7 +418,7 @@ pub async fn run_observed(
                     "currency": cfg.currency,
                     "description": "finpay load",
                 });
-                let sent = Instant::now();
+                let sent = due.unwrap_or_else(Instant::now);
                 let (http_status, payment) = send(&client, &endpoint, &key, &body).await;
                 let latency = sent.elapsed();
                 let (payment_id, payment_status) = payment.unwrap_or_default();
@@ -627,8 +652,24 @@ mod tests {
     }
 
     #[test]
+    fn open_loop_schedule_spaces_requests_by_the_rate() {
+        let cfg = LoadConfig {
+            rate_per_s: Some(200.0),
+            ..LoadConfig::default()
+        };
+        assert_eq!(cfg.due_after_start(0), Some(Duration::ZERO));
+        assert_eq!(cfg.due_after_start(200), Some(Duration::from_secs(1)));
+        assert_eq!(cfg.due_after_start(1), Some(Duration::from_millis(5)));
+        assert_eq!(LoadConfig::default().due_after_start(7), None);
+    }
+
+    #[test]
     fn config_bounds_are_checked() {
         let bad = [
+            LoadConfig {
+                rate_per_s: Some(0.0),
+                ..LoadConfig::default()
+            },
             LoadConfig {
                 requests: None,
                 duration: None,

@@ -112,6 +112,10 @@ enum Cmd {
         /// Per-request timeout in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
+        /// Open loop: start this many payments per second whatever the answers (latency then
+        /// counts from each payment's intended start). Default: closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
         /// Write every request's key, amount and outcome to this file, one JSON object per line.
         #[arg(long)]
         outcomes: Option<PathBuf>,
@@ -239,6 +243,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             amount_max,
             seed,
             timeout_ms,
+            rate,
             outcomes,
             json,
         } => {
@@ -265,6 +270,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 seed,
                 request_timeout: Duration::from_millis(timeout_ms.max(1)),
                 record_outcomes: outcomes.is_some(),
+                rate_per_s: rate,
                 ..finpay::load::LoadConfig::default()
             };
             load(cfg, outcomes, json).await

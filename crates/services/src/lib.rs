@@ -79,6 +79,7 @@
 //! outbox_backoff_max_ms = 60000
 //! description_max_chars = 200
 //! retry_after_s = 1
+//! # seed = 42                    # outbox jitter seed; absent = from entropy
 //! [demo]                          # GET /pay
 //! customer_account = "cust-0000"
 //! merchant_account = "merchant-0"

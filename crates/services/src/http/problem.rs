@@ -3,6 +3,20 @@
 //! The client gets a safe message, a stable `type` (`urn:finpay:problem:<slug>`) it can branch on, and
 //! where it helps an extension member: `field` names the offending input, `payment_id` names the
 //! payment a 503 is about. The cause chain of an internal error goes to the log, never to the client.
+//!
+//! The `type` slugs, stable for clients to branch on:
+//!
+//! | status | slugs |
+//! |--------|-------|
+//! | 400 | `invalid-request` (headers, path, query), `malformed-json` |
+//! | 401 / 403 | `unauthorized`, `forbidden` (admin routes) |
+//! | 404 | `not-found`, `unknown-account`, `unknown-transfer`, `unknown-payment` |
+//! | 405 / 413 / 415 | `method-not-allowed`, `payload-too-large`, `unsupported-media-type` |
+//! | 409 | `idempotency-conflict` (wallet, inbox), `request-in-progress` (payment), `account-conflict` |
+//! | 422 | `invalid-request` (body values), `insufficient-funds`, `unknown-account`, `currency-mismatch`, `same-account`, `balance-overflow`, `idempotency-key-reused` |
+//! | 500 | `internal`, `injected-fault` (also 503) |
+//! | 503 | `fraud-unavailable`, `dependency-unavailable`, `storage-unavailable`, `service-down`, `not-ready` |
+//! | 504 | `deadline-exceeded` |
 
 use std::time::Duration;
 

@@ -119,7 +119,10 @@ pub fn full_jitter_backoff(
 
 pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(engine.cfg.outbox_interval_ms);
-    let rng = std::sync::Mutex::new(SmallRng::from_entropy());
+    let rng = std::sync::Mutex::new(match engine.cfg.seed {
+        Some(seed) => SmallRng::seed_from_u64(seed),
+        None => SmallRng::from_entropy(),
+    });
     loop {
         let full = dispatch_once(&engine, &rng).await;
         if !full && !tick(&mut shutdown, period).await {
