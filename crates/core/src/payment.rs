@@ -10,6 +10,10 @@
 //! A payment is persisted in `received` before anything is called, and every step after it is a
 //! compare-and-set from the state before. A process that dies between two steps leaves the payment in a
 //! non-terminal state, which the resumer drives forward from exactly where it stopped.
+//!
+//! `debited -> succeeded` needs no call of its own, so the payment service records `fraud_checked ->
+//! debited -> succeeded` in one write once the wallet confirmed the debit ([`PaymentStatus::move_via`]);
+//! the wallet's transfer, whose id is derived from the payment id, is the durable record of the debit.
 
 use std::fmt;
 use std::str::FromStr;
@@ -86,6 +90,23 @@ impl PaymentStatus {
         )
     }
 
+    /// Whether `self -> via -> next` is a path of two legal moves. A store may record such a path in
+    /// one write when the state in between needs no step of its own: `fraud_checked -> debited ->
+    /// succeeded` right after the wallet confirmed the debit. A crash before that write leaves the
+    /// payment in `self`, from which the same step is repeated (the wallet replays the transfer).
+    pub fn can_move_via(self, via: PaymentStatus, next: PaymentStatus) -> bool {
+        self.can_move_to(via) && via.can_move_to(next)
+    }
+
+    /// [`PaymentStatus::move_to`] for a path of two moves through `via`.
+    pub fn move_via(
+        self,
+        via: PaymentStatus,
+        next: PaymentStatus,
+    ) -> Result<PaymentStatus, TransitionError> {
+        self.move_to(via)?.move_to(next)
+    }
+
     pub fn move_to(self, next: PaymentStatus) -> Result<PaymentStatus, TransitionError> {
         if self.can_move_to(next) {
             Ok(next)
@@ -152,6 +173,37 @@ mod tests {
                 assert!(steps <= PaymentStatus::ALL.len());
             }
         }
+    }
+
+    #[test]
+    fn a_two_move_path_is_legal_only_when_both_moves_are() {
+        assert!(FraudChecked.can_move_via(Debited, Succeeded));
+        assert_eq!(FraudChecked.move_via(Debited, Succeeded), Ok(Succeeded));
+        // Never past fraud without a SAFE verdict, and never out of a terminal state.
+        assert!(!Received.can_move_via(Debited, Succeeded));
+        assert_eq!(
+            Received.move_via(Debited, Succeeded),
+            Err(TransitionError {
+                from: Received,
+                to: Debited
+            })
+        );
+        assert!(!Declined.can_move_via(Debited, Succeeded));
+        assert!(!FraudChecked.can_move_via(Declined, Succeeded));
+        for (from, via, to) in all_triples() {
+            assert_eq!(
+                from.can_move_via(via, to),
+                from.can_move_to(via) && via.can_move_to(to)
+            );
+        }
+    }
+
+    fn all_triples() -> impl Iterator<Item = (PaymentStatus, PaymentStatus, PaymentStatus)> {
+        PaymentStatus::ALL.into_iter().flat_map(|a| {
+            PaymentStatus::ALL
+                .into_iter()
+                .flat_map(move |b| PaymentStatus::ALL.into_iter().map(move |c| (a, b, c)))
+        })
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The `finpay` command's machinery, as a library so the chaos harness and the tests reuse it
 //! in-process: the local cluster and its supervisor ([`up`], [`supervisor`], [`plan`], [`cluster`]),
-//! the load engine ([`load`]), the offline audit command ([`check`]) and `finpay serve` ([`serve`]).
+//! the load engine ([`load`]), the chaos harness ([`chaos`]), the offline audit command ([`check`])
+//! and `finpay serve` ([`serve`]).
 //!
 //! Not for: the services themselves (`finpay-services`) or storage (`finpay-ledger`). This crate starts
 //! them as processes and talks to them over HTTP; it opens the wallet only to seed demo accounts.
 
 pub mod backoff;
+pub mod chaos;
 pub mod check;
 pub mod cluster;
 pub mod load;

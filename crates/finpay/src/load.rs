@@ -167,6 +167,12 @@ pub struct Outcome {
     pub http_status: Option<u16>,
     pub payment_id: Option<String>,
     pub payment_status: Option<String>,
+    /// When the request was due (open loop) or sent, in µs after the start of the run.
+    #[serde(default)]
+    pub started_us: u64,
+    /// From `started_us` to the answer (or the transport error), in µs.
+    #[serde(default)]
+    pub latency_us: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,6 +440,11 @@ pub async fn run_observed(
                         http_status,
                         payment_id,
                         payment_status,
+                        started_us: u64::try_from(
+                            sent.saturating_duration_since(start).as_micros(),
+                        )
+                        .unwrap_or(u64::MAX),
+                        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
                     });
                 }
             }

@@ -129,6 +129,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run chaos scenarios against a fresh local cluster each, and check steady state, money and
+    /// notifications.
+    Chaos {
+        #[command(subcommand)]
+        command: ChaosCmd,
+    },
     /// Show the replicas of a running `finpay up`.
     Status {
         #[arg(long, default_value = ".finpay")]
@@ -138,12 +144,55 @@ enum Cmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ChaosCmd {
+    /// Run one scenario, a comma-separated list, or all of them; exit 1 if any fails.
+    Run {
+        /// fraud-errors, fraud-hangs, fraud-crash, fraud-outage, wallet-kill, wallet-ambiguous,
+        /// payment-kill, notification-down, network-glitch, replica-freeze, or all.
+        #[arg(long)]
+        scenario: String,
+        /// Seconds of load per scenario (fraud-outage adds its recovery time).
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Seed of the fault schedule, the fault draws and the load.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Payments started per second (open loop).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Print one JSON object with one entry per scenario.
+        #[arg(long)]
+        json: bool,
+        /// Write report.html (inline SVG plots) into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Print the scenarios and their stated bounds.
+    Bounds,
+    /// Print the fault schedule a run would follow, as JSON (one object per scenario).
+    Schedule {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_serve = matches!(cli.command, Cmd::Serve { .. });
     if !is_serve {
         // `serve` leaves logging to the service, which knows its `log_format`.
-        init_tracing(matches!(cli.command, Cmd::Up { .. }));
+        let default = match cli.command {
+            Cmd::Up { .. } => "info",
+            // Restarts are the point of chaos; the harness reports them itself.
+            Cmd::Chaos { .. } => "error",
+            _ => "warn",
+        };
+        init_tracing(default);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -168,8 +217,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: bool) {
-    let default = if verbose { "info" } else { "warn" };
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -287,7 +335,78 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             finpay::status::run(&data_dir, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Chaos {
+            command:
+                ChaosCmd::Schedule {
+                    scenario,
+                    duration,
+                    seed,
+                },
+        } => {
+            let scenarios = finpay::chaos::parse_scenarios(&scenario)?;
+            let duration = chaos_duration(duration)?;
+            let schedules: Vec<_> = scenarios
+                .into_iter()
+                .map(|s| finpay::chaos::schedule(s, duration, seed))
+                .collect();
+            println!("{}", serde_json::to_string(&schedules)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Chaos {
+            command: ChaosCmd::Bounds,
+        } => {
+            print!("{}", finpay::chaos::bounds_table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Chaos {
+            command:
+                ChaosCmd::Run {
+                    scenario,
+                    duration,
+                    seed,
+                    rate,
+                    json,
+                    report,
+                },
+        } => {
+            let scenarios = finpay::chaos::parse_scenarios(&scenario)?;
+            let duration = chaos_duration(duration)?;
+            if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+                return Err(ConfigError(format!(
+                    "--rate must be between 0 and 10000 per second, got {rate}"
+                ))
+                .into());
+            }
+            let passed = finpay::chaos::run(finpay::chaos::ChaosArgs {
+                scenarios,
+                run: finpay::chaos::RunConfig {
+                    duration,
+                    seed,
+                    rate_per_s: rate,
+                    concurrency: 256,
+                    warmup: Duration::from_secs(2),
+                },
+                json,
+                report_dir: report,
+            })
+            .await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
+}
+
+fn chaos_duration(secs: f64) -> Result<Duration, ConfigError> {
+    let min = finpay::chaos::scenario::DURATION_MIN.as_secs_f64();
+    if !(secs.is_finite() && (min..=3_600.0).contains(&secs)) {
+        return Err(ConfigError(format!(
+            "--duration must be between {min} and 3600 seconds, got {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 async fn serve(args: finpay::serve::ServeArgs) -> anyhow::Result<ExitCode> {

@@ -94,6 +94,8 @@ pub struct Cluster {
     seed: u64,
     plans: Vec<ReplicaPlan>,
     overrides: Vec<ServiceOverride>,
+    /// Where payment finds its dependencies when not at the replicas themselves (fault proxies).
+    payment_routes: Vec<(String, String)>,
     deps: JoinSet<()>,
     deps_stop: watch::Sender<bool>,
     payment: Option<JoinHandle<()>>,
@@ -171,6 +173,7 @@ impl Cluster {
             seed: cfg.spec.seed,
             plans,
             overrides: cfg.overrides.clone(),
+            payment_routes: Vec::new(),
             deps,
             deps_stop,
             payment: None,
@@ -198,6 +201,7 @@ impl Cluster {
             .context("plan has no payment replica")?;
         if self.payment.is_none() {
             let mut overrides = plan::payment_overrides(&self.plans);
+            overrides.extend(self.payment_routes.iter().cloned());
             overrides.extend(overrides_for(&self.overrides, Service::Payment));
             self.payment = Some(tokio::spawn(supervisor::run_replica(
                 self.shared.clone(),
@@ -219,9 +223,47 @@ impl Cluster {
         Ok(())
     }
 
+    /// The planned replicas: names, services and ports.
+    pub fn plans(&self) -> &[ReplicaPlan] {
+        &self.plans
+    }
+
+    /// Makes payment reach `service` at `urls` instead of at its replicas, e.g. through fault
+    /// proxies that forward to them (the chaos harness's network faults). Call before
+    /// [`Cluster::wait_ready`] starts payment; the supervisor's probes still go to the replicas
+    /// directly, so a proxy's faults never get a replica restarted.
+    pub fn route_payment_dependency(
+        &mut self,
+        service: Service,
+        urls: &[String],
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.payment.is_none(),
+            "payment already started; route its dependencies before wait_ready"
+        );
+        anyhow::ensure!(
+            service != Service::Payment && !urls.is_empty(),
+            "route a dependency of payment to at least one URL"
+        );
+        let urls: Vec<toml::Value> = urls
+            .iter()
+            .map(|u| toml::Value::String(u.clone()))
+            .collect();
+        self.payment_routes.push((
+            format!("{}.urls", service.as_str()),
+            toml::Value::Array(urls).to_string(),
+        ));
+        Ok(())
+    }
+
     /// The current state (what cluster.json holds).
     pub fn state(&self) -> ClusterState {
         self.shared.snapshot()
+    }
+
+    /// The live state the supervisor tasks update, for watchers that outlive a borrow.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     pub fn data_dir(&self) -> &Path {

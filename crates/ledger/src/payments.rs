@@ -7,6 +7,15 @@ use finpay_core::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The state `succeeded` is reached from: `debited`, or `fraud_checked` through `debited`.
+pub(crate) fn check_succeed_from(from: PaymentStatus) -> Result<(), finpay_core::TransitionError> {
+    match from {
+        PaymentStatus::Debited => from.move_to(PaymentStatus::Succeeded),
+        _ => from.move_via(PaymentStatus::Debited, PaymentStatus::Succeeded),
+    }
+    .map(|_| ())
+}
+
 /// A payment as first received, before anything is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPayment {
@@ -110,6 +119,20 @@ pub trait PaymentStore: Send + Sync + 'static {
         &self,
         id: PaymentId,
         notification: OutboxMessage,
+    ) -> Result<Payment, PaymentStoreError> {
+        self.succeed_from(id, PaymentStatus::Debited, notification)
+            .await
+    }
+
+    /// Compare-and-set `from -> succeeded` and the outbox row, in one transaction. `from` is
+    /// `debited`, or a state from which the state machine reaches `succeeded` through `debited`
+    /// ([`PaymentStatus::can_move_via`]): `fraud_checked`, once the wallet confirmed the debit.
+    /// Anything else is a `Transition` error; `StaleState` when the payment is no longer in `from`.
+    async fn succeed_from(
+        &self,
+        id: PaymentId,
+        from: PaymentStatus,
+        notification: OutboxMessage,
     ) -> Result<Payment, PaymentStoreError>;
 
     /// Payments in a non-terminal state, oldest first, for the resumer.
@@ -127,6 +150,19 @@ pub trait PaymentStore: Send + Sync + 'static {
         id: &NotificationId,
         now_ms: i64,
     ) -> Result<(), PaymentStoreError>;
+
+    /// Marks many outbox rows delivered at once (one write instead of one per row). Every id must
+    /// exist; rows already delivered keep their first time.
+    async fn outbox_delivered_many(
+        &self,
+        ids: &[NotificationId],
+        now_ms: i64,
+    ) -> Result<(), PaymentStoreError> {
+        for id in ids {
+            self.outbox_delivered(id, now_ms).await?;
+        }
+        Ok(())
+    }
 
     async fn outbox_retry_later(
         &self,

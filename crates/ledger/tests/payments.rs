@@ -233,6 +233,112 @@ async fn the_outbox_retries_later_and_stays_delivered() {
     assert!(s.outbox_delivered(&unknown, 1).await.is_err());
 }
 
+async fn fraud_checked(s: &SqlitePayments, key: &str) -> Payment {
+    let Begin::Created(p) = s.begin(new_payment(key, 100)).await.expect("begins") else {
+        panic!("fresh key")
+    };
+    s.advance(
+        p.id,
+        PaymentStatus::Received,
+        PaymentStatus::FraudChecked,
+        StepNote::default(),
+    )
+    .await
+    .expect("fraud checked")
+}
+
+#[tokio::test]
+async fn succeed_from_fraud_checked_goes_through_debited_in_one_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let p = fraud_checked(&s, "k1").await;
+    let done = s
+        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p))
+        .await
+        .expect("succeeds");
+    assert_eq!(done.status, PaymentStatus::Succeeded);
+    assert_eq!(s.outbox_due(crate_now(), 10).await.expect("read").len(), 1);
+
+    // Repeating it (a resumer racing the request path) loses the compare-and-set, adds no row.
+    let err = s
+        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p))
+        .await
+        .expect_err("stale");
+    assert!(matches!(
+        err,
+        PaymentStoreError::StaleState {
+            expected: PaymentStatus::FraudChecked,
+            actual: PaymentStatus::Succeeded,
+            ..
+        }
+    ));
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+
+    // Never from `received`: that would be a debit without a SAFE verdict.
+    let Begin::Created(q) = s.begin(new_payment("k2", 100)).await.expect("begins") else {
+        panic!("fresh key")
+    };
+    let err = s
+        .succeed_from(q.id, PaymentStatus::Received, outbox_for(&q))
+        .await
+        .expect_err("illegal");
+    assert!(matches!(err, PaymentStoreError::Transition(_)), "{err:?}");
+    assert_eq!(
+        s.get(q.id).await.expect("read").map(|p| p.status),
+        Some(PaymentStatus::Received)
+    );
+
+    // A payment that is not in `from` any more is left alone, outbox included.
+    let r = fraud_checked(&s, "k3").await;
+    s.advance(
+        r.id,
+        PaymentStatus::FraudChecked,
+        PaymentStatus::Declined,
+        StepNote::default(),
+    )
+    .await
+    .expect("declined");
+    assert!(s
+        .succeed_from(r.id, PaymentStatus::FraudChecked, outbox_for(&r))
+        .await
+        .is_err());
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn outbox_rows_are_marked_delivered_many_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path()).await;
+    let mut ids = Vec::new();
+    for k in ["a", "b", "c"] {
+        let p = debited(&s, k).await;
+        s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+        ids.push(p.id.notification_id());
+    }
+    s.outbox_delivered(&ids[0], 1_000).await.expect("first");
+    // Duplicates in the list are fine; a delivered row keeps its first time.
+    let twice = vec![ids[0].clone(), ids[1].clone(), ids[1].clone()];
+    s.outbox_delivered_many(&twice, 2_000)
+        .await
+        .expect("delivered");
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+    let due = s.outbox_due(i64::MAX, 10).await.expect("read");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, ids[2]);
+
+    // An unknown id refuses the whole call: nothing of it is marked.
+    let unknown = NotificationId::try_from("ntf-unknown").expect("id");
+    assert!(s
+        .outbox_delivered_many(&[ids[2].clone(), unknown], 3_000)
+        .await
+        .is_err());
+    assert_eq!(s.outbox_pending().await.expect("count"), 1);
+    s.outbox_delivered_many(&ids, 4_000)
+        .await
+        .expect("delivered");
+    assert_eq!(s.outbox_pending().await.expect("count"), 0);
+}
+
 #[tokio::test]
 async fn unfinished_lists_non_terminal_payments_oldest_first() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -32,6 +32,7 @@
 //! configuration in a temporary directory and is killed when its scenario ends (and, failing that,
 //! when its handle is dropped).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use finpay_resilience::classify::BoxError;
-use finpay_resilience::{ClientPolicy, Deadline, Idempotent, ResilientClient};
+use finpay_resilience::{CallError, ClientPolicy, Deadline, Idempotent, ResilientClient};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -61,6 +62,9 @@ const SAFE_BODY: &[u8] = br#"{"verdict":"SAFE"}"#;
 const MAX_ACCEPTS: u64 = 1_000_000;
 /// Connect attempts while waiting for HAProxy to listen (100 ms apart).
 const HAPROXY_START_TRIES: u32 = 50;
+/// A call still running this long after its deadline is abandoned and counted as stuck (a bug in
+/// the contender; it keeps the benchmark bounded in time).
+const STUCK_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -113,6 +117,10 @@ struct Args {
     /// Calls per run at most (all workers together), a bound in count besides the one in time.
     #[arg(long, default_value_t = 20_000_000)]
     max_calls_per_run: u64,
+    /// Overhead scenario: also run the stack with hedging off, and with hedging and the breaker
+    /// off (diagnostic: where the overhead goes).
+    #[arg(long)]
+    breakdown: bool,
 }
 
 impl Args {
@@ -400,40 +408,52 @@ fn bare_client(policy: &ClientPolicy) -> BareClient {
 
 enum Driver {
     Finpay(ResilientClient),
-    Bare(BareClient, http::Uri),
+    Bare(Box<BareClient>, http::Uri),
 }
 
 impl Driver {
-    /// One fraud check; true when it was answered 200.
-    async fn call(&self, deadline: Duration) -> bool {
+    /// One fraud check: `Ok` when it was answered 200, else what went wrong.
+    async fn call(&self, deadline: Duration) -> Result<(), &'static str> {
         match self {
             Driver::Finpay(client) => {
-                let Ok(mut req) = http::Request::post(CHECK_PATH)
+                let mut req = http::Request::post(CHECK_PATH)
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .body(Bytes::from_static(CHECK_BODY))
-                else {
-                    return false;
-                };
+                    .map_err(|_| "bad request")?;
                 req.extensions_mut().insert(Idempotent);
-                matches!(
-                    client.call(req, Deadline::after(deadline)).await,
-                    Ok(r) if r.status() == http::StatusCode::OK
-                )
+                match client.call(req, Deadline::after(deadline)).await {
+                    Ok(r) if r.status() == http::StatusCode::OK => Ok(()),
+                    Ok(_) => Err("other status"),
+                    Err(CallError::DeadlineExceeded) => Err("deadline exceeded"),
+                    Err(CallError::BreakerOpen { .. }) => Err("breaker open"),
+                    Err(CallError::BulkheadFull) => Err("bulkhead full"),
+                    Err(CallError::NoEndpoint) => Err("no endpoint"),
+                    Err(CallError::Exhausted {
+                        status: Some(_), ..
+                    }) => Err("exhausted (last: 5xx)"),
+                    Err(CallError::Exhausted { status: None, .. }) => {
+                        Err("exhausted (last: error/timeout)")
+                    }
+                }
             }
             Driver::Bare(client, uri) => {
-                let Ok(req) = http::Request::post(uri.clone())
+                let req = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .body(Full::new(Bytes::from_static(CHECK_BODY)))
-                else {
-                    return false;
-                };
+                    .map_err(|_| "bad request")?;
                 let call = async {
-                    let resp = client.request(req).await.ok()?;
-                    let ok = resp.status() == http::StatusCode::OK;
-                    let body = resp.into_body().collect().await.ok()?;
-                    Some(ok && !body.to_bytes().is_empty())
+                    let resp = client.request(req).await.map_err(|_| "transport error")?;
+                    let status = resp.status();
+                    resp.into_body().collect().await.map_err(|_| "body error")?;
+                    match status {
+                        http::StatusCode::OK => Ok(()),
+                        s if s.is_server_error() => Err("5xx"),
+                        _ => Err("other status"),
+                    }
                 };
-                matches!(tokio::time::timeout(deadline, call).await, Ok(Some(true)))
+                tokio::time::timeout(deadline, call)
+                    .await
+                    .map_err(|_| "deadline exceeded")?
             }
         }
     }
@@ -453,6 +473,28 @@ struct RunStats {
     latency_us: Histogram<u64>,
     /// Checks the replicas received per call made (whole run, warm-up included).
     load: f64,
+    /// Calls abandoned `STUCK_GRACE` after their deadline (whole run).
+    stuck: u64,
+    /// The run took much longer than it can (the process was stopped or starved): discard it.
+    disturbed: bool,
+    /// Failed calls started in the window, by kind.
+    failures: BTreeMap<&'static str, u64>,
+    /// Process CPU time (user + system, every thread: load generator, servers and client) in the
+    /// measured window per call completed in it, microseconds; `NAN` where `/proc` is missing.
+    /// Unlike throughput it hardly depends on how much CPU other processes take.
+    cpu_us_per_call: f64,
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (Linux).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 impl RunStats {
@@ -468,6 +510,8 @@ struct WorkerStats {
     ok: u64,
     completed_in_window: u64,
     made: u64,
+    stuck: u64,
+    failures: BTreeMap<&'static str, u64>,
     stopped: Instant,
     latency_us: Histogram<u64>,
 }
@@ -487,18 +531,35 @@ async fn measure(
     let window_end = window_start + Duration::from_secs(args.duration_secs);
     let cap = args.max_calls_per_run / args.concurrency as u64;
     let checks_before = checks.load(Ordering::Relaxed);
+    let cpu_probe = tokio::spawn(async move {
+        tokio::time::sleep_until(window_start).await;
+        let a = process_cpu();
+        tokio::time::sleep_until(window_end).await;
+        let b = process_cpu();
+        a.zip(b).map(|(a, b)| b.saturating_sub(a))
+    });
     let mut workers = JoinSet::new();
     for _ in 0..args.concurrency {
         let driver = driver.clone();
         let mut latency_us = histogram()?;
         workers.spawn(async move {
             let (mut calls, mut ok, mut completed_in_window, mut made) = (0u64, 0u64, 0u64, 0u64);
+            let mut stuck = 0u64;
+            let mut failures = BTreeMap::new();
             while made < cap {
                 let t0 = Instant::now();
                 if t0 >= window_end {
                     break;
                 }
-                let good = driver.call(deadline).await;
+                let outcome =
+                    match tokio::time::timeout(deadline + STUCK_GRACE, driver.call(deadline)).await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            stuck += 1;
+                            Err("stuck")
+                        }
+                    };
                 let t1 = Instant::now();
                 made += 1;
                 if t1 >= window_start && t1 < window_end {
@@ -506,7 +567,10 @@ async fn measure(
                 }
                 if t0 >= window_start {
                     calls += 1;
-                    ok += u64::from(good);
+                    match outcome {
+                        Ok(()) => ok += 1,
+                        Err(kind) => *failures.entry(kind).or_insert(0u64) += 1,
+                    }
                     let us = u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX);
                     latency_us.saturating_record(us.max(1));
                 }
@@ -516,6 +580,8 @@ async fn measure(
                 ok,
                 completed_in_window,
                 made,
+                stuck,
+                failures,
                 stopped: Instant::now(),
                 latency_us,
             }
@@ -523,6 +589,8 @@ async fn measure(
     }
     let mut latency_us = histogram()?;
     let (mut calls, mut ok, mut completed, mut made) = (0u64, 0u64, 0u64, 0u64);
+    let mut stuck = 0u64;
+    let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut last_stop = window_start;
     while let Some(w) = workers.join_next().await {
         let w = w?;
@@ -530,6 +598,10 @@ async fn measure(
         ok += w.ok;
         completed += w.completed_in_window;
         made += w.made;
+        stuck += w.stuck;
+        for (k, n) in w.failures {
+            *failures.entry(k).or_insert(0) += n;
+        }
         last_stop = last_stop.max(w.stopped);
         latency_us.add(&w.latency_us)?;
     }
@@ -541,6 +613,13 @@ async fn measure(
         .min(window_end)
         .saturating_duration_since(window_start);
     let checks_sent = checks.load(Ordering::Relaxed) - checks_before;
+    let cpu = cpu_probe.await.ok().flatten();
+    // Workers stop starting calls at `window_end`, and a call lasts at most deadline + grace.
+    let longest = window_end + deadline + STUCK_GRACE + Duration::from_secs(1);
+    let disturbed = Instant::now() > longest;
+    if disturbed {
+        eprintln!("warning: the run took longer than it can; the process was stopped or starved");
+    }
     #[allow(clippy::cast_precision_loss)]
     let stats = RunStats {
         calls,
@@ -548,6 +627,12 @@ async fn measure(
         throughput: completed as f64 / window.as_secs_f64().max(1e-9),
         latency_us,
         load: checks_sent as f64 / made.max(1) as f64,
+        stuck,
+        disturbed,
+        failures,
+        cpu_us_per_call: cpu.map_or(f64::NAN, |c| {
+            c.as_secs_f64() * 1e6 / completed.max(1) as f64
+        }),
     };
     Ok(stats)
 }
@@ -578,16 +663,21 @@ async fn rounds(
             let (name, driver) = &contenders[i];
             let s = measure(driver, args, checks).await?;
             eprintln!(
-                "round {}/{} {name}: {:.0} req/s, success {}/{}, p50 {:.2} ms, p99 {:.2} ms, load {:.3}",
+                "round {}/{} {name}: {:.0} req/s, {:.1} CPU us/call, success {}/{}, p50 {:.2} ms, p99 {:.2} ms, load {:.3}, stuck {}",
                 round + 1,
                 args.rounds,
                 s.throughput,
+                s.cpu_us_per_call,
                 s.ok,
                 s.calls,
                 s.p_ms(0.5),
                 s.p_ms(0.99),
-                s.load
+                s.load,
+                s.stuck
             );
+            if !s.failures.is_empty() {
+                eprintln!("  failures: {}", failure_kinds(&s.failures));
+            }
             out[i].push(s);
         }
     }
@@ -603,14 +693,37 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     let server = start_replica(0, args.seed, Fault::None, checks.clone()).await?;
     let uri: http::Uri = format!("http://{}", server.addr).parse()?;
     let check_uri: http::Uri = format!("http://{}{CHECK_PATH}", server.addr).parse()?;
-    let finpay = ResilientClient::new("bench", vec![uri], policy.clone())?;
-    let contenders = [
+    let finpay = ResilientClient::new("bench", vec![uri.clone()], policy.clone())?;
+    let mut contenders = vec![
         (
             "bare",
-            Arc::new(Driver::Bare(bare_client(policy), check_uri)),
+            Arc::new(Driver::Bare(Box::new(bare_client(policy)), check_uri)),
         ),
         ("finpay", Arc::new(Driver::Finpay(finpay))),
     ];
+    if args.breakdown {
+        let mut no_hedge = policy.clone();
+        no_hedge.hedge.enabled = false;
+        let mut bare_bones = no_hedge.clone();
+        bare_bones.breaker.enabled = false;
+        bare_bones.health_check.enabled = false;
+        contenders.push((
+            "finpay, hedging off",
+            Arc::new(Driver::Finpay(ResilientClient::new(
+                "bench",
+                vec![uri.clone()],
+                no_hedge,
+            )?)),
+        ));
+        contenders.push((
+            "finpay, hedging, breaker, health checks off",
+            Arc::new(Driver::Finpay(ResilientClient::new(
+                "bench",
+                vec![uri],
+                bare_bones,
+            )?)),
+        ));
+    }
     let stats = rounds(&contenders, args, &checks).await?;
     let (bare, fin) = (&stats[0], &stats[1]);
 
@@ -660,6 +773,40 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
         "NOT met"
     };
     println!("Target: overhead <= 10% (median of per-round overheads): **{verdict}**.\n");
+    if args.breakdown {
+        println!("Breakdown (diagnostic; same rounds, same server):\n");
+        println!("| client | req/s (median) | overhead vs bare (median of rounds) | p50 / p99 ms (median) | CPU us/call (median) | CPU overhead vs bare (median of rounds) |");
+        println!("|---|---|---|---|---|---|");
+        for ((name, _), runs) in contenders.iter().zip(&stats) {
+            let o: Vec<f64> = runs
+                .iter()
+                .zip(bare)
+                .map(|(r, b)| 1.0 - r.throughput / b.throughput)
+                .collect();
+            // The throughput a CPU-bound closed loop loses to the extra CPU per call.
+            let co: Vec<f64> = runs
+                .iter()
+                .zip(bare)
+                .map(|(r, b)| 1.0 - b.cpu_us_per_call / r.cpu_us_per_call)
+                .collect();
+            println!(
+                "| {name} | {:.0} | {:.1}% | {:.2} / {:.2} | {:.1} | {:.1}% |",
+                median(runs.iter().map(|s| s.throughput).collect()),
+                median(o) * 100.0,
+                med(runs, 0.5),
+                med(runs, 0.99),
+                median(runs.iter().map(|s| s.cpu_us_per_call).collect()),
+                median(co) * 100.0,
+            );
+        }
+        println!();
+    }
+    let named: Vec<(&str, &Vec<RunStats>)> = contenders
+        .iter()
+        .map(|(n, _)| *n)
+        .zip(stats.iter())
+        .collect();
+    stuck_note(&named);
     drop(server);
     Ok(())
 }
@@ -703,7 +850,7 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
             ("finpay", Arc::new(Driver::Finpay(finpay))),
             (
                 "haproxy",
-                Arc::new(Driver::Bare(bare_client(policy), via_haproxy)),
+                Arc::new(Driver::Bare(Box::new(bare_client(policy)), via_haproxy)),
             ),
         ];
         rounds(&contenders, args, &checks).await
@@ -726,12 +873,12 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         timeout_server.as_millis(),
         args.deadline_ms,
     );
-    println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective | failures by kind |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, (f, h)) in fin.iter().zip(hap).enumerate() {
         for (name, s) in [("finpay", f), ("haproxy", h)] {
             println!(
-                "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} |",
                 i + 1,
                 s.ok,
                 s.calls,
@@ -741,7 +888,8 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
                 s.p_ms(0.99),
                 s.p_ms(0.999),
                 s.p_ms(1.0),
-                s.load
+                s.load,
+                failure_kinds(&s.failures)
             );
         }
     }
@@ -782,6 +930,7 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         f.p99 / h.p99,
         failure_ratio(&f, &h),
     );
+    stuck_note(&[("finpay", fin), ("haproxy", hap)]);
     Ok(())
 }
 
@@ -808,4 +957,37 @@ fn failure_ratio(f: &Summary, h: &Summary) -> String {
     } else {
         format!("{:.4}x ({fr:.4}% vs {hr:.4}%)", fr / hr.max(1e-12))
     }
+}
+
+/// Says how many calls had to be abandoned past their deadline (0 expected).
+fn stuck_note(runs: &[(&str, &Vec<RunStats>)]) {
+    let parts: Vec<String> = runs
+        .iter()
+        .map(|(name, v)| format!("{name} {}", v.iter().map(|s| s.stuck).sum::<u64>()))
+        .collect();
+    println!(
+        "Calls still running {} s past their deadline (abandoned, counted as failed; 0 expected): {}.\n",
+        STUCK_GRACE.as_secs(),
+        parts.join(", ")
+    );
+    let disturbed: usize = runs
+        .iter()
+        .map(|(_, v)| v.iter().filter(|s| s.disturbed).count())
+        .sum();
+    if disturbed > 0 {
+        println!(
+            "**Warning:** {disturbed} run(s) took longer than they can (process stopped or starved \
+             by the machine); treat their figures with suspicion.\n"
+        );
+    }
+}
+
+fn failure_kinds(f: &BTreeMap<&'static str, u64>) -> String {
+    if f.is_empty() {
+        return "-".to_owned();
+    }
+    f.iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -31,6 +31,7 @@ use crate::hedge::{HedgeConfig, HedgeDelay, HedgeLayer, RollingHistogram};
 use crate::retry::backoff::{Backoff, Jitter};
 use crate::retry::budget::{BudgetMode, RetryBudget};
 use crate::retry::{RetryConfig, RetryLayer};
+use crate::telemetry::LazyCounter;
 
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
 
@@ -753,6 +754,7 @@ type UpdateFn = dyn Fn(Vec<http::Uri>) + Send + Sync;
 
 struct Inner {
     name: &'static str,
+    requests: LazyCounter,
     stack: Stack,
     breaker: Option<Breaker>,
     ejected: Box<dyn Fn() -> usize + Send + Sync>,
@@ -1014,6 +1016,7 @@ impl ResilientClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
+                requests: LazyCounter::new("finpay_client_requests_total", name),
                 stack,
                 breaker,
                 ejected: Box::new(move || set_for_count.ejected()),
@@ -1050,6 +1053,7 @@ impl ResilientClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
+                requests: LazyCounter::new("finpay_client_requests_total", name),
                 stack,
                 breaker,
                 ejected: Box::new(move || set.ejected()),
@@ -1096,8 +1100,7 @@ impl ResilientClient {
         mut req: http::Request<Bytes>,
         deadline: Deadline,
     ) -> Result<http::Response<Bytes>, CallError> {
-        let name = self.inner.name;
-        metrics::counter!("finpay_client_requests_total", "dependency" => name).increment(1);
+        self.inner.requests.increment(1);
         if deadline.is_spent() {
             return Err(CallError::DeadlineExceeded);
         }
@@ -1156,6 +1159,18 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// `endpoint` (scheme + authority + optional base path) joined with the request's path and query.
 pub(crate) fn join_uri(endpoint: &http::Uri, req: &http::Uri) -> Result<http::Uri, String> {
     let base = endpoint.path().trim_end_matches('/');
+    if base.is_empty() {
+        // The common case (no base path): reuse the parts as they are, no formatting or parsing.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = endpoint.scheme().cloned();
+        parts.authority = endpoint.authority().cloned();
+        parts.path_and_query = Some(
+            req.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        return http::Uri::from_parts(parts).map_err(|e| e.to_string());
+    }
     let pq = req
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);

@@ -127,6 +127,7 @@ pub mod deadline;
 pub mod fallback;
 pub mod hedge;
 pub mod retry;
+mod telemetry;
 
 pub use client::{
     CallError, ClientPolicy, Deadline, Idempotent, InvalidConfig, ResilientClient, DEADLINE_HEADER,

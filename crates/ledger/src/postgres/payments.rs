@@ -238,7 +238,13 @@ impl PaymentStore for PgPayments {
         .await
     }
 
-    async fn succeed(&self, id: PaymentId, m: OutboxMessage) -> Result<Payment, PaymentStoreError> {
+    async fn succeed_from(
+        &self,
+        id: PaymentId,
+        from: PaymentStatus,
+        m: OutboxMessage,
+    ) -> Result<Payment, PaymentStoreError> {
+        crate::payments::check_succeed_from(from)?;
         if m.payment_id != id {
             return Err(storage(corrupt(
                 "outbox message",
@@ -250,18 +256,15 @@ impl PaymentStore for PgPayments {
             let mut tx = self.pool.begin().await?;
             let row = sqlx::query(&format!(
                 "UPDATE payments SET status = 'succeeded', updated_at_ms = $2 \
-                 WHERE id = $1 AND status = 'debited' RETURNING {PAYMENT_COLUMNS}"
+                 WHERE id = $1 AND status = $3 RETURNING {PAYMENT_COLUMNS}"
             ))
             .bind(id.to_string())
             .bind(crate::now_ms())
+            .bind(from.as_str())
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else {
-                return Ok(lost(
-                    id,
-                    PaymentStatus::Debited,
-                    status_of(&mut *tx, id).await?,
-                ));
+                return Ok(lost(id, from, status_of(&mut *tx, id).await?));
             };
             sqlx::query(&format!(
                 "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) \

@@ -294,6 +294,8 @@ struct ForeignOutboxRow {
 
 struct Succeed {
     id: PaymentId,
+    /// `debited`, or `fraud_checked` (through `debited`; checked before the command is queued).
+    from: PaymentStatus,
     message: OutboxMessage,
 }
 
@@ -314,18 +316,19 @@ impl Command for Succeed {
                 }));
             }
             // One multi-statement write: the outbox row is inserted only while the payment is
-            // `debited`, then the same condition moves it to `succeeded`. Both or neither; and if
-            // the insert fails the command's savepoint undoes the lot.
+            // still in `from`, then the same condition moves it to `succeeded`. Both or neither;
+            // and if the insert fails the command's savepoint undoes the lot.
             // Plain `?` placeholders in order of appearance (see the wallet's transfer for why).
             let sql = format!(
                 "{}INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) \
                      SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? \
-                     WHERE EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = 'debited'); \
+                     WHERE EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = ?); \
                  UPDATE payments SET status = 'succeeded', updated_at_ms = ? \
-                     WHERE id = ? AND status = 'debited' RETURNING {PAYMENT_COLUMNS}",
+                     WHERE id = ? AND status = ? RETURNING {PAYMENT_COLUMNS}",
                 op.write_prefix()
             );
             let id = self.id.to_string();
+            let from = self.from.as_str();
             let now = crate::now_ms();
             let rows = sqlx::query(&sql)
                 .bind(m.id.as_str())
@@ -338,8 +341,10 @@ impl Command for Succeed {
                 .bind(m.last_error.as_deref())
                 .bind(now)
                 .bind(&id)
+                .bind(from)
                 .bind(now)
                 .bind(&id)
+                .bind(from)
                 .fetch_all(op.conn())
                 .await
                 .map_err(storage)?;
@@ -349,7 +354,7 @@ impl Command for Succeed {
                     None => Err(PaymentStoreError::NotFound(self.id)),
                     Some(actual) => Err(PaymentStoreError::StaleState {
                         id: self.id,
-                        expected: PaymentStatus::Debited,
+                        expected: self.from,
                         actual,
                     }),
                 },
@@ -361,6 +366,57 @@ impl Command for Succeed {
 #[derive(Debug, thiserror::Error)]
 #[error("outbox message {0} does not exist")]
 struct UnknownOutboxRow(NotificationId);
+
+/// `outbox_delivered_many` named rows that do not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("{missing} of {asked} outbox rows marked delivered do not exist")]
+struct UnknownOutboxRows {
+    missing: u64,
+    asked: u64,
+}
+
+/// Most rows one `DeliveredMany` statement names; SQLite allows 32766 bound parameters.
+const DELIVERED_MANY_MAX: usize = 500;
+
+/// Many rows marked delivered in one statement: one command instead of one per row.
+struct DeliveredMany {
+    ids: Vec<NotificationId>,
+    now_ms: i64,
+}
+
+impl Command for DeliveredMany {
+    type Output = ();
+    type Error = PaymentStoreError;
+    fn run<'a>(&'a self, op: &'a mut OpConn<'_>) -> BoxFuture<'a, Result<(), PaymentStoreError>> {
+        Box::pin(async move {
+            debug_assert!(!self.ids.is_empty() && self.ids.len() <= DELIVERED_MANY_MAX);
+            let marks = vec!["?"; self.ids.len()].join(", ");
+            // Delivered stays delivered: a late duplicate report keeps the first time.
+            let sql = format!(
+                "{}UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, ?) \
+                 WHERE id IN ({marks}) RETURNING id",
+                op.write_prefix()
+            );
+            let mut q = sqlx::query(&sql).bind(self.now_ms);
+            for id in &self.ids {
+                q = q.bind(id.as_str());
+            }
+            // Counted from RETURNING, not `rows_affected`: sqlx adds up the change counts of every
+            // statement of a multi-statement query, and the savepoint prefix repeats the last one.
+            let updated = q.fetch_all(op.conn()).await.map_err(storage)?.len() as u64;
+            // Every named row is updated (COALESCE writes even a delivered one), so a shortfall
+            // means unknown ids: refused, and the savepoint undoes the rest.
+            let asked = self.ids.len() as u64;
+            if updated != asked {
+                return Err(storage(UnknownOutboxRows {
+                    missing: asked.saturating_sub(updated),
+                    asked,
+                }));
+            }
+            Ok(())
+        })
+    }
+}
 
 enum OutboxUpdate {
     Delivered {
@@ -469,14 +525,17 @@ impl PaymentStore for SqlitePayments {
         self.writer.execute(Advance { id, from, to, note }).await
     }
 
-    async fn succeed(
+    async fn succeed_from(
         &self,
         id: PaymentId,
+        from: PaymentStatus,
         notification: OutboxMessage,
     ) -> Result<Payment, PaymentStoreError> {
+        crate::payments::check_succeed_from(from)?;
         self.writer
             .execute(Succeed {
                 id,
+                from,
                 message: notification,
             })
             .await
@@ -530,6 +589,25 @@ impl PaymentStore for SqlitePayments {
                 now_ms,
             })
             .await
+    }
+
+    async fn outbox_delivered_many(
+        &self,
+        ids: &[NotificationId],
+        now_ms: i64,
+    ) -> Result<(), PaymentStoreError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
+        for chunk in ids.chunks(DELIVERED_MANY_MAX) {
+            self.writer
+                .execute(DeliveredMany {
+                    ids: chunk.to_vec(),
+                    now_ms,
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn outbox_retry_later(

@@ -39,6 +39,7 @@ pub use self::error::NoEndpoint;
 pub use self::outlier::{EndpointStats, OutlierConfig};
 use crate::breaker::{Breaker, BreakerConfig, State as BreakerState};
 use crate::classify::{BoxError, Class, Classify};
+use crate::telemetry::LazyCounter;
 
 /// Endpoint ids already tried by this call; shared by all copies of one request.
 #[derive(Debug, Clone, Default)]
@@ -153,10 +154,13 @@ impl<K, S> Endpoint<K, S> {
 
 #[derive(Debug)]
 pub(crate) struct SetInner<K, S> {
-    endpoints: RwLock<Vec<Arc<Endpoint<K, S>>>>,
+    /// Replaced whole on change, so a call takes one reference count, not a copy of the list.
+    endpoints: RwLock<Arc<Vec<Arc<Endpoint<K, S>>>>>,
     next_id: AtomicU64,
     cfg: BalanceConfig,
     eject_lock: Mutex<()>,
+    attempts: LazyCounter,
+    ejections: LazyCounter,
 }
 
 /// The shared, changeable set of endpoints. Clones share it.
@@ -178,8 +182,10 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
     pub fn new(cfg: BalanceConfig) -> Self {
         Self {
             inner: Arc::new(SetInner {
-                endpoints: RwLock::new(Vec::new()),
+                endpoints: RwLock::new(Arc::new(Vec::new())),
                 next_id: AtomicU64::new(0),
+                attempts: LazyCounter::new("finpay_client_attempts_total", cfg.label),
+                ejections: LazyCounter::new("finpay_client_ejections_total", cfg.label),
                 cfg,
                 eject_lock: Mutex::new(()),
             }),
@@ -205,17 +211,25 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             stats: Mutex::new(EndpointStats::new(self.inner.cfg.default_rtt)),
         });
         let mut eps = self.write();
-        eps.retain(|e| e.key != ep.key);
-        eps.push(ep);
+        let mut next: Vec<_> = eps.iter().filter(|e| e.key != ep.key).cloned().collect();
+        next.push(ep);
+        *eps = Arc::new(next);
     }
 
     /// Removes the endpoint with this key; calls in flight to it finish.
     pub fn remove(&self, key: &K) {
-        self.write().retain(|e| &e.key != key);
+        let mut eps = self.write();
+        let next: Vec<_> = eps.iter().filter(|e| &e.key != key).cloned().collect();
+        *eps = Arc::new(next);
     }
 
     /// The endpoints now.
     pub fn snapshot(&self) -> Vec<Arc<Endpoint<K, S>>> {
+        self.current().as_ref().clone()
+    }
+
+    /// The endpoints now, shared (no copy).
+    fn current(&self) -> Arc<Vec<Arc<Endpoint<K, S>>>> {
         match self.inner.endpoints.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -241,7 +255,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             .count()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Endpoint<K, S>>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Vec<Arc<Endpoint<K, S>>>>> {
         match self.inner.endpoints.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -266,7 +280,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             return;
         }
         let _g = lock(&self.inner.eject_lock);
-        let eps = self.snapshot();
+        let eps = self.current();
         let ejected = eps
             .iter()
             .filter(|e| lock(&e.stats).is_ejected(now))
@@ -275,8 +289,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             return;
         }
         let d = lock(&ep.stats).eject(cfg, now);
-        metrics::counter!("finpay_client_ejections_total", "dependency" => self.inner.cfg.label)
-            .increment(1);
+        self.inner.ejections.increment(1);
         tracing::warn!(
             dependency = self.inner.cfg.label,
             endpoint = ep.id,
@@ -327,8 +340,81 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
         &self.set
     }
 
-    /// The endpoint to use, and whether the balancer is in panic mode.
+    /// The endpoint to use, and whether the balancer is in panic mode. Sets of up to 64 endpoints
+    /// are filtered in bit masks rather than lists, so a pick allocates nothing; the choice (and
+    /// the random numbers drawn) is the same as with lists.
     fn pick(&self, eps: &[Arc<Endpoint<K, S>>], tried: Option<&TriedEndpoints>) -> (usize, bool) {
+        if eps.len() > 64 {
+            return self.pick_large(eps, tried);
+        }
+        let cfg = &self.set.inner.cfg;
+        let now = Instant::now();
+        let mut usable: u64 = 0;
+        for (i, e) in eps.iter().enumerate() {
+            let closed = e
+                .breaker
+                .as_ref()
+                .is_none_or(|b| b.state() != BreakerState::Open);
+            let s = lock(&e.stats);
+            if closed && s.healthy && !s.is_ejected(now) {
+                usable |= 1 << i;
+            }
+        }
+        let n_usable = usable.count_ones() as usize;
+        let all: u64 = if eps.len() == 64 {
+            u64::MAX
+        } else {
+            (1u64 << eps.len()) - 1
+        };
+        let panic =
+            n_usable == 0 || n_usable * 100 < cfg.panic_threshold_percent as usize * eps.len();
+        let pool = if panic { all } else { usable };
+        let fresh = match tried {
+            Some(t) => {
+                let mut f = 0u64;
+                for (i, e) in eps.iter().enumerate() {
+                    if pool & (1 << i) != 0 && !t.contains(e.id) {
+                        f |= 1 << i;
+                    }
+                }
+                f
+            }
+            None => 0,
+        };
+        let pool = if fresh == 0 { pool } else { fresh };
+        let len = pool.count_ones() as usize;
+        if len == 1 {
+            return (pool.trailing_zeros() as usize, panic);
+        }
+        let chosen = match cfg.strategy {
+            Strategy::RoundRobin => nth_bit(pool, self.rr.fetch_add(1, Ordering::Relaxed) % len),
+            Strategy::P2cPeakEwma => {
+                let (a, b) = {
+                    let mut rng = lock(&self.rng);
+                    let a = rng.gen_range(0..len);
+                    let mut b = rng.gen_range(0..len - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    (nth_bit(pool, a), nth_bit(pool, b))
+                };
+                let (ca, cb) = (lock(&eps[a].stats).cost(), lock(&eps[b].stats).cost());
+                if ca <= cb {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        (chosen, panic)
+    }
+
+    /// [`Self::pick`] for sets of more than 64 endpoints (lists instead of bit masks).
+    fn pick_large(
+        &self,
+        eps: &[Arc<Endpoint<K, S>>],
+        tried: Option<&TriedEndpoints>,
+    ) -> (usize, bool) {
         let cfg = &self.set.inner.cfg;
         let now = Instant::now();
         let usable: Vec<usize> = (0..eps.len())
@@ -384,6 +470,14 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
     }
 }
 
+/// The index of the `n`-th set bit of `mask` (from the lowest).
+fn nth_bit(mut mask: u64, n: usize) -> usize {
+    for _ in 0..n {
+        mask &= mask - 1;
+    }
+    mask.trailing_zeros() as usize
+}
+
 struct Pending<K, S>(Arc<Endpoint<K, S>>);
 
 impl<K, S> Drop for Pending<K, S> {
@@ -412,7 +506,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let eps = self.set.snapshot();
+        let eps = self.set.current();
         if eps.is_empty() {
             return Box::pin(async { Err(Box::new(NoEndpoint) as BoxError) });
         }
@@ -432,7 +526,7 @@ where
         };
         lock(&ep.stats).pending += 1;
         let cfg = &self.set.inner.cfg;
-        metrics::counter!("finpay_client_attempts_total", "dependency" => cfg.label).increment(1);
+        self.set.inner.attempts.increment(1);
         let decay = cfg.decay;
         let set = self.set.clone();
         let c = self.classify.clone();

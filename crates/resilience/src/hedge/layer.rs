@@ -1,20 +1,25 @@
 //! [`HedgeLayer`].
 
+use std::sync::Arc;
+
 use tower::Layer;
 
-use super::{Hedge, HedgeConfig};
+use super::{Hedge, HedgeConfig, Shared};
 
 /// Wraps services in [`Hedge`].
 #[derive(Debug, Clone)]
 pub struct HedgeLayer<C> {
-    config: HedgeConfig,
+    shared: Arc<Shared>,
     classify: C,
 }
 
 impl<C> HedgeLayer<C> {
     /// Hedges by `classify`'s idempotency rule, paying from `config.budget`.
     pub fn new(config: HedgeConfig, classify: C) -> Self {
-        Self { config, classify }
+        Self {
+            shared: Arc::new(Shared::new(config)),
+            classify,
+        }
     }
 }
 
@@ -23,7 +28,7 @@ impl<S, C: Clone> Layer<S> for HedgeLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         Hedge {
             inner,
-            config: self.config.clone(),
+            shared: self.shared.clone(),
             classify: self.classify.clone(),
         }
     }

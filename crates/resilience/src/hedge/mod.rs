@@ -26,6 +26,7 @@ pub mod layer;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub use self::histogram::RollingHistogram;
 pub use self::layer::HedgeLayer;
 use crate::classify::{BoxError, Class, Classify};
 use crate::retry::budget::{RetryBudget, RetryPermit};
+use crate::telemetry::LazyCounter;
 
 /// When a hedge fires.
 #[derive(Debug, Clone)]
@@ -92,11 +94,32 @@ pub struct HedgeConfig {
     pub label: &'static str,
 }
 
+/// The configuration and counters every clone of one [`Hedge`] shares (one `Arc` per call).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: HedgeConfig,
+    hedges: LazyCounter,
+    hedges_won: LazyCounter,
+    budget_rejections: LazyCounter,
+}
+
+impl Shared {
+    pub(crate) fn new(config: HedgeConfig) -> Self {
+        let label = config.label;
+        Self {
+            config,
+            hedges: LazyCounter::new("finpay_client_hedges_total", label),
+            hedges_won: LazyCounter::new("finpay_client_hedges_won_total", label),
+            budget_rejections: LazyCounter::new("finpay_client_budget_rejections_total", label),
+        }
+    }
+}
+
 /// Hedges an inner service; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Hedge<S, C> {
     inner: S,
-    config: HedgeConfig,
+    shared: Arc<Shared>,
     classify: C,
 }
 
@@ -120,7 +143,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         Box::pin(hedged(
             self.inner.clone(),
-            self.config.clone(),
+            self.shared.clone(),
             self.classify.clone(),
             req,
         ))
@@ -144,7 +167,20 @@ where
     })
 }
 
-async fn hedged<S, C, Req, Res>(svc: S, cfg: HedgeConfig, c: C, req: Req) -> Result<Res, BoxError>
+/// The copies of one call beyond the first, and what it takes to send another.
+struct Hedges<'a, S, C, Req, Res> {
+    svc: S,
+    shared: &'a Shared,
+    classify: C,
+    template: Req,
+    inflight: FuturesUnordered<Branch<Res>>,
+    /// Tries sent so far, the first included.
+    sent: u32,
+    permits: Vec<RetryPermit>,
+    budget_spent: bool,
+}
+
+impl<S, C, Req, Res> Hedges<'_, S, C, Req, Res>
 where
     S: Service<Req, Response = Res> + Clone + Send + 'static,
     S::Error: Into<BoxError> + Send,
@@ -153,6 +189,86 @@ where
     Req: Send + 'static,
     Res: Send + 'static,
 {
+    /// Fires one more copy if the count and the budget allow.
+    fn fire(&mut self) {
+        let cfg = &self.shared.config;
+        if self.sent > cfg.max_hedges || self.budget_spent {
+            return;
+        }
+        if let Some(b) = &cfg.budget {
+            match b.try_withdraw() {
+                Some(p) => self.permits.push(p),
+                None => {
+                    self.budget_spent = true;
+                    self.shared.budget_rejections.increment(1);
+                    return;
+                }
+            }
+        }
+        let Some(copy) = self.classify.clone_request(&self.template) else {
+            return;
+        };
+        self.shared.hedges.increment(1);
+        self.inflight
+            .push(branch(self.svc.clone(), self.sent as usize, copy));
+        self.sent += 1;
+    }
+}
+
+/// What one finished try means for the race.
+enum Verdict<Res> {
+    /// Return this.
+    Done(Result<Res, BoxError>),
+    /// A retryable failure: kept as the last answer; fire the next copy.
+    Retry,
+}
+
+fn judge<C, Req, Res>(
+    shared: &Shared,
+    c: &C,
+    i: usize,
+    start: Instant,
+    res: Result<Res, BoxError>,
+    last: &mut Option<Result<Res, BoxError>>,
+) -> Verdict<Res>
+where
+    C: Classify<Req, Res>,
+{
+    match c.classify(&res) {
+        Class::Success => {
+            shared.config.delay.record(start.elapsed());
+            if i > 0 {
+                shared.hedges_won.increment(1);
+            }
+            Verdict::Done(res)
+        }
+        Class::Failure => Verdict::Done(res),
+        Class::Retry | Class::RetrySafe => {
+            *last = Some(res);
+            Verdict::Retry
+        }
+    }
+}
+
+fn no_try<Res>(last: Option<Result<Res, BoxError>>) -> Result<Res, BoxError> {
+    last.unwrap_or_else(|| Err("hedge: no try was sent".into()))
+}
+
+async fn hedged<S, C, Req, Res>(
+    svc: S,
+    shared: Arc<Shared>,
+    c: C,
+    req: Req,
+) -> Result<Res, BoxError>
+where
+    S: Service<Req, Response = Res> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    C: Classify<Req, Res>,
+    Req: Send + 'static,
+    Res: Send + 'static,
+{
+    let cfg = &shared.config;
     let template = if cfg.max_hedges > 0 && c.is_idempotent(&req) {
         c.clone_request(&req)
     } else {
@@ -161,73 +277,59 @@ where
     let Some(template) = template else {
         return svc.oneshot(req).await.map_err(Into::into);
     };
-    let label = cfg.label;
-    let mut inflight: FuturesUnordered<Branch<Res>> = FuturesUnordered::new();
-    inflight.push(branch(svc.clone(), 0, req));
-    let mut sent: u32 = 1;
-    let mut permits: Vec<RetryPermit> = Vec::new();
-    let mut last: Option<Result<Res, BoxError>> = None;
+    let max_hedges = cfg.max_hedges;
     let delay = cfg.delay.current();
+    // The first try runs in place: the set of copies (and its allocations) is only made when a
+    // hedge is actually fired, which a healthy dependency answering within the delay never needs.
+    let first_start = Instant::now();
+    let first = svc.clone().oneshot(req);
+    tokio::pin!(first);
     let timer = tokio::time::sleep(delay);
     tokio::pin!(timer);
-    let mut budget_spent = false;
-
-    // Fires one more copy if the count and the budget allow; returns whether it did.
-    let max_hedges = cfg.max_hedges;
-    let delay_src = cfg.delay.clone();
-    let fc = c.clone();
-    let mut fire = move |inflight: &mut FuturesUnordered<Branch<Res>>, sent: &mut u32| -> bool {
-        if *sent > cfg.max_hedges || budget_spent {
-            return false;
-        }
-        if let Some(b) = &cfg.budget {
-            match b.try_withdraw() {
-                Some(p) => permits.push(p),
-                None => {
-                    budget_spent = true;
-                    metrics::counter!("finpay_client_budget_rejections_total", "dependency" => label).increment(1);
-                    return false;
-                }
-            }
-        }
-        let Some(copy) = fc.clone_request(&template) else {
-            return false;
-        };
-        metrics::counter!("finpay_client_hedges_total", "dependency" => label).increment(1);
-        inflight.push(branch(svc.clone(), *sent as usize, copy));
-        *sent += 1;
-        true
+    let mut first_done = false;
+    let mut last: Option<Result<Res, BoxError>> = None;
+    let mut hedges = Hedges {
+        svc,
+        shared: &shared,
+        classify: c.clone(),
+        template,
+        inflight: FuturesUnordered::new(),
+        sent: 1,
+        permits: Vec::new(),
+        budget_spent: false,
     };
 
     loop {
-        let can_hedge = sent <= max_hedges;
+        let can_hedge = hedges.sent <= max_hedges;
         tokio::select! {
-            next = inflight.next() => {
-                let Some((i, start, res)) = next else {
-                    return last.unwrap_or_else(|| Err("hedge: no try was sent".into()));
-                };
-                match c.classify(&res) {
-                    Class::Success => {
-                        delay_src.record(start.elapsed());
-                        if i > 0 {
-                            metrics::counter!("finpay_client_hedges_won_total", "dependency" => label).increment(1);
+            res = &mut first, if !first_done => {
+                first_done = true;
+                match judge(&shared, &c, 0, first_start, res.map_err(Into::into), &mut last) {
+                    Verdict::Done(res) => return res,
+                    Verdict::Retry => {
+                        hedges.fire();
+                        if hedges.inflight.is_empty() {
+                            return no_try(last);
                         }
-                        return res;
                     }
-                    Class::Failure => return res,
-                    Class::Retry | Class::RetrySafe => {
-                        last = Some(res);
-                        fire(&mut inflight, &mut sent);
-                        if inflight.is_empty() {
-                            return last.unwrap_or_else(|| Err("hedge: no try was sent".into()));
+                }
+            }
+            Some((i, start, res)) = hedges.inflight.next(), if !hedges.inflight.is_empty() => {
+                match judge(&shared, &c, i, start, res, &mut last) {
+                    Verdict::Done(res) => return res,
+                    Verdict::Retry => {
+                        hedges.fire();
+                        if first_done && hedges.inflight.is_empty() {
+                            return no_try(last);
                         }
                     }
                 }
             }
             () = &mut timer, if can_hedge => {
-                fire(&mut inflight, &mut sent);
+                hedges.fire();
                 timer.as_mut().reset(Instant::now() + delay);
             }
+            else => return no_try(last),
         }
     }
 }

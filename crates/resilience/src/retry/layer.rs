@@ -1,20 +1,25 @@
 //! [`RetryLayer`].
 
+use std::sync::Arc;
+
 use tower::Layer;
 
-use super::{Retry, RetryConfig};
+use super::{Retry, RetryConfig, Shared};
 
 /// Wraps a service in [`Retry`] with a shared configuration.
 #[derive(Debug, Clone)]
 pub struct RetryLayer<C> {
-    config: RetryConfig,
+    shared: Arc<Shared>,
     classify: C,
 }
 
 impl<C> RetryLayer<C> {
     /// Retries by `classify`'s rules, within `config`'s attempts and budget.
     pub fn new(config: RetryConfig, classify: C) -> Self {
-        Self { config, classify }
+        Self {
+            shared: Arc::new(Shared::new(config)),
+            classify,
+        }
     }
 }
 
@@ -23,7 +28,7 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
-            config: self.config.clone(),
+            shared: self.shared.clone(),
             classify: self.classify.clone(),
         }
     }

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod future;
 pub mod layer;
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::{BudgetMode, RetryBudget};
 pub use self::layer::RetryLayer;
 use crate::classify::{BoxError, Class, Classify};
+use crate::telemetry::LazyCounter;
 
 /// What the retry loop may do.
 #[derive(Debug, Clone)]
@@ -42,11 +44,30 @@ pub struct RetryConfig {
     pub label: &'static str,
 }
 
+/// The configuration and counters every clone of one [`Retry`] shares (one `Arc` per call).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: RetryConfig,
+    retries: LazyCounter,
+    budget_rejections: LazyCounter,
+}
+
+impl Shared {
+    pub(crate) fn new(config: RetryConfig) -> Self {
+        let label = config.label;
+        Self {
+            config,
+            retries: LazyCounter::new("finpay_client_retries_total", label),
+            budget_rejections: LazyCounter::new("finpay_client_budget_rejections_total", label),
+        }
+    }
+}
+
 /// Retries an inner service; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Retry<S, C> {
     pub(crate) inner: S,
-    pub(crate) config: RetryConfig,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) classify: C,
 }
 
@@ -70,15 +91,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let svc = self.inner.clone();
-        let cfg = self.config.clone();
+        let shared = self.shared.clone();
         let c = self.classify.clone();
-        Box::pin(retry_loop(svc, cfg, c, req))
+        Box::pin(retry_loop(svc, shared, c, req))
     }
 }
 
 async fn retry_loop<S, C, Req, Res>(
     mut svc: S,
-    cfg: RetryConfig,
+    shared: Arc<Shared>,
     c: C,
     mut req: Req,
 ) -> Result<Res, BoxError>
@@ -87,6 +108,7 @@ where
     S::Error: Into<BoxError>,
     C: Classify<Req, Res>,
 {
+    let cfg = &shared.config;
     let _in_flight = cfg.budget.deposit();
     let idempotent = c.is_idempotent(&req);
     let deadline = c.deadline(&req);
@@ -113,8 +135,7 @@ where
         }
         let Some(next) = backup else { return res };
         let Some(permit) = cfg.budget.try_withdraw() else {
-            metrics::counter!("finpay_client_budget_rejections_total", "dependency" => cfg.label)
-                .increment(1);
+            shared.budget_rejections.increment(1);
             return res;
         };
         let mut sleep = cfg.backoff.delay(attempt, prev_sleep);
@@ -129,7 +150,7 @@ where
         drop(res);
         prev_sleep = sleep;
         tokio::time::sleep(sleep).await;
-        metrics::counter!("finpay_client_retries_total", "dependency" => cfg.label).increment(1);
+        shared.retries.increment(1);
         _permit = Some(permit);
         req = next;
         attempt += 1;

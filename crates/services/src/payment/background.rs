@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use finpay_core::NotificationId;
 use finpay_ledger::payments::OutboxMessage;
 use finpay_resilience::{CallError, Deadline};
 use futures::StreamExt;
@@ -117,15 +118,42 @@ pub fn full_jitter_backoff(
     Duration::from_millis(rng.gen_range(0..=ms))
 }
 
+/// Like [`tick`], but also ends early when a payment succeeded (`kick`): a new outbox row is due
+/// now. A kick that came during the previous pass is kept by the `Notify`, so none is lost; passes
+/// still run one at a time, each taking every row due by then, so a burst of successes is
+/// delivered in batches rather than one pass per payment.
+async fn tick_or_kick(
+    shutdown: &mut watch::Receiver<bool>,
+    period: Duration,
+    kick: &tokio::sync::Notify,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(period) => !*shutdown.borrow(),
+        _ = kick.notified() => !*shutdown.borrow(),
+        _ = shutdown.changed() => false,
+    }
+}
+
 pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(engine.cfg.outbox_interval_ms);
     let rng = std::sync::Mutex::new(match engine.cfg.seed {
         Some(seed) => SmallRng::seed_from_u64(seed),
         None => SmallRng::from_entropy(),
     });
+    // Kicked passes can run back to back under load; the gauge's COUNT need not run with each.
+    let mut gauge_at: Option<tokio::time::Instant> = None;
     loop {
         let full = dispatch_once(&engine, &rng).await;
-        if !full && !tick(&mut shutdown, period).await {
+        if gauge_at.is_none_or(|at| at.elapsed() >= period) {
+            gauge_at = Some(tokio::time::Instant::now());
+            if let Ok(pending) = engine.store.outbox_pending().await {
+                metrics::gauge!("finpay_outbox_pending").set(pending as f64);
+            }
+        }
+        if !full && !tick_or_kick(&mut shutdown, period, &engine.outbox_kick).await {
             break;
         }
         if *shutdown.borrow() {
@@ -150,24 +178,45 @@ pub async fn dispatch_once(engine: &Arc<Engine>, rng: &std::sync::Mutex<SmallRng
     };
     let full = due.len() as u32 >= batch;
     let failures = std::sync::atomic::AtomicUsize::new(0);
+    // Delivered rows are marked together at the end of the pass: one write instead of one per row.
+    // A crash before that write only means those rows are delivered again, and the inbox drops the
+    // duplicates.
+    let delivered = std::sync::Mutex::new(Vec::with_capacity(due.len()));
     futures::stream::iter(due)
         .for_each_concurrent(engine.cfg.outbox_concurrency, |m| {
-            let failures = &failures;
+            let (failures, delivered) = (&failures, &delivered);
             async move {
-                if !deliver(engine, rng, m).await {
-                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match deliver(engine, rng, m).await {
+                    Some(done) => delivered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(done),
+                    None => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         })
         .await;
-    if let Ok(pending) = engine.store.outbox_pending().await {
-        metrics::gauge!("finpay_outbox_pending").set(pending as f64);
+    let delivered = delivered.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !delivered.is_empty() && !mark_delivered(engine, &delivered).await {
+        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     full && failures.load(std::sync::atomic::Ordering::Relaxed) == 0
 }
 
-/// Delivers one message; `true` when it is now delivered.
-async fn deliver(engine: &Engine, rng: &std::sync::Mutex<SmallRng>, m: OutboxMessage) -> bool {
+/// A message the notification service took, and how (`delivered` or `conflict`).
+struct Delivered {
+    id: NotificationId,
+    result: &'static str,
+}
+
+/// Delivers one message; `Some` when the notification service has it now (to be marked delivered).
+async fn deliver(
+    engine: &Engine,
+    rng: &std::sync::Mutex<SmallRng>,
+    m: OutboxMessage,
+) -> Option<Delivered> {
     let body = NotificationBody {
         id: m.id.as_str(),
         payment_id: m.payment_id.to_string(),
@@ -191,13 +240,19 @@ async fn deliver(engine: &Engine, rng: &std::sync::Mutex<SmallRng>, m: OutboxMes
     let deadline = Deadline::after(Duration::from_millis(engine.cfg.outbox_deadline_ms));
     let (error, floor) = match engine.notification.call(req, deadline).await {
         Ok(resp) if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK => {
-            return mark_delivered(engine, &m, "delivered").await;
+            return Some(Delivered {
+                id: m.id,
+                result: "delivered",
+            });
         }
         Ok(resp) if resp.status() == StatusCode::CONFLICT => {
             // The inbox holds this id with another body: it was delivered, in some form. Retrying
             // can never change that, so stop and say so.
             tracing::error!(notification_id = %m.id, "outbox: inbox holds this id with a different body");
-            return mark_delivered(engine, &m, "conflict").await;
+            return Some(Delivered {
+                id: m.id,
+                result: "conflict",
+            });
         }
         Ok(resp) => (format!("notification answered {}", resp.status()), None),
         Err(e @ CallError::BreakerOpen { .. }) => (e.to_string(), e.retry_after()),
@@ -225,21 +280,29 @@ async fn deliver(engine: &Engine, rng: &std::sync::Mutex<SmallRng>, m: OutboxMes
     {
         tracing::warn!(notification_id = %m.id, error = %crate::http::problem::error_chain(&e), "outbox: cannot record the attempt");
     }
-    false
+    None
 }
 
-async fn mark_delivered(engine: &Engine, m: &OutboxMessage, result: &'static str) -> bool {
+/// Marks a pass's deliveries in one write; `false` when that failed (they are delivered again later).
+async fn mark_delivered(engine: &Engine, done: &[Delivered]) -> bool {
+    let ids: Vec<NotificationId> = done.iter().map(|d| d.id.clone()).collect();
     match engine
         .store
-        .outbox_delivered(&m.id, finpay_ledger::now_ms())
+        .outbox_delivered_many(&ids, finpay_ledger::now_ms())
         .await
     {
         Ok(()) => {
-            metrics::counter!("finpay_outbox_deliveries_total", "result" => result).increment(1);
+            for result in ["delivered", "conflict"] {
+                let n = done.iter().filter(|d| d.result == result).count() as u64;
+                if n > 0 {
+                    metrics::counter!("finpay_outbox_deliveries_total", "result" => result)
+                        .increment(n);
+                }
+            }
             true
         }
         Err(e) => {
-            tracing::warn!(notification_id = %m.id, error = %crate::http::problem::error_chain(&e), "outbox: cannot mark delivered");
+            tracing::warn!(rows = ids.len(), error = %crate::http::problem::error_chain(&e), "outbox: cannot mark delivered");
             false
         }
     }

@@ -1,10 +1,17 @@
 //! The payment flow: from `received` to a terminal state, one compare-and-set step at a time.
 //!
 //! ```text
-//! received ──fraud SAFE──▶ fraud_checked ──wallet debit──▶ debited ──succeed()──▶ succeeded (+ outbox row)
+//! received ──fraud SAFE──▶ fraud_checked ──wallet debit──▶ (debited) ──▶ succeeded (+ outbox row)
 //!    │ fraud DENY ──▶ declined          │ insufficient funds, unknown account ──▶ declined
 //!    └ fraud unavailable ──▶ failed      └ wallet unreachable: stays fraud_checked for the resumer
 //! ```
+//!
+//! Once the wallet confirmed the debit, one write moves the payment `fraud_checked -> debited ->
+//! succeeded` and queues its notification ([`PaymentStatus::move_via`]): `debited` on its own would
+//! be a durable state nobody needs, since a crash before that write leaves the payment in
+//! `fraud_checked`, and repeating the wallet step re-sends the same transfer id, which the wallet
+//! replays without a second debit. Payments already in `debited` (written by an older build) are
+//! still driven on from there.
 //!
 //! Every step is safe to repeat, which is what lets the request path and the resumer share it: a
 //! fraud check is a read; the wallet transfer's id is derived from the payment id, so re-sending it
@@ -154,6 +161,8 @@ pub struct Engine {
     pub notification: ResilientClient,
     pub inflight: InFlight,
     pub cfg: PaymentSettings,
+    /// Wakes the outbox dispatcher when a payment succeeded, so delivery need not wait for the poll.
+    pub outbox_kick: tokio::sync::Notify,
     fallback: FraudFallback,
     recent_safe: Mutex<HashMap<AccountId, Instant>>,
 }
@@ -238,6 +247,7 @@ impl Engine {
             notification,
             inflight: InFlight::default(),
             cfg,
+            outbox_kick: tokio::sync::Notify::new(),
             fallback,
             recent_safe: Mutex::new(HashMap::new()),
         }
@@ -398,10 +408,8 @@ impl Engine {
     /// `Err(StepError::Wallet)`: the wallet could not be reached; the payment stays in `fraud_checked`.
     async fn wallet_step(&self, p: &Payment, deadline: Deadline) -> Result<Payment, StepError> {
         match self.debit(p, deadline).await {
-            WalletAnswer::Debited => {
-                self.advance(p, PaymentStatus::Debited, StepNote::default())
-                    .await
-            }
+            // The debit is a fact in the wallet now: succeed through `debited` in one write.
+            WalletAnswer::Debited => self.succeed_step(p).await,
             WalletAnswer::Refused { slug, detail } => {
                 let note = StepNote {
                     reason: Some(format!("wallet: {slug}: {detail}")),
@@ -455,6 +463,7 @@ impl Engine {
         }
     }
 
+    /// `p` is `debited`, or `fraud_checked` with the wallet's debit confirmed.
     async fn succeed_step(&self, p: &Payment) -> Result<Payment, StepError> {
         let msg = OutboxMessage {
             id: p.id.notification_id(),
@@ -471,8 +480,12 @@ impl Engine {
             delivered_at_ms: None,
             last_error: None,
         };
-        match self.store.succeed(p.id, msg).await {
-            Ok(next) => Ok(next),
+        match self.store.succeed_from(p.id, p.status, msg).await {
+            Ok(next) => {
+                // Deliver soon, off this payment's path: the dispatcher wakes instead of polling.
+                self.outbox_kick.notify_one();
+                Ok(next)
+            }
             Err(PaymentStoreError::StaleState { .. }) => Err(StepError::Stale),
             Err(e) => Err(StepError::Store(e)),
         }

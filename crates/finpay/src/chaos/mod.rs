@@ -1,0 +1,231 @@
+//! `finpay chaos run`: each scenario of the design note under load, with its faults on a schedule
+//! reproducible from `--seed`, then the checks a person would ask for: did users notice (success
+//! rate and p99 within the scenario's stated bounds), is the money right (`finpay check`), did
+//! every succeeded payment get exactly one notification.
+//!
+//! Each scenario gets its own cluster ([`crate::up::Cluster`], in-process, in a temporary data dir
+//! on free ports), so one scenario's damage never leaks into the next. The faults come from three
+//! places, because this kernel has no netem: the services' own fault injection (`PUT
+//! /admin/faults`), signals (SIGKILL, SIGSTOP), and a userspace TCP proxy ([`proxy`]).
+//!
+//! Not for: load testing (`finpay load`), or long soak runs (a longer `--duration` is).
+
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod scenario;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+pub use run::{RunConfig, ScenarioResult};
+pub use scenario::{bounds_table, schedule, Scenario, BOUNDS};
+
+/// What `finpay chaos run` was asked.
+#[derive(Debug, Clone)]
+pub struct ChaosArgs {
+    pub scenarios: Vec<Scenario>,
+    pub run: RunConfig,
+    pub json: bool,
+    pub report_dir: Option<PathBuf>,
+}
+
+/// `--scenario NAME|all`.
+pub fn parse_scenarios(s: &str) -> Result<Vec<Scenario>, crate::ConfigError> {
+    if s == "all" {
+        return Ok(Scenario::ALL.to_vec());
+    }
+    s.split(',').map(|x| x.trim().parse::<Scenario>()).collect()
+}
+
+/// The one object `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub passed: bool,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub rate_per_s: f64,
+    pub elapsed_s: f64,
+    pub scenarios: &'a [ScenarioResult],
+}
+
+/// Runs the scenarios one after the other; Ok(true) when every one passed.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let terminal = !args.json && std::io::stdout().is_terminal();
+    if !args.json {
+        println!(
+            "finpay chaos: {} scenario(s), {} s of load each at {} payments/s, seed {}",
+            args.scenarios.len(),
+            args.run.duration.as_secs_f64(),
+            args.run.rate_per_s,
+            args.run.seed
+        );
+        println!("stated bounds:\n{}", bounds_table());
+    }
+    let mut results = Vec::with_capacity(args.scenarios.len());
+    for scenario in &args.scenarios {
+        let bar = terminal.then(|| new_bar(*scenario, &args.run));
+        let live = |l: &run::Live| {
+            if let Some(bar) = &bar {
+                show(bar, l);
+            }
+        };
+        let result = match run::run_scenario(*scenario, &args.run, &live).await {
+            Ok(r) => r,
+            Err(e) => ScenarioResult::harness_failure(*scenario, &args.run, format!("{e:#}")),
+        };
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        if !args.json {
+            print!("{}", human(&result));
+        }
+        results.push(result);
+    }
+    let passed = results.iter().all(|r| r.passed);
+    if let Some(dir) = &args.report_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = dir.join("report.html");
+        std::fs::write(&path, report::html(&results, &args.run))
+            .with_context(|| format!("write {}", path.display()))?;
+        if !args.json {
+            println!("report: {}", path.display());
+        }
+    }
+    let summary = Summary {
+        passed,
+        seed: args.run.seed,
+        duration_s: args.run.duration.as_secs_f64(),
+        rate_per_s: args.run.rate_per_s,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        scenarios: &results,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).context("encode summary")?
+        );
+    } else {
+        let n_ok = results.iter().filter(|r| r.passed).count();
+        println!(
+            "finpay chaos: {n_ok}/{} passed in {:.0} s",
+            results.len(),
+            summary.elapsed_s
+        );
+    }
+    Ok(passed)
+}
+
+fn new_bar(scenario: Scenario, cfg: &RunConfig) -> indicatif::ProgressBar {
+    let len = scenario::schedule(scenario, cfg.duration, cfg.seed).load;
+    let bar = indicatif::ProgressBar::new(u64::try_from(len.as_millis()).unwrap_or(u64::MAX));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>18} {bar:30} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(scenario.name());
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+fn show(bar: &indicatif::ProgressBar, l: &run::Live) {
+    bar.set_position(u64::try_from(l.elapsed.as_millis()).unwrap_or(u64::MAX));
+    let mut msg = String::from(l.phase);
+    if let Some(p) = l.progress {
+        let overall = if p.done == 0 {
+            1.0
+        } else {
+            p.succeeded as f64 / p.done as f64
+        };
+        msg = format!(
+            "{msg} | {} payments, success {:.2}%",
+            p.done,
+            overall * 100.0
+        );
+        if let Some((rate, p99)) = p.last_second {
+            msg = format!("{msg}, last second {:.1}% p99 {p99:.0} ms", rate * 100.0);
+        }
+    }
+    if l.replicas > 0 {
+        msg = format!("{msg} | ready {}/{}", l.ready, l.replicas);
+    }
+    if !l.active_faults.is_empty() {
+        msg = format!("{msg} | faults: {}", l.active_faults.join(", "));
+    }
+    bar.set_message(msg);
+}
+
+/// The result of one scenario for a person.
+pub fn human(r: &ScenarioResult) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {:<18} success {:.4} (bound >= {} over {}), p99 {:.1} ms (bound <= {} ms), p50 {:.1} max {:.1}; {} payments, restarts {}, money {}, notifications {}{}",
+        if r.passed { "PASS" } else { "FAIL" },
+        r.name,
+        r.measured.success_rate,
+        r.bounds.success_rate_min,
+        match r.bounds.scope {
+            scenario::Scope::AllRequests => "all".to_owned(),
+            scenario::Scope::OutsideWindows { grace_ms } => format!("outside window +{grace_ms} ms"),
+        },
+        r.measured.p99_ms,
+        r.bounds.p99_ms_max,
+        r.latency_ms.p50,
+        r.latency_ms.max,
+        r.requests,
+        r.restarts,
+        if r.invariants_ok { "ok" } else { "VIOLATED" },
+        if r.notifications_ok { "ok" } else { "VIOLATED" },
+        r.drain_ms
+            .map_or_else(String::new, |d| format!(", drained in {d} ms")),
+    );
+    if let Some(w) = &r.measured.window {
+        let _ = writeln!(
+            out,
+            "     in the fault window: {} requests, {} succeeded, failures {:?}, p99 {:.1} ms",
+            w.requests, w.succeeded, w.failures, w.p99_ms
+        );
+    }
+    for h in &r.heals {
+        let _ = writeln!(
+            out,
+            "     {} {} at {} ms: {}",
+            h.signal,
+            h.replica,
+            h.at_ms,
+            h.healed_ms.map_or_else(
+                || "not replaced".to_owned(),
+                |x| format!("replaced and ready in {x} ms")
+            )
+        );
+    }
+    for v in &r.violations {
+        let _ = writeln!(out, "     violation: {v}");
+    }
+    if let Some(d) = &r.data_dir {
+        let _ = writeln!(out, "     data dir kept: {}", d.display());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_parse_from_all_a_name_or_a_list() {
+        assert_eq!(parse_scenarios("all").expect("all").len(), 10);
+        assert_eq!(
+            parse_scenarios("fraud-errors,payment-kill").expect("list"),
+            vec![Scenario::FraudErrors, Scenario::PaymentKill]
+        );
+        assert!(parse_scenarios("fraud").is_err());
+    }
+}
