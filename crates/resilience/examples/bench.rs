@@ -148,8 +148,85 @@ impl Args {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Client counters of the fraud hop (dependency "fraud"), to tell failure causes apart: budget
+// rejections, retries, hedges, breaker transitions. The overhead scenario's clients are named
+// "bench" and get no-op handles, so the overhead is measured without a recorder, as before.
+
+#[derive(Default)]
+struct CountingRecorder {
+    counters: std::sync::Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+}
+
+struct Count(Arc<AtomicU64>);
+
+impl metrics::CounterFn for Count {
+    fn increment(&self, v: u64) {
+        self.0.fetch_add(v, Ordering::Relaxed);
+    }
+    fn absolute(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+impl metrics::Recorder for CountingRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        if !key.labels().any(|l| l.key() == "dependency" && l.value() == "fraud") {
+            return metrics::Counter::noop();
+        }
+        let short = key.name().trim_start_matches("finpay_client_").trim_end_matches("_total");
+        let mut name = short.to_owned();
+        for l in key.labels().filter(|l| l.key() != "dependency") {
+            name.push_str(&format!(" {}={}", l.key(), l.value()));
+        }
+        let Ok(mut map) = self.counters.lock() else {
+            return metrics::Counter::noop();
+        };
+        metrics::Counter::from_arc(Arc::new(Count(map.entry(name).or_default().clone())))
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+static RECORDER: std::sync::OnceLock<&'static CountingRecorder> = std::sync::OnceLock::new();
+
+/// The fraud client's counters so far, as `name value` pairs.
+fn counters() -> BTreeMap<String, u64> {
+    RECORDER
+        .get()
+        .and_then(|r| r.counters.lock().ok())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect())
+        .unwrap_or_default()
+}
+
+fn counters_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{k}: {d}"))
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 fn main() {
     let args = Args::parse();
+    let recorder: &'static CountingRecorder = Box::leak(Box::default());
+    if metrics::set_global_recorder(recorder).is_ok() {
+        let _ = RECORDER.set(recorder);
+    }
     if let Err(e) = args.check() {
         eprintln!("bench: {e}");
         std::process::exit(64);
@@ -483,6 +560,8 @@ struct RunStats {
     /// measured window per call completed in it, microseconds; `NAN` where `/proc` is missing.
     /// Unlike throughput it hardly depends on how much CPU other processes take.
     cpu_us_per_call: f64,
+    /// The FinPay client's counters in this run (whole run), or `-`.
+    counters: String,
 }
 
 /// User + system CPU time of this process so far, from `/proc/self/stat` (Linux).
@@ -630,6 +709,7 @@ async fn measure(
         stuck,
         disturbed,
         failures,
+        counters: "-".to_owned(),
         cpu_us_per_call: cpu.map_or(f64::NAN, |c| {
             c.as_secs_f64() * 1e6 / completed.max(1) as f64
         }),
@@ -661,7 +741,9 @@ async fn rounds(
         }
         for i in order {
             let (name, driver) = &contenders[i];
-            let s = measure(driver, args, checks).await?;
+            let before = counters();
+            let mut s = measure(driver, args, checks).await?;
+            s.counters = counters_delta(&before, &counters());
             eprintln!(
                 "round {}/{} {name}: {:.0} req/s, {:.1} CPU us/call, success {}/{}, p50 {:.2} ms, p99 {:.2} ms, load {:.3}, stuck {}",
                 round + 1,
@@ -677,6 +759,9 @@ async fn rounds(
             );
             if !s.failures.is_empty() {
                 eprintln!("  failures: {}", failure_kinds(&s.failures));
+            }
+            if s.counters != "-" {
+                eprintln!("  client counters: {}", s.counters);
             }
             out[i].push(s);
         }
@@ -844,7 +929,7 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
             .iter()
             .map(|a| format!("http://{a}").parse())
             .collect::<Result<Vec<http::Uri>, _>>()?;
-        let finpay = ResilientClient::new("bench", uris, policy.clone())?;
+        let finpay = ResilientClient::new("fraud", uris, policy.clone())?;
         let via_haproxy: http::Uri = format!("http://{}{CHECK_PATH}", haproxy.addr).parse()?;
         let contenders = [
             ("finpay", Arc::new(Driver::Finpay(finpay))),
@@ -873,12 +958,12 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         timeout_server.as_millis(),
         args.deadline_ms,
     );
-    println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective | failures by kind |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective | failures by kind | FinPay client counters (whole run) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, (f, h)) in fin.iter().zip(hap).enumerate() {
         for (name, s) in [("finpay", f), ("haproxy", h)] {
             println!(
-                "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} |",
+                "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} |",
                 i + 1,
                 s.ok,
                 s.calls,
@@ -889,7 +974,8 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
                 s.p_ms(0.999),
                 s.p_ms(1.0),
                 s.load,
-                failure_kinds(&s.failures)
+                failure_kinds(&s.failures),
+                s.counters
             );
         }
     }

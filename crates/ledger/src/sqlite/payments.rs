@@ -443,11 +443,11 @@ impl Command for OutboxUpdate {
                     id,
                     sqlx::query(&format!(
                         "{prefix}UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, ?2) \
-                         WHERE id = ?1"
+                         WHERE id = ?1 RETURNING id"
                     ))
                     .bind(id.as_str())
                     .bind(now_ms)
-                    .execute(op.conn())
+                    .fetch_all(op.conn())
                     .await,
                 ),
                 // A row delivered meanwhile (by another dispatcher) is left alone.
@@ -460,17 +460,18 @@ impl Command for OutboxUpdate {
                     id,
                     sqlx::query(&format!(
                         "{prefix}UPDATE outbox SET attempts = ?2, next_attempt_at_ms = ?3, \
-                         last_error = ?4 WHERE id = ?1 AND delivered_at_ms IS NULL"
+                         last_error = ?4 WHERE id = ?1 AND delivered_at_ms IS NULL RETURNING id"
                     ))
                     .bind(id.as_str())
                     .bind(i64::from(*attempts))
                     .bind(next_attempt_at_ms)
                     .bind(last_error.as_str())
-                    .execute(op.conn())
+                    .fetch_all(op.conn())
                     .await,
                 ),
             };
-            if done.map_err(storage)?.rows_affected() == 0 {
+            // Counted from RETURNING: `rows_affected` adds up every statement of the savepoint prefix.
+            if done.map_err(storage)?.is_empty() {
                 let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE id = ?1")
                     .bind(id.as_str())
                     .fetch_optional(op.conn())
