@@ -290,3 +290,45 @@ fn a_frozen_replica_is_replaced_and_absorbed() {
     );
     assert!(restarts(&e) >= 1, "{e}");
 }
+
+#[test]
+fn an_unknown_scenario_or_a_bad_duration_is_a_config_error() {
+    for args in [
+        &["chaos", "run", "--scenario", "fraud"][..],
+        &["chaos", "run", "--scenario", "all", "--duration", "1"][..],
+        &["chaos", "run", "--scenario", "all", "--rate", "0"][..],
+    ] {
+        let out = Command::new(BIN).args(args).output().expect("run finpay");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_bounds_table_states_every_scenario() {
+    let out = Command::new(BIN)
+        .args(["chaos", "bounds"])
+        .output()
+        .expect("run finpay chaos bounds");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "fraud-errors",
+        "fraud-hangs",
+        "fraud-crash",
+        "fraud-outage",
+        "wallet-kill",
+        "wallet-ambiguous",
+        "payment-kill",
+        "notification-down",
+        "network-glitch",
+        "replica-freeze",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        assert!(line.contains(">=0.999"), "{line}");
+    }
+}

@@ -74,6 +74,9 @@ enum Scenario {
     Errors,
     /// Fraud hop, 30% of checks hang for 3 s: FinPay vs HAProxy.
     Hangs,
+    /// The stack's own CPU cost per call, in process: `ResilientClient::with_endpoints` over an
+    /// endpoint that answers at once (no sockets, no kernel). Diagnostic; not part of `all`.
+    Inproc,
     /// All three, in that order.
     All,
 }
@@ -121,6 +124,9 @@ struct Args {
     /// off (diagnostic: where the overhead goes).
     #[arg(long)]
     breakdown: bool,
+    /// Install no `metrics` recorder (the fraud hop then reports no client counters).
+    #[arg(long)]
+    no_recorder: bool,
 }
 
 impl Args {
@@ -170,14 +176,38 @@ impl metrics::CounterFn for Count {
 }
 
 impl metrics::Recorder for CountingRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        if !key.labels().any(|l| l.key() == "dependency" && l.value() == "fraud") {
+        if !key
+            .labels()
+            .any(|l| l.key() == "dependency" && l.value() == "fraud")
+        {
             return metrics::Counter::noop();
         }
-        let short = key.name().trim_start_matches("finpay_client_").trim_end_matches("_total");
+        let short = key
+            .name()
+            .trim_start_matches("finpay_client_")
+            .trim_end_matches("_total");
         let mut name = short.to_owned();
         for l in key.labels().filter(|l| l.key() != "dependency") {
             name.push_str(&format!(" {}={}", l.key(), l.value()));
@@ -190,7 +220,11 @@ impl metrics::Recorder for CountingRecorder {
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::noop()
     }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
         metrics::Histogram::noop()
     }
 }
@@ -202,7 +236,11 @@ fn counters() -> BTreeMap<String, u64> {
     RECORDER
         .get()
         .and_then(|r| r.counters.lock().ok())
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -223,9 +261,11 @@ fn counters_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>)
 
 fn main() {
     let args = Args::parse();
-    let recorder: &'static CountingRecorder = Box::leak(Box::default());
-    if metrics::set_global_recorder(recorder).is_ok() {
-        let _ = RECORDER.set(recorder);
+    if !args.no_recorder {
+        let recorder: &'static CountingRecorder = Box::leak(Box::default());
+        if metrics::set_global_recorder(recorder).is_ok() {
+            let _ = RECORDER.set(recorder);
+        }
     }
     if let Err(e) = args.check() {
         eprintln!("bench: {e}");
@@ -272,6 +312,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
     if all || args.scenario == Scenario::Errors {
         fraud_hop(&args, &policy, Fault::Error(args.fault_rate)).await?;
+    }
+    if args.scenario == Scenario::Inproc {
+        inproc(&args, &policy).await?;
     }
     if all || args.scenario == Scenario::Hangs {
         let hang = Duration::from_millis(args.hang_ms);
@@ -893,6 +936,71 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
         .collect();
     stuck_note(&named);
     drop(server);
+    Ok(())
+}
+
+/// An endpoint that answers 200 at once, for [`inproc`].
+#[derive(Clone)]
+struct Instant200;
+
+impl tower::Service<http::Request<Bytes>> for Instant200 {
+    type Response = http::Response<Bytes>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<http::Response<Bytes>, BoxError>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: http::Request<Bytes>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(Bytes::from_static(SAFE_BODY))))
+    }
+}
+
+/// Sequential calls through the stack over [`Instant200`]: process CPU time per call.
+async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
+    const CALLS: u32 = 200_000;
+    let mut no_hedge = policy.clone();
+    no_hedge.hedge.enabled = false;
+    let mut bare_bones = no_hedge.clone();
+    bare_bones.breaker.enabled = false;
+    let variants = [
+        ("default policy", policy.clone()),
+        ("hedging off", no_hedge),
+        ("hedging and breaker off", bare_bones),
+    ];
+    let deadline = Duration::from_millis(args.deadline_ms);
+    println!("## In-process stack cost (diagnostic)\n");
+    println!(
+        "{CALLS} sequential calls per run through `ResilientClient::with_endpoints` over one \
+         endpoint answering 200 at once (no sockets); process CPU time per call; {} runs \
+         (`--rounds`), median and minimum.\n",
+        args.rounds
+    );
+    println!("| variant | CPU us/call (median) | CPU us/call (min) |");
+    println!("|---|---|---|");
+    for (name, p) in variants {
+        let uri: http::Uri = "http://inproc:80".parse()?;
+        let client = ResilientClient::with_endpoints("bench", vec![(uri, Instant200)], p)?;
+        let mut runs = Vec::new();
+        for _ in 0..args.rounds {
+            let a = process_cpu().ok_or("no /proc/self/stat")?;
+            for _ in 0..CALLS {
+                let mut req = http::Request::post(CHECK_PATH)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Bytes::from_static(CHECK_BODY))?;
+                req.extensions_mut().insert(Idempotent);
+                client.call(req, Deadline::after(deadline)).await?;
+            }
+            let b = process_cpu().ok_or("no /proc/self/stat")?;
+            runs.push(b.saturating_sub(a).as_secs_f64() * 1e6 / f64::from(CALLS));
+        }
+        let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
+        eprintln!("inproc {name}: {runs:.2?}");
+        println!("| {name} | {:.2} | {:.2} |", median(runs), min);
+    }
+    println!();
     Ok(())
 }
 

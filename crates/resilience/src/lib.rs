@@ -48,7 +48,7 @@
 //!
 //! | key | default | why |
 //! |---|---|---|
-//! | `per_try_timeout_ms` | 60 | far above a healthy fraud answer (a few ms), far below a 3 s hang |
+//! | `per_try_timeout_ms` | 60 | far above a healthy fraud answer (a few ms), far below a 3 s hang; time the caller itself was stalled (timer fired late) is given back, see [`deadline`] |
 //! | `max_attempts` | 4 | rounds of tries; each round may hedge, so up to 4 x (1 + 3) = 16 tries |
 //! | `backoff_base_ms` / `backoff_max_ms` / `jitter` | 5 / 100 / `full` | short: the retry goes to another replica, not back into the same storm |
 //! | `retry_after_max_ms` | 1000 | honour `Retry-After`, but never wait longer than this |
@@ -110,6 +110,9 @@
 //! `finpay_client_hedges_total`, `finpay_client_hedges_won_total`, `finpay_client_ejections_total`,
 //! gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and
 //! `finpay_client_breaker_transitions_total{from,to}`.
+//!
+//! The per-call counters are resolved into handles once, at their first increment, and reused (no
+//! registry lookup per call): install the `metrics` recorder before the first call is made.
 //!
 //! # Time
 //!

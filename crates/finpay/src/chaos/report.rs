@@ -38,6 +38,8 @@ struct Chart<'a> {
     y_max: f64,
     y_unit: &'a str,
     windows: &'a [Window],
+    /// Lighter shading after each window: the recovery grace of window-scoped bounds.
+    grace_ms: u64,
     series: Vec<Series<'a>>,
     /// A dashed horizontal line: (label, y).
     bound: Option<(String, f64)>,
@@ -75,6 +77,18 @@ impl Chart<'_> {
             esc(self.title)
         );
         for w in self.windows {
+            if self.grace_ms > 0 {
+                let (a, b) = (
+                    w.end_ms as f64 / 1000.0,
+                    (w.end_ms + self.grace_ms) as f64 / 1000.0,
+                );
+                let _ = write!(
+                    s,
+                    r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{ph}" fill="#f4a261" fill-opacity="0.1"><title>recovery grace, not measured against the bound</title></rect>"##,
+                    x(a),
+                    (x(b) - x(a)).max(0.0)
+                );
+            }
             let (a, b) = (w.start_ms as f64 / 1000.0, w.end_ms as f64 / 1000.0);
             let _ = write!(
                 s,
@@ -118,12 +132,12 @@ impl Chart<'_> {
             if *v >= self.y_min && *v <= self.y_max {
                 let _ = write!(
                     s,
-                    r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c00" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" fill="#c00">{}</text>"##,
+                    r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c00" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" fill="#c00" text-anchor="end">{}</text>"##,
                     LEFT + pw,
                     y(*v),
                     y(*v),
-                    LEFT + pw + 6.0,
-                    y(*v) + 4.0,
+                    LEFT + pw - 4.0,
+                    (y(*v) - 4.0).max(TOP + 10.0),
                     esc(label)
                 );
             }
@@ -175,11 +189,15 @@ fn fmt_num(v: f64) -> String {
     } else if v.abs() < 10.0 {
         format!("{v:.2}")
     } else {
-        format!("{v:.0}")
+        format!("{v:.1}")
     }
 }
 
 fn charts(r: &ScenarioResult) -> String {
+    let grace_ms = match r.bounds.scope {
+        Scope::AllRequests => 0,
+        Scope::OutsideWindows { grace_ms } => grace_ms,
+    };
     let x_max = r
         .load_s
         .max(r.timeline.last().map_or(0.0, |s| s.second as f64 + 1.0));
@@ -203,6 +221,7 @@ fn charts(r: &ScenarioResult) -> String {
         y_max: 100.0,
         y_unit: "%",
         windows: &r.fault_windows,
+        grace_ms,
         series: vec![Series {
             label: "success",
             color: "#2a9d8f",
@@ -234,6 +253,7 @@ fn charts(r: &ScenarioResult) -> String {
         y_max: nice_max(top * 1.1),
         y_unit: "",
         windows: &r.fault_windows,
+        grace_ms,
         series: vec![
             Series {
                 label: "p50",
@@ -282,12 +302,13 @@ fn charts(r: &ScenarioResult) -> String {
         })
         .collect();
     let replicas = Chart {
-        title: "replicas ready (sampled each second)",
+        title: "replicas ready (fewest seen in each second, sampled every 100 ms)",
         x_max,
         y_min: 0.0,
         y_max: 4.0,
         y_unit: "",
         windows: &r.fault_windows,
+        grace_ms,
         series,
         bound: None,
     };

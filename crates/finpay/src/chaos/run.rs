@@ -143,6 +143,9 @@ pub struct ScenarioResult {
     /// Evidence the faults happened: the services' `finpay_faults_injected_total` by kind,
     /// summed over the dependency replicas' current processes (a restarted one starts at 0).
     pub faults_injected: BTreeMap<String, u64>,
+    /// Payment's resilience counters (`finpay_client_*_total`, "name{dependency}"), so what
+    /// callers asked (requests) and what was sent (attempts, retries, hedges) can be told apart.
+    pub client: BTreeMap<String, u64>,
     /// Outbox rows pending just before the faults were lifted (the notification backlog).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbox_pending_at_restore: Option<u64>,
@@ -192,6 +195,7 @@ impl ScenarioResult {
             drain_ms: None,
             payments_checked: 0,
             faults_injected: BTreeMap::new(),
+            client: BTreeMap::new(),
             outbox_pending_at_restore: None,
             proxy: None,
             audit: AuditSummary::default(),
@@ -403,6 +407,7 @@ async fn drive(
     };
     let checked = converged(&http, &state.payment_url, &report.outcomes, &mut violations).await;
     let faults_injected = scrape_faults(&shared, &http).await;
+    let client = scrape_client(&state.payment_url, &http).await;
 
     // The fault windows as they happened: kill and freeze windows end when the replica is back.
     let mut windows = schedule.windows.clone();
@@ -457,6 +462,7 @@ async fn drive(
         drain_ms,
         payments_checked: checked,
         faults_injected,
+        client,
         outbox_pending_at_restore: injected.pending_at_restore,
         proxy: schedule.proxies.then(|| {
             let (connections, toxic_hits) = proxies
@@ -612,6 +618,41 @@ async fn inject(
     }
 }
 
+/// Payment's `finpay_client_*_total` counters, keyed `name{dependency}`.
+async fn scrape_client(payment_url: &str, http: &reqwest::Client) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(resp) = http.get(format!("{payment_url}/metrics")).send().await else {
+        return out;
+    };
+    let Ok(text) = resp.text().await else {
+        return out;
+    };
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("finpay_client_") else {
+            continue;
+        };
+        let Some((name_labels, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = name_labels.split_once('{') else {
+            continue;
+        };
+        if !name.ends_with("_total") {
+            continue;
+        }
+        let dep = labels
+            .trim_end_matches('}')
+            .split(',')
+            .find_map(|l| l.trim().strip_prefix("dependency="))
+            .map(|d| d.trim_matches('"').to_owned())
+            .unwrap_or_default();
+        if let Ok(n) = value.trim().parse::<f64>() {
+            *out.entry(format!("{name}{{{dep}}}")).or_insert(0) += n as u64;
+        }
+    }
+    out
+}
+
 /// Sums `finpay_faults_injected_total` by `kind` over every dependency replica's `/metrics`.
 async fn scrape_faults(shared: &Shared, http: &reqwest::Client) -> BTreeMap<String, u64> {
     let mut by_kind = BTreeMap::new();
@@ -680,13 +721,19 @@ async fn set_faults(
         .collect();
     anyhow::ensure!(!urls.is_empty(), "no replica matches {target:?}");
     for (name, url) in urls {
+        // Each replica draws from its own seed: replicas with one seed would fail in lockstep,
+        // and a retry that moves to the other replica would meet the same draw again.
+        let faults = FaultSet {
+            seed: crate::plan::derive_seed(faults.seed, &name, 0),
+            ..faults.clone()
+        };
         let mut last = String::new();
         let mut done = false;
         for _ in 0..5 {
             match http
                 .put(format!("{url}/admin/faults"))
                 .bearer_auth(ADMIN_TOKEN)
-                .json(faults)
+                .json(&faults)
                 .send()
                 .await
             {
@@ -733,8 +780,9 @@ async fn restore(
     Ok(())
 }
 
-/// Samples the cluster once a second and feeds the live view four times a second, until the
-/// load is done (bounded by the load's length plus a minute).
+/// Samples the cluster every 100 ms and keeps, per second, the fewest ready replicas of each
+/// service seen in it (so a kill healed in 200 ms still shows); feeds the live view four times a
+/// second. Ends when the load is done (bounded by the load's length plus a minute).
 async fn sample(
     shared: &Shared,
     load_len: Duration,
@@ -745,37 +793,47 @@ async fn sample(
     live: &(dyn Fn(&Live) + Sync),
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
-    let mut tick = tokio::time::interval_at(t0, Duration::from_millis(250));
+    let mut tick = tokio::time::interval_at(t0, Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let bound = load_len + Duration::from_secs(60);
+    let mut second = 0u64;
+    let mut fewest: BTreeMap<String, u32> = BTreeMap::new();
     let mut n = 0u64;
     while !done.load(std::sync::atomic::Ordering::Relaxed) && t0.elapsed() < bound {
         tick.tick().await;
         let s = shared.snapshot();
-        if n.is_multiple_of(4) {
-            let mut ready: BTreeMap<String, u32> = BTreeMap::new();
-            for r in &s.replicas {
-                *ready.entry(r.service.clone()).or_insert(0) += u32::from(r.ready);
-            }
+        let now = t0.elapsed();
+        if now.as_secs() > second && !fewest.is_empty() {
             samples.push(Sample {
-                at_ms: ms(t0.elapsed()),
-                ready,
+                at_ms: second * 1000,
+                ready: std::mem::take(&mut fewest),
                 restarts: s.replicas.iter().map(|r| r.restarts).sum(),
             });
+            second = now.as_secs();
+        }
+        let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+        for r in &s.replicas {
+            *ready.entry(r.service.clone()).or_insert(0) += u32::from(r.ready);
+        }
+        for (svc, k) in ready {
+            let e = fewest.entry(svc).or_insert(k);
+            *e = (*e).min(k);
         }
         n += 1;
-        live(&Live {
-            elapsed: t0.elapsed().min(load_len),
-            load: load_len,
-            progress: *progress.lock().unwrap_or_else(PoisonError::into_inner),
-            active_faults: active
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-            ready: s.replicas.iter().map(|r| u32::from(r.ready)).sum(),
-            replicas: u32::try_from(s.replicas.len()).unwrap_or(u32::MAX),
-            phase: "load",
-        });
+        if n.is_multiple_of(3) {
+            live(&Live {
+                elapsed: now.min(load_len),
+                load: load_len,
+                progress: *progress.lock().unwrap_or_else(PoisonError::into_inner),
+                active_faults: active
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+                ready: s.replicas.iter().map(|r| u32::from(r.ready)).sum(),
+                replicas: u32::try_from(s.replicas.len()).unwrap_or(u32::MAX),
+                phase: "load",
+            });
+        }
     }
     samples
 }

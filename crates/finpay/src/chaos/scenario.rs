@@ -595,7 +595,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
             ];
             // The first three episodes are one of each toxic, in an order the seed picks, so even
             // a short run meets all three; later ones are drawn freely.
-            let mut kinds = vec![0u64, 1, 2];
+            let mut kinds = [0u64, 1, 2];
             let first = dice.below(3) as usize;
             kinds.swap(0, first);
             let second = 1 + dice.below(2) as usize;

@@ -152,10 +152,13 @@ impl<K, S> Endpoint<K, S> {
     }
 }
 
+/// The endpoint list as one shared value.
+type Endpoints<K, S> = Arc<Vec<Arc<Endpoint<K, S>>>>;
+
 #[derive(Debug)]
 pub(crate) struct SetInner<K, S> {
     /// Replaced whole on change, so a call takes one reference count, not a copy of the list.
-    endpoints: RwLock<Arc<Vec<Arc<Endpoint<K, S>>>>>,
+    endpoints: RwLock<Endpoints<K, S>>,
     next_id: AtomicU64,
     cfg: BalanceConfig,
     eject_lock: Mutex<()>,
@@ -229,7 +232,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
     }
 
     /// The endpoints now, shared (no copy).
-    fn current(&self) -> Arc<Vec<Arc<Endpoint<K, S>>>> {
+    fn current(&self) -> Endpoints<K, S> {
         match self.inner.endpoints.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -255,7 +258,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             .count()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Vec<Arc<Endpoint<K, S>>>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Endpoints<K, S>> {
         match self.inner.endpoints.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -398,7 +401,10 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                     }
                     (nth_bit(pool, a), nth_bit(pool, b))
                 };
-                let (ca, cb) = (lock(&eps[a].stats).cost(), lock(&eps[b].stats).cost());
+                // One lock at a time: holding a's while taking b's deadlocks against a call
+                // that drew the same two endpoints the other way round.
+                let ca = lock(&eps[a].stats).cost();
+                let cb = lock(&eps[b].stats).cost();
                 if ca <= cb {
                     a
                 } else {
@@ -458,7 +464,10 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                     }
                     (pool[a], pool[b])
                 };
-                let (ca, cb) = (lock(&eps[a].stats).cost(), lock(&eps[b].stats).cost());
+                // One lock at a time: holding a's while taking b's deadlocks against a call
+                // that drew the same two endpoints the other way round.
+                let ca = lock(&eps[a].stats).cost();
+                let cb = lock(&eps[b].stats).cost();
                 if ca <= cb {
                     a
                 } else {

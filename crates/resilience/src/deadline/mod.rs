@@ -9,6 +9,14 @@
 //!
 //! [`DeadlineService`] is the outer layer (fail fast, propagate, stop waiting); [`PerTryTimeoutService`]
 //! sits under the retry and hedge layers and bounds each try. Both read time from `tokio::time`.
+//!
+//! **The caller's own stalls are not the callee's.** When the calling process gets no CPU for a
+//! while (an overloaded machine, a stop), every per-try timer fires late and at once, often
+//! before the connection task has read an answer that arrived in time. Counting that as a timeout
+//! would turn one stall of the caller into a retryable failure of every try in flight, each paid
+//! from the retry budget. So a per-try timer that fires more than 5 ms late gives the late time back
+//! (at most the per-try limit, at most 3 times, never past the deadline) before the try counts as
+//! timed out. A hung callee is still cut after the per-try limit of time the caller actually ran.
 
 pub mod error;
 pub mod future;
@@ -151,6 +159,12 @@ where
     }
 }
 
+/// A per-try timer firing this much later than it was set for is taken as a stall of the calling
+/// process, not slowness of the callee (tokio's timers have millisecond resolution).
+const STALL_GRACE: Duration = Duration::from_millis(5);
+/// How many times one try's timeout is extended for stalls of the caller.
+const STALL_EXTENSIONS_MAX: u32 = 3;
+
 /// See [`PerTryTimeoutLayer`].
 #[derive(Debug, Clone)]
 pub struct PerTryTimeoutService<S> {
@@ -182,11 +196,31 @@ where
         let limit = remaining.map_or(self.per_try, |r| r.min(self.per_try));
         let spent_by_deadline = remaining.is_some_and(|r| r <= self.per_try);
         let fut = self.inner.call(req);
+        let hard = remaining.map(|r| tokio::time::Instant::now() + r);
         Box::pin(async move {
-            match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r.map_err(Into::into),
-                Err(_) if spent_by_deadline => Err(Box::new(DeadlineExceeded) as BoxError),
-                Err(_) => Err(Box::new(PerTryTimeout) as BoxError),
+            tokio::pin!(fut);
+            let mut until = tokio::time::Instant::now() + limit;
+            for _ in 0..=STALL_EXTENSIONS_MAX {
+                match tokio::time::timeout_at(until, &mut fut).await {
+                    Ok(r) => return r.map_err(Into::into),
+                    Err(_) => {
+                        // A timer that fires late means this process did not run for a while (CPU
+                        // starvation, a stop): that time is the caller's, not the callee's, and an
+                        // answer may be waiting in the socket. Give it back, up to the deadline.
+                        let now = tokio::time::Instant::now();
+                        let late = now.saturating_duration_since(until);
+                        if late < STALL_GRACE || hard.is_some_and(|h| now >= h) {
+                            break;
+                        }
+                        let extended = now + late.min(limit);
+                        until = hard.map_or(extended, |h| extended.min(h));
+                    }
+                }
+            }
+            if spent_by_deadline {
+                Err(Box::new(DeadlineExceeded) as BoxError)
+            } else {
+                Err(Box::new(PerTryTimeout) as BoxError)
             }
         })
     }
@@ -254,6 +288,38 @@ mod tests {
         let _pending = handle.next_request().await.unwrap();
         let err = call.await.unwrap().unwrap_err();
         assert!(err.is::<PerTryTimeout>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_of_the_caller_does_not_count_against_the_try() {
+        let (svc, mut handle) = mock::pair::<Req, &'static str>();
+        let svc = PerTryTimeoutLayer::new(Duration::from_millis(60)).layer(svc);
+        let mut req = http::Request::new(Bytes::new());
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_secs(2)));
+        let call = tokio::spawn(svc.oneshot(req));
+        let (_req, send) = handle.next_request().await.unwrap();
+        // The process does not run for 150 ms: the 60 ms timer fires 90 ms late.
+        tokio::time::advance(Duration::from_millis(150)).await;
+        tokio::task::yield_now().await;
+        send.send_response("answered during the stall");
+        assert_eq!(call.await.unwrap().unwrap(), "answered during the stall");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_still_times_out_after_the_time_given_back() {
+        let (svc, mut handle) = mock::pair::<Req, &'static str>();
+        let svc = PerTryTimeoutLayer::new(Duration::from_millis(60)).layer(svc);
+        let mut req = http::Request::new(Bytes::new());
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_secs(2)));
+        let start = tokio::time::Instant::now();
+        let call = tokio::spawn(svc.oneshot(req));
+        let _pending = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(150)).await;
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<PerTryTimeout>());
+        assert_eq!(start.elapsed(), Duration::from_millis(150 + 60));
     }
 
     #[test]
