@@ -134,21 +134,94 @@ impl FaultSettings {
     }
 }
 
+/// Which database a service's store lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A file in `data_dir`, one per service.
+    Sqlite,
+    /// A PostgreSQL server at `storage.url`.
+    Postgres,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
+    pub backend: StorageBackend,
+    /// SQLite only.
     pub synchronous: Synchronous,
+    /// Both backends: SQLite's read pool, PostgreSQL's connection pool.
     pub max_connections: u32,
+    /// SQLite only: how long to wait on a locked file. PostgreSQL waits this long for a pooled
+    /// connection instead.
     pub busy_timeout_ms: u64,
+    /// PostgreSQL only, required there: `postgres://user@host:5432/db`. It may carry a password,
+    /// so it is a [`Secret`] and never printed.
+    pub url: Option<Secret>,
+    /// PostgreSQL only: put the tables in this schema (created if absent); absent = the default
+    /// search path.
+    pub schema: Option<String>,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::Sqlite,
             synchronous: Synchronous::Full,
             max_connections: 8,
             busy_timeout_ms: 5000,
+            url: None,
+            schema: None,
         }
+    }
+}
+
+impl StorageSettings {
+    /// Checks the backend-specific keys; the error names the field (without `storage.`).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 || self.max_connections > 64 {
+            return Err(("max_connections", "must be between 1 and 64".into()));
+        }
+        match self.backend {
+            StorageBackend::Sqlite => {
+                if self.url.is_some() {
+                    return Err(("url", "is only used when backend = \"postgres\"".into()));
+                }
+                if self.schema.is_some() {
+                    return Err(("schema", "is only used when backend = \"postgres\"".into()));
+                }
+            }
+            StorageBackend::Postgres => {
+                let Some(url) = &self.url else {
+                    return Err(("url", "is required when backend = \"postgres\"".into()));
+                };
+                // The reason never quotes the url: it may hold a password.
+                let url = url.expose().trim();
+                if url.is_empty() {
+                    return Err(("url", "must not be empty".into()));
+                }
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(("url", "must start with postgres:// or postgresql://".into()));
+                }
+                if let Some(schema) = &self.schema {
+                    let ok = !schema.is_empty()
+                        && schema.len() <= 63
+                        && schema
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !schema.starts_with(|c: char| c.is_ascii_digit());
+                    if !ok {
+                        return Err((
+                            "schema",
+                            format!(
+                                "must be 1..=63 letters, digits and '_', not starting with a digit, got {schema:?}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -206,12 +279,9 @@ impl CommonSettings {
         self.faults
             .validate()
             .map_err(|(field, reason)| config_err(&format!("faults.{field}"), reason))?;
-        if self.storage.max_connections == 0 || self.storage.max_connections > 64 {
-            return Err(config_err(
-                "storage.max_connections",
-                "must be between 1 and 64",
-            ));
-        }
+        self.storage
+            .validate()
+            .map_err(|(field, reason)| config_err(&format!("storage.{field}"), reason))?;
         Ok(())
     }
 
@@ -222,6 +292,20 @@ impl CommonSettings {
             max_connections: self.storage.max_connections,
             busy_timeout: std::time::Duration::from_millis(self.storage.busy_timeout_ms),
         }
+    }
+
+    /// The PostgreSQL options for this service's store, or `None` when the backend is SQLite.
+    /// `PgOptions` prints its url in `Debug`: never log the value returned here.
+    pub fn pg_options(&self) -> Option<finpay_ledger::postgres::PgOptions> {
+        if self.storage.backend != StorageBackend::Postgres {
+            return None;
+        }
+        let url = self.storage.url.as_ref()?;
+        let mut opts = finpay_ledger::postgres::PgOptions::new(url.expose().trim());
+        opts.max_connections = self.storage.max_connections;
+        opts.schema = self.storage.schema.clone();
+        opts.acquire_timeout = std::time::Duration::from_millis(self.storage.busy_timeout_ms);
+        Some(opts)
     }
 
     /// Makes sure the data directory exists and returns the path of `file` inside it.
