@@ -40,10 +40,14 @@
 //! crash_rate = 0.0                # std::process::exit(137) mid-request
 //! down = false                    # every business request 503
 //! commit_then_fail_rate = 0.0     # wallet only: commit, then 500 or a dropped connection
-//! [storage]
-//! synchronous = "full"            # full | normal | off
-//! max_connections = 8             # read pool, 1..=64
-//! busy_timeout_ms = 5000
+//! [storage]                       # wallet, payment and notification
+//! backend = "sqlite"              # sqlite | postgres
+//! synchronous = "full"            # sqlite: full | normal | off
+//! max_connections = 8             # sqlite read pool / postgres pool, 1..=64
+//! busy_timeout_ms = 5000          # sqlite lock wait / postgres pool acquire wait
+//! # url = "postgres://postgres@127.0.0.1:5432/test"  # required for postgres, refused for sqlite;
+//! #                              # a secret: never printed (FINPAY_STORAGE__URL keeps it out of files)
+//! # schema = "finpay"            # postgres only: tables in this schema (created if absent)
 //!
 //! # fraud
 //! [rules]

@@ -522,6 +522,77 @@ mod tests {
     }
 
     #[test]
+    fn postgres_backend_requires_a_url_and_names_the_field() {
+        let err = load::<TestSettings>(None, &ov(&[("storage.backend", "postgres")]))
+            .expect_err("refused");
+        assert!(err.to_string().contains("storage.url"), "{err}");
+        let err = load::<TestSettings>(
+            None,
+            &ov(&[
+                ("storage.backend", "postgres"),
+                ("storage.url", "mysql://x"),
+            ]),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("storage.url"), "{err}");
+        let err = load::<TestSettings>(
+            None,
+            &ov(&[
+                ("storage.backend", "postgres"),
+                ("storage.url", "postgres://u@h/db"),
+                ("storage.schema", "bad-name"),
+            ]),
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("storage.schema"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("storage.url", "postgres://u@h/db")]))
+            .expect_err("refused");
+        assert!(err.to_string().contains("storage.url"), "{err}");
+        let err =
+            load::<TestSettings>(None, &ov(&[("storage.backend", "oracle")])).expect_err("refused");
+        assert!(err.to_string().contains("storage.backend"), "{err}");
+    }
+
+    #[test]
+    fn postgres_settings_become_pg_options() {
+        let s: TestSettings = load(
+            None,
+            &ov(&[
+                ("storage.backend", "postgres"),
+                ("storage.url", "postgres://u@h:5432/db"),
+                ("storage.schema", "finpay"),
+                ("storage.max_connections", "4"),
+            ]),
+        )
+        .expect("loads");
+        let opts = s.common.pg_options().expect("postgres");
+        assert_eq!(opts.url, "postgres://u@h:5432/db");
+        assert_eq!(opts.schema.as_deref(), Some("finpay"));
+        assert_eq!(opts.max_connections, 4);
+        assert!(CommonSettings::default().pg_options().is_none());
+    }
+
+    #[test]
+    fn the_storage_url_does_not_print() {
+        let url = "postgres://finpay:hunter2@db:5432/finpay";
+        let s: TestSettings = load(
+            None,
+            &ov(&[("storage.backend", "postgres"), ("storage.url", url)]),
+        )
+        .expect("loads");
+        assert!(!format!("{:?}", s.common).contains("hunter2"));
+        let err = load::<TestSettings>(
+            None,
+            &ov(&[
+                ("storage.backend", "postgres"),
+                ("storage.url", "pg://u:hunter2@h"),
+            ]),
+        )
+        .expect_err("refused");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = CommonSettings::default();
         assert!(!format!("{s:?}").contains("finpay-admin"));

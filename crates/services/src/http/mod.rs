@@ -6,8 +6,9 @@ pub mod faults;
 pub mod json;
 pub mod problem;
 pub mod server;
+pub mod storage;
 
-pub use config::{CommonSettings, FaultSettings, Secret};
+pub use config::{CommonSettings, FaultSettings, Secret, StorageBackend};
 pub use json::{json_response, ApiJson};
 pub use problem::ApiError;
 pub use server::{RequestDeadline, Server};

@@ -16,7 +16,6 @@ use axum::routing::post;
 use axum::Router;
 use finpay_core::{AccountId, NotificationId, PaymentId};
 use finpay_ledger::inbox::{Delivery, InboxError, InboxStore, Notification};
-use finpay_ledger::sqlite::SqliteInbox;
 use serde::{Deserialize, Serialize};
 
 use crate::http::config::{CommonSettings, ServiceSettings};
@@ -158,16 +157,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens `notifications.db` in `data_dir` and builds the service.
+    /// Opens the store `storage.backend` names (`notifications.db` in `data_dir`, or PostgreSQL) and
+    /// builds the service.
     pub async fn build(settings: Settings) -> Result<Self, ServeError> {
         settings.common.validate()?;
-        let path = settings
-            .common
-            .db_path(finpay_ledger::files::NOTIFICATIONS_DB)?;
-        let store = SqliteInbox::open(&path, &settings.common.sqlite_options())
-            .await
-            .map_err(|e| ServeError::Storage(Box::new(e)))?;
-        Self::build_with_store(settings, Arc::new(store)).await
+        let store = crate::http::storage::open_inbox(&settings.common).await?;
+        Self::build_with_store(settings, store).await
     }
 
     /// Builds the service over any [`InboxStore`].

@@ -34,7 +34,6 @@ use finpay_core::{
     AccountId, Amount, Currency, Fingerprint, IdempotencyKey, PaymentId, PaymentStatus,
 };
 use finpay_ledger::payments::{Begin, NewPayment, Payment, PaymentStore};
-use finpay_ledger::sqlite::SqlitePayments;
 use finpay_resilience::ResilientClient;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -417,15 +416,13 @@ fn client(
 }
 
 impl Application {
-    /// Opens `payments.db` in `data_dir` and builds the service.
+    /// Opens the store `storage.backend` names (`payments.db` in `data_dir`, or PostgreSQL) and builds
+    /// the service.
     pub async fn build(settings: Settings) -> Result<Self, ServeError> {
         settings.common.validate()?;
         settings.validate()?;
-        let path = settings.common.db_path(finpay_ledger::files::PAYMENTS_DB)?;
-        let store = SqlitePayments::open(&path, &settings.common.sqlite_options())
-            .await
-            .map_err(|e| ServeError::Storage(Box::new(e)))?;
-        Self::build_with_store(settings, Arc::new(store)).await
+        let store = crate::http::storage::open_payments(&settings.common).await?;
+        Self::build_with_store(settings, store).await
     }
 
     /// Builds the service over any [`PaymentStore`].

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use finpay_core::{AccountId, Amount, Currency, TransferId};
-use finpay_ledger::sqlite::SqliteWallet;
 use finpay_ledger::wallet::{Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore};
 use serde::{Deserialize, Serialize};
 
@@ -258,14 +257,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens `wallet.db` in `data_dir` and builds the service.
+    /// Opens the store `storage.backend` names (`wallet.db` in `data_dir`, or PostgreSQL) and builds
+    /// the service.
     pub async fn build(settings: Settings) -> Result<Self, ServeError> {
         settings.common.validate()?;
-        let path = settings.common.db_path(finpay_ledger::files::WALLET_DB)?;
-        let store = SqliteWallet::open(&path, &settings.common.sqlite_options())
-            .await
-            .map_err(|e| ServeError::Storage(Box::new(e)))?;
-        Self::build_with_store(settings, Arc::new(store)).await
+        let store = crate::http::storage::open_wallet(&settings.common).await?;
+        Self::build_with_store(settings, store).await
     }
 
     /// Builds the service over any [`WalletStore`].

@@ -75,19 +75,24 @@ pub async fn seed_wallet(dir: &Path) {
     )
     .await
     .expect("wallet opens");
-    let acct = |s: &str| AccountId::try_from(s).expect("valid id");
-    let bal = |m: u64| Balance::try_new(m).expect("valid balance");
     store
-        .open_accounts(vec![
-            (acct(CUSTOMER), Currency::Usd, bal(OPENING)),
-            (acct("cust-0002"), Currency::Usd, bal(OPENING)),
-            (acct("cust-poor"), Currency::Usd, bal(50)),
-            (acct("cust-blocked"), Currency::Usd, bal(1_000_000)),
-            (acct("cust-eur"), Currency::Eur, bal(OPENING)),
-            (acct(MERCHANT), Currency::Usd, bal(0)),
-        ])
+        .open_accounts(test_accounts())
         .await
         .expect("accounts open");
+}
+
+/// The accounts every test wallet starts with, whatever its backend.
+pub fn test_accounts() -> Vec<(AccountId, Currency, Balance)> {
+    let acct = |s: &str| AccountId::try_from(s).expect("valid id");
+    let bal = |m: u64| Balance::try_new(m).expect("valid balance");
+    vec![
+        (acct(CUSTOMER), Currency::Usd, bal(OPENING)),
+        (acct("cust-0002"), Currency::Usd, bal(OPENING)),
+        (acct("cust-poor"), Currency::Usd, bal(50)),
+        (acct("cust-blocked"), Currency::Usd, bal(1_000_000)),
+        (acct("cust-eur"), Currency::Eur, bal(OPENING)),
+        (acct(MERCHANT), Currency::Usd, bal(0)),
+    ]
 }
 
 pub async fn spawn_notification(

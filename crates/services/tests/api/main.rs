@@ -5,4 +5,5 @@ mod helpers;
 mod bad_input;
 mod basics;
 mod payments;
+mod postgres;
 mod wallet_and_inbox;
