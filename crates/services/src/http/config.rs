@@ -327,7 +327,7 @@ pub fn config_err(field: &str, reason: impl fmt::Display) -> ServeError {
 /// A service's settings type: what it is called in errors and which top-level keys it knows.
 pub trait ServiceSettings: DeserializeOwned + Default {
     /// Top-level keys besides [`COMMON_KEYS`].
-    const EXTRA_KEYS: &'static [&'static str];
+    const EXTRA_KEYS: &'static [&'static str] = &[];
     /// Defaults that differ from the field types' own, as TOML, merged under every other layer so a
     /// partial table in a file still keeps them (`[wallet.client] max_attempts = 6` keeps wallet's
     /// "no hedging" default).
@@ -336,7 +336,10 @@ pub trait ServiceSettings: DeserializeOwned + Default {
     /// The common keys are extracted on their own (so errors keep their key path); the service's
     /// type skips them in serde and gets them here.
     fn set_common(&mut self, common: CommonSettings);
-    fn validate(&self) -> Result<(), ServeError>;
+    /// Checks what serde cannot (ranges, cross-field rules); a service with none keeps this.
+    fn validate(&self) -> Result<(), ServeError> {
+        Ok(())
+    }
 }
 
 /// Loads `S` from its layers and validates it.

@@ -38,18 +38,12 @@ pub struct Settings {
 }
 
 impl ServiceSettings for Settings {
-    const EXTRA_KEYS: &'static [&'static str] = &[];
-
     fn common(&self) -> &CommonSettings {
         &self.common
     }
 
     fn set_common(&mut self, common: CommonSettings) {
         self.common = common;
-    }
-
-    fn validate(&self) -> Result<(), ServeError> {
-        Ok(())
     }
 }
 
