@@ -21,6 +21,41 @@ pub struct TransferRequest {
     pub currency: Currency,
 }
 
+impl TransferRequest {
+    /// The ledger rule every backend applies once it holds both accounts: both in the transfer's
+    /// currency, no overdraft on the debit side, no overflow on the credit side. Returns the two
+    /// balances after the transfer; the backend writes them and the two entries.
+    pub fn balances_after(
+        &self,
+        debit: &Account,
+        credit: &Account,
+    ) -> Result<(Balance, Balance), WalletError> {
+        for account in [debit, credit] {
+            if account.currency != self.currency {
+                return Err(WalletError::CurrencyMismatch {
+                    account: account.id.clone(),
+                    account_currency: account.currency,
+                    transfer_currency: self.currency,
+                });
+            }
+        }
+        let debit_after =
+            debit
+                .balance
+                .debit(self.amount)
+                .map_err(|_| WalletError::InsufficientFunds {
+                    account: debit.id.clone(),
+                    balance: debit.balance,
+                    amount: self.amount,
+                })?;
+        let credit_after = credit
+            .balance
+            .credit(self.amount)
+            .map_err(|_| WalletError::Overflow(credit.id.clone()))?;
+        Ok((debit_after, credit_after))
+    }
+}
+
 /// A committed transfer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {

@@ -214,29 +214,7 @@ async fn attempt_transfer(
             debit.ok_or_else(|| WalletError::UnknownAccount(req.debit_account_id.clone()))?;
         let credit =
             credit.ok_or_else(|| WalletError::UnknownAccount(req.credit_account_id.clone()))?;
-        for a in [&debit, &credit] {
-            if a.currency != req.currency {
-                return Err(WalletError::CurrencyMismatch {
-                    account: a.id.clone(),
-                    account_currency: a.currency,
-                    transfer_currency: req.currency,
-                });
-            }
-        }
-        let debit_after =
-            debit
-                .balance
-                .debit(req.amount)
-                .map_err(|_| WalletError::InsufficientFunds {
-                    account: debit.id.clone(),
-                    balance: debit.balance,
-                    amount: req.amount,
-                })?;
-        let credit_after = credit
-            .balance
-            .credit(req.amount)
-            .map_err(|_| WalletError::Overflow(credit.id.clone()))?;
-        Ok((debit_after, credit_after))
+        req.balances_after(&debit, &credit)
     })();
     let (debit_after, credit_after) = match plan {
         Ok(p) => p,

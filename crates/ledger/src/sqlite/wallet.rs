@@ -194,28 +194,7 @@ async fn apply_transfer(
     }
     let debit = side(&row, "d_", &req.debit_account_id)?;
     let credit = side(&row, "c_", &req.credit_account_id)?;
-    for account in [&debit, &credit] {
-        if account.currency != req.currency {
-            return Err(WalletError::CurrencyMismatch {
-                account: account.id.clone(),
-                account_currency: account.currency,
-                transfer_currency: req.currency,
-            });
-        }
-    }
-    let debit_after =
-        debit
-            .balance
-            .debit(req.amount)
-            .map_err(|_| WalletError::InsufficientFunds {
-                account: debit.id.clone(),
-                balance: debit.balance,
-                amount: req.amount,
-            })?;
-    let credit_after = credit
-        .balance
-        .credit(req.amount)
-        .map_err(|_| WalletError::Overflow(credit.id.clone()))?;
+    let (debit_after, credit_after) = req.balances_after(&debit, &credit)?;
 
     let transfer = Transfer {
         id: req.id.clone(),
