@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand};
 use finpay::plan::{ClusterSpec, FraudFault, Service, WalletFault};
 use finpay::{ConfigError, EXIT_CONFIG};
 
+/// mimalloc rather than glibc's malloc: requests allocate on one tokio worker thread and free on
+/// another, and glibc's per-arena locks turn that into futex calls and thread switches (measured in
+/// docs/bench-resilience.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "finpay",

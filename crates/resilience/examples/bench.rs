@@ -32,6 +32,10 @@
 //! configuration in a temporary directory and is killed when its scenario ends (and, failing that,
 //! when its handle is dropped).
 
+/// The allocator FinPay's binary uses too; both contenders share it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -127,6 +131,10 @@ struct Args {
     /// Install no `metrics` recorder (the fraud hop then reports no client counters).
     #[arg(long)]
     no_recorder: bool,
+    /// Overhead scenario: run only the contender with this name (`bare` or `finpay`), to profile
+    /// one client at a time (for example under `perf record` or `valgrind --tool=callgrind`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 impl Args {
@@ -851,6 +859,16 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
                 bare_bones,
             )?)),
         ));
+    }
+    if let Some(only) = &args.only {
+        contenders.retain(|(name, _)| name == only);
+        let stats = rounds(&contenders, args, &checks).await?;
+        for ((name, _), runs) in contenders.iter().zip(&stats) {
+            let cpu = median(runs.iter().map(|s| s.cpu_us_per_call).collect());
+            let rps = median(runs.iter().map(|s| s.throughput).collect());
+            println!("{name}: {rps:.0} req/s, {cpu:.2} CPU us/call (medians)");
+        }
+        return Ok(());
     }
     let stats = rounds(&contenders, args, &checks).await?;
     let (bare, fin) = (&stats[0], &stats[1]);

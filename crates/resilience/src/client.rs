@@ -210,7 +210,8 @@ impl Default for HedgePolicy {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalancerPolicy {
-    /// `"p2c_ewma"` or `"round_robin"`.
+    /// `"p2c_ewma"`, `"round_robin"` or `"failover"` (first usable endpoint in the configured
+    /// order; the rest are standbys).
     pub strategy: BalanceStrategy,
     /// Peak-EWMA decay.
     pub ewma_decay_ms: u64,
@@ -227,6 +228,8 @@ pub enum BalanceStrategy {
     P2cEwma,
     /// Each endpoint in turn.
     RoundRobin,
+    /// The first usable endpoint in the configured order; the others are standbys.
+    Failover,
 }
 
 impl Default for BalancerPolicy {
@@ -916,6 +919,7 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
         strategy: match policy.balancer.strategy {
             BalanceStrategy::P2cEwma => Strategy::P2cPeakEwma,
             BalanceStrategy::RoundRobin => Strategy::RoundRobin,
+            BalanceStrategy::Failover => Strategy::Failover,
         },
         decay: Duration::from_millis(policy.balancer.ewma_decay_ms),
         default_rtt: Duration::from_millis(policy.balancer.default_rtt_ms),

@@ -88,6 +88,11 @@ pub enum Strategy {
     P2cPeakEwma,
     /// Each usable endpoint in turn.
     RoundRobin,
+    /// The first usable endpoint in the order the endpoints were added; the others are hot
+    /// standbys that take the traffic while it is unhealthy, ejected or already tried by this
+    /// call. For a dependency that must have one active writer (a store on one SQLite file):
+    /// two active replicas would fight for its write lock.
+    Failover,
 }
 
 /// Balancer settings.
@@ -390,6 +395,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
             return (pool.trailing_zeros() as usize, panic);
         }
         let chosen = match cfg.strategy {
+            Strategy::Failover => pool.trailing_zeros() as usize,
             Strategy::RoundRobin => nth_bit(pool, self.rr.fetch_add(1, Ordering::Relaxed) % len),
             Strategy::P2cPeakEwma => {
                 let (a, b) = {
@@ -453,6 +459,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
             return (pool[0], panic);
         }
         let chosen = match cfg.strategy {
+            Strategy::Failover => pool[0],
             Strategy::RoundRobin => pool[self.rr.fetch_add(1, Ordering::Relaxed) % pool.len()],
             Strategy::P2cPeakEwma => {
                 let (a, b) = {
@@ -648,6 +655,43 @@ mod tests {
             b.clone().oneshot(r).await.unwrap();
         }
         assert!(n.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_sends_everything_to_the_first_usable_replica() {
+        let c = BalanceConfig {
+            strategy: Strategy::Failover,
+            ..cfg()
+        };
+        let (b, n) = set(c, &[(200, 1), (200, 1), (200, 1)]);
+        for _ in 0..20 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        let counts = |n: &[Arc<AtomicUsize>]| -> Vec<usize> {
+            n.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        };
+        assert_eq!(counts(&n), [20, 0, 0], "the standbys get nothing");
+
+        // A call's second try goes to a standby, not back to the replica that just failed it.
+        let tried = TriedEndpoints::default();
+        for _ in 0..2 {
+            let mut r = Req::new(Bytes::new());
+            r.extensions_mut().insert(tried.clone());
+            b.clone().oneshot(r).await.unwrap();
+        }
+        assert_eq!(counts(&n), [21, 1, 0]);
+
+        // The primary goes unhealthy: the next replica in order takes over, and gives the traffic
+        // back once the primary is healthy again.
+        let primary = b.endpoints().snapshot()[0].clone();
+        primary.with_stats(|s| s.healthy = false);
+        for _ in 0..10 {
+            b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        }
+        assert_eq!(counts(&n), [21, 11, 0]);
+        primary.with_stats(|s| s.healthy = true);
+        b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
+        assert_eq!(counts(&n), [22, 11, 0]);
     }
 
     #[tokio::test(start_paused = true)]
