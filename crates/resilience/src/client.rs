@@ -680,6 +680,9 @@ impl CallError {
     }
 }
 
+/// The header that marks a non-idempotent request as safe to repeat.
+static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// Whether a request may be sent more than once.
 pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
     use http::Method;
@@ -691,8 +694,8 @@ pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
         | Method::PUT
         | Method::DELETE => true,
         _ => {
-            req.headers().contains_key("idempotency-key")
-                || req.extensions().get::<Idempotent>().is_some()
+            req.extensions().get::<Idempotent>().is_some()
+                || req.headers().contains_key(&IDEMPOTENCY_KEY)
         }
     }
 }
@@ -703,9 +706,12 @@ type HyperClient = Client<HttpConnector, Full<Bytes>>;
 pub type Stack = BoxCloneSyncService<http::Request<Bytes>, http::Response<Bytes>, BoxError>;
 
 /// One replica reached through the pooled hyper client: rewrites the request's path onto the
-/// endpoint's base URI, sends it, and reads the body (bounded).
+/// endpoint's base URI, sends it, and reads the body (bounded). Cloning (once per try) is one `Arc`.
 #[derive(Clone, Debug)]
-pub struct HttpEndpoint {
+pub struct HttpEndpoint(Arc<EndpointInner>);
+
+#[derive(Debug)]
+struct EndpointInner {
     base: http::Uri,
     client: HyperClient,
     max_body: usize,
@@ -714,11 +720,11 @@ pub struct HttpEndpoint {
 impl HttpEndpoint {
     /// An endpoint at `base` using `client`'s pool.
     fn new(base: http::Uri, client: HyperClient, max_body: usize) -> Self {
-        Self {
+        Self(Arc::new(EndpointInner {
             base,
             client,
             max_body,
-        }
+        }))
     }
 }
 
@@ -732,19 +738,14 @@ impl Service<http::Request<Bytes>> for HttpEndpoint {
     }
 
     fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
-        let (parts, body) = req.into_parts();
-        let uri = join_uri(&self.base, &parts.uri);
-        let client = self.client.clone();
-        let max = self.max_body;
+        let ep = self.0.clone();
         Box::pin(async move {
-            let mut out = http::Request::new(Full::new(body));
-            *out.method_mut() = parts.method;
-            *out.uri_mut() = uri.map_err(BoxError::from)?;
-            *out.headers_mut() = parts.headers;
-            *out.extensions_mut() = parts.extensions;
-            let resp = client.request(out).await?;
+            let (parts, body) = req.into_parts();
+            let mut out = http::Request::from_parts(parts, Full::new(body));
+            *out.uri_mut() = join_uri(&ep.base, out.uri()).map_err(BoxError::from)?;
+            let resp = ep.client.request(out).await?;
             let (p, b) = resp.into_parts();
-            let bytes = http_body_util::Limited::new(b, max)
+            let bytes = http_body_util::Limited::new(b, ep.max_body)
                 .collect()
                 .await?
                 .to_bytes();

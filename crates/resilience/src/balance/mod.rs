@@ -41,20 +41,27 @@ use crate::breaker::{Breaker, BreakerConfig, State as BreakerState};
 use crate::classify::{BoxError, Class, Classify};
 use crate::telemetry::LazyCounter;
 
-/// Endpoint ids already tried by this call; shared by all copies of one request.
+/// Endpoints already tried by this call; shared by all copies of one request (retries and hedges).
+///
+/// A bit set of endpoint ids modulo 64 in one atomic word: no lock and one allocation per call.
+/// In a set that has seen more than 64 endpoints two ids can share a bit; the only effect is that an
+/// untried endpoint may be passed over for a fresh one, never that a call is refused.
 #[derive(Debug, Clone, Default)]
-pub struct TriedEndpoints(Arc<Mutex<Vec<u64>>>);
+pub struct TriedEndpoints(Arc<AtomicU64>);
 
 impl TriedEndpoints {
+    fn bit(id: u64) -> u64 {
+        1 << (id % 64)
+    }
     fn contains(&self, id: u64) -> bool {
-        lock(&self.0).contains(&id)
+        self.0.load(Ordering::Relaxed) & Self::bit(id) != 0
     }
     fn push(&self, id: u64) {
-        lock(&self.0).push(id);
+        self.0.fetch_or(Self::bit(id), Ordering::Relaxed);
     }
-    /// How many tries this call has sent.
+    /// How many distinct endpoints (bits) this call has tried.
     pub fn len(&self) -> usize {
-        lock(&self.0).len()
+        self.0.load(Ordering::Relaxed).count_ones() as usize
     }
     /// Whether nothing was sent yet.
     pub fn is_empty(&self) -> bool {

@@ -108,7 +108,10 @@ impl<B> CarryDeadline for http::Request<B> {
     }
     fn set_deadline(&mut self, d: Deadline) {
         self.headers_mut().insert(DEADLINE_HEADER, d.header_value());
-        self.extensions_mut().insert(d);
+        // Usually the caller attached this very deadline already; replacing it would allocate.
+        if self.extensions().get::<Deadline>() != Some(&d) {
+            self.extensions_mut().insert(d);
+        }
     }
 }
 
