@@ -877,7 +877,9 @@ where
     .map_err(|e| bad("bulkhead", e))?;
     let balance = Balance::new(set, HttpClassify);
     let stack = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(None))
+        // Every wait below is bounded by the deadline (per-try timeout, retry backoff, bulkhead
+        // wait), so the outer layer only fails fast and propagates.
+        .layer(DeadlineLayer::new(None).propagate_only())
         .layer(BulkheadLayer::new(limiter, HttpClassify))
         .option_layer(
             breaker

@@ -287,13 +287,10 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
 
     /// Records an outcome on endpoint `ep`, ejecting it if the outlier rules say so and the
     /// maximum ejected share allows.
-    fn record(&self, ep: &Endpoint<K, S>, failed: bool) {
+    /// Ejects `ep` (which asked for it in [`EndpointStats::record`]) unless the cap on ejected
+    /// endpoints is reached.
+    fn eject(&self, ep: &Endpoint<K, S>, now: Instant) {
         let cfg = &self.inner.cfg.outlier;
-        let now = Instant::now();
-        let wants = lock(&ep.stats).record(failed, cfg, now);
-        if !wants {
-            return;
-        }
         let _g = lock(&self.inner.eject_lock);
         let eps = self.current();
         let ejected = eps
@@ -501,12 +498,19 @@ fn nth_bit(mut mask: u64, n: usize) -> usize {
     mask.trailing_zeros() as usize
 }
 
-struct Pending<K, S>(Arc<Endpoint<K, S>>);
+/// A try in flight on an endpoint. Counted in its `pending` until the try ends; a try that is
+/// cancelled (its future dropped: a hedge lost, a timeout) uncounts itself on drop.
+struct Pending<K, S> {
+    ep: Arc<Endpoint<K, S>>,
+    done: bool,
+}
 
 impl<K, S> Drop for Pending<K, S> {
     fn drop(&mut self) {
-        let mut s = lock(&self.0.stats);
-        s.pending = s.pending.saturating_sub(1);
+        if !self.done {
+            let mut s = lock(&self.ep.stats);
+            s.pending = s.pending.saturating_sub(1);
+        }
     }
 }
 
@@ -555,14 +559,17 @@ where
         let c = self.classify.clone();
         let svc = ep.svc.clone();
         Box::pin(async move {
-            let pending = Pending(ep);
+            let mut pending = Pending { ep, done: false };
             let start = Instant::now();
             let res = svc.oneshot(req).await.map_err(Into::into);
             let now = Instant::now();
             let class = c.classify(&res);
-            {
-                let mut s = lock(&pending.0.stats);
-                let rtt = now.duration_since(start);
+            let rtt = now.duration_since(start);
+            // One lock for everything the try's end changes: load, latency, outlier counts.
+            let wants_ejection = {
+                let mut s = lock(&pending.ep.stats);
+                s.pending = s.pending.saturating_sub(1);
+                pending.done = true;
                 if class == Class::Success {
                     s.observe_rtt(rtt, decay, now);
                 } else {
@@ -571,16 +578,19 @@ where
                         Duration::from_secs_f64((s.ewma_ns * 2.0 / 1e9).min(10.0)).max(rtt);
                     s.observe_rtt(penalty, decay, now);
                 }
-            }
+                let outlier = &set.inner.cfg.outlier;
+                match class {
+                    Class::Success => s.record(false, outlier, now),
+                    Class::Retry | Class::RetrySafe => s.record(true, outlier, now),
+                    Class::Failure => false,
+                }
+            };
             if let Some(p) = permit {
                 p.record(class.is_failure());
             }
-            match class {
-                Class::Success => set.record(&pending.0, false),
-                Class::Retry | Class::RetrySafe => set.record(&pending.0, true),
-                Class::Failure => {}
+            if wants_ejection {
+                set.eject(&pending.ep, now);
             }
-            drop(pending);
             res
         })
     }

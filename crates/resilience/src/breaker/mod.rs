@@ -33,6 +33,7 @@ pub mod future;
 pub mod layer;
 pub mod window;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -149,6 +150,12 @@ struct Core {
 struct Shared {
     cfg: BreakerConfig,
     core: Mutex<Core>,
+    /// Mirrors of `core.phase == Closed` and `core.generation`, written under the lock in
+    /// [`transition`], so that a closed breaker admits a call without taking the lock. A call
+    /// admitted just as the breaker opens carries the old generation, and its outcome is ignored,
+    /// exactly as for a call admitted just before.
+    closed: AtomicBool,
+    generation: AtomicU64,
 }
 
 /// A breaker's shared state. Clones share it.
@@ -218,6 +225,8 @@ impl Breaker {
                     rng,
                 }),
                 cfg,
+                closed: AtomicBool::new(true),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -241,6 +250,15 @@ impl Breaker {
     /// Asks leave to call. In half-open exactly `half_open_probes` callers get a permit.
     pub fn try_acquire(&self) -> Result<Permit, BreakerOpen> {
         let now = Instant::now();
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Ok(Permit {
+                shared: self.shared.clone(),
+                generation: self.shared.generation.load(Ordering::Acquire),
+                start: now,
+                probe: false,
+                done: false,
+            });
+        }
         let mut core = lock(&self.shared);
         if let Phase::Open { until } = core.phase {
             if now < until {
@@ -305,6 +323,10 @@ fn transition(shared: &Shared, core: &mut Core, to: Phase) {
     let to_state = state_of(&to);
     core.phase = to;
     core.generation += 1;
+    shared.generation.store(core.generation, Ordering::Release);
+    shared
+        .closed
+        .store(to_state == State::Closed, Ordering::Release);
     if to_state == State::Closed {
         core.window.clear();
     }
@@ -439,24 +461,21 @@ where
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = future::ResponseFuture<Res>;
+    type Future = future::ResponseFuture<S::Future, C, Req, Res>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let permit = match self.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(open) => return Box::pin(async move { Err(Box::new(open) as BoxError) }),
-        };
-        let fut = self.inner.call(req);
-        let c = self.classify.clone();
-        Box::pin(async move {
-            let res = fut.await.map_err(Into::into);
-            permit.record(c.classify(&res).is_failure());
-            res
-        })
+        match self.breaker.try_acquire() {
+            Ok(permit) => future::ResponseFuture::admitted(
+                self.inner.call(req),
+                permit,
+                self.classify.clone(),
+            ),
+            Err(open) => future::ResponseFuture::rejected(open),
+        }
     }
 }
 

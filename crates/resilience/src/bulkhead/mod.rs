@@ -3,19 +3,24 @@
 //! Why reject: a queue in front of a slow dependency turns its slowness into ours, and every queued
 //! caller holds memory and a deadline that will pass anyway. tower's `ConcurrencyLimit` waits forever
 //! (backpressure through `poll_ready`); here a caller either gets a slot at once, or waits at most
-//! `max_wait`, or gets [`BulkheadFull`] so the caller can answer 503 with `Retry-After` while it still
-//! has time.
+//! `max_wait` (and never past its deadline), or gets [`BulkheadFull`] so the caller can answer 503
+//! with `Retry-After` while it still has time.
 //!
 //! Optional adaptive limit (AIMD, as TCP congestion control and Netflix's concurrency-limits): each call
 //! that succeeds within `latency_target` grows the limit by `1/limit` (one slot per "round trip" of the
 //! whole window); a failure or a slow call cuts it by `backoff_ratio`. It stays within
 //! `[min_limit, max_limit]`.
+//!
+//! The counters are atomics, not a lock: every call of the dependency passes here, from every
+//! worker thread. With `max_wait = 0` (the default) the slot is taken in `call` itself and the
+//! inner call starts at once, with no extra task state.
 
 pub mod error;
 pub mod future;
 pub mod layer;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 pub use self::error::BulkheadFull;
+use self::future::ResponseFuture;
 pub use self::layer::BulkheadLayer;
 use crate::classify::{BoxError, Classify};
 
@@ -50,16 +56,18 @@ pub struct Aimd {
 }
 
 #[derive(Debug)]
-struct State {
-    in_flight: usize,
-    limit: f64,
-}
-
-#[derive(Debug)]
 struct Shared {
     cfg: BulkheadConfig,
-    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    /// The limit as `f64` bits (AIMD moves it in fractions of a slot).
+    limit: AtomicU64,
     freed: Notify,
+}
+
+impl Shared {
+    fn limit(&self) -> f64 {
+        f64::from_bits(self.limit.load(Ordering::Relaxed))
+    }
 }
 
 /// The shared limit. Clones share it.
@@ -73,7 +81,6 @@ pub struct Limiter {
 pub struct Slot {
     shared: Arc<Shared>,
     start: Instant,
-    recorded: bool,
 }
 
 impl Limiter {
@@ -95,10 +102,8 @@ impl Limiter {
         Ok(Self {
             shared: Arc::new(Shared {
                 cfg,
-                state: Mutex::new(State {
-                    in_flight: 0,
-                    limit,
-                }),
+                in_flight: AtomicUsize::new(0),
+                limit: AtomicU64::new(limit.to_bits()),
                 freed: Notify::new(),
             }),
         })
@@ -107,41 +112,43 @@ impl Limiter {
     /// The current limit (rounded down).
     pub fn limit(&self) -> usize {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let l = lock(&self.shared).limit as usize;
+        let l = self.shared.limit() as usize;
         l
     }
 
     /// Calls in flight.
     pub fn in_flight(&self) -> usize {
-        lock(&self.shared).in_flight
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// A slot now, if one is free.
     pub fn try_acquire(&self) -> Option<Slot> {
-        let mut st = lock(&self.shared);
-        #[allow(clippy::cast_precision_loss)]
-        let free = (st.in_flight as f64) < st.limit.floor();
-        if free {
-            st.in_flight += 1;
-            Some(Slot {
-                shared: self.shared.clone(),
-                start: Instant::now(),
-                recorded: false,
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let limit = self.shared.limit().floor() as usize;
+        self.shared
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
             })
-        } else {
-            None
-        }
+            .ok()?;
+        Some(Slot {
+            shared: self.shared.clone(),
+            start: Instant::now(),
+        })
     }
 
-    /// A slot within `max_wait`, or [`BulkheadFull`].
-    pub async fn acquire(&self) -> Result<Slot, BulkheadFull> {
+    /// A slot within `max_wait` (and before `deadline`, when given), or [`BulkheadFull`].
+    pub async fn acquire(&self, deadline: Option<Instant>) -> Result<Slot, BulkheadFull> {
         if let Some(s) = self.try_acquire() {
             return Ok(s);
         }
         if self.shared.cfg.max_wait.is_zero() {
             return Err(BulkheadFull);
         }
-        let until = Instant::now() + self.shared.cfg.max_wait;
+        let mut until = Instant::now() + self.shared.cfg.max_wait;
+        if let Some(d) = deadline {
+            until = until.min(d);
+        }
         loop {
             let notified = self.shared.freed.notified();
             if let Some(s) = self.try_acquire() {
@@ -152,40 +159,42 @@ impl Limiter {
             }
         }
     }
-}
 
-fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    match shared.state.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
+    fn waits(&self) -> bool {
+        !self.shared.cfg.max_wait.is_zero()
     }
 }
 
 impl Slot {
     /// Feeds the adaptive limit; a no-op for a fixed one.
-    pub fn record(mut self, failed: bool) {
-        self.recorded = true;
+    pub fn record(self, failed: bool) {
         let Some(a) = self.shared.cfg.adaptive else {
             return;
         };
         let slow = self.start.elapsed() > a.latency_target;
-        let mut st = lock(&self.shared);
         #[allow(clippy::cast_precision_loss)]
         let (min, max) = (a.min_limit as f64, self.shared.cfg.max_concurrent as f64);
-        st.limit = if failed || slow {
-            (st.limit * a.backoff_ratio).max(min)
-        } else {
-            (st.limit + 1.0 / st.limit).min(max)
-        };
+        let _ = self
+            .shared
+            .limit
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |bits| {
+                let l = f64::from_bits(bits);
+                let next = if failed || slow {
+                    (l * a.backoff_ratio).max(min)
+                } else {
+                    (l + 1.0 / l).min(max)
+                };
+                Some(next.to_bits())
+            });
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut st = lock(&self.shared);
-        st.in_flight = st.in_flight.saturating_sub(1);
-        drop(st);
-        self.shared.freed.notify_one();
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.shared.cfg.max_wait.is_zero() {
+            self.shared.freed.notify_one();
+        }
     }
 }
 
@@ -208,19 +217,31 @@ where
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = future::ResponseFuture<Res>;
+    type Future = ResponseFuture<S::Future, C, Req, Res>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        if !self.limiter.waits() {
+            // The common case: a slot now or a rejection now; the inner call starts here.
+            return match self.limiter.try_acquire() {
+                Some(slot) => {
+                    ResponseFuture::slotted(self.inner.call(req), slot, self.classify.clone())
+                }
+                None => ResponseFuture::rejected(),
+            };
+        }
         let limiter = self.limiter.clone();
         let c = self.classify.clone();
+        let deadline = c.deadline(&req).map(|d| d.0);
+        // `self.inner` was made ready for this call; the clone waits for a slot, then for its own
+        // readiness.
         let mut svc = self.inner.clone();
-        Box::pin(async move {
+        ResponseFuture::waiting(Box::pin(async move {
             let slot = limiter
-                .acquire()
+                .acquire(deadline)
                 .await
                 .map_err(|e| Box::new(e) as BoxError)?;
             let res = match tower::ServiceExt::ready(&mut svc).await {
@@ -229,7 +250,7 @@ where
             };
             slot.record(c.classify(&res).is_failure());
             res
-        })
+        }))
     }
 }
 
@@ -274,7 +295,7 @@ mod tests {
         let l = fixed(1, 50);
         let s1 = l.try_acquire().unwrap();
         let l2 = l.clone();
-        let waiter = tokio::spawn(async move { l2.acquire().await.map(|_| ()) });
+        let waiter = tokio::spawn(async move { l2.acquire(None).await.map(|_| ()) });
         tokio::time::advance(Duration::from_millis(20)).await;
         drop(s1);
         assert!(waiter.await.unwrap().is_ok());
@@ -285,8 +306,16 @@ mod tests {
         let l = fixed(1, 50);
         let _s1 = l.try_acquire().unwrap();
         let start = Instant::now();
-        assert_eq!(l.acquire().await.unwrap_err(), BulkheadFull);
+        assert_eq!(l.acquire(None).await.unwrap_err(), BulkheadFull);
         assert_eq!(start.elapsed(), Duration::from_millis(50));
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(20);
+        assert_eq!(l.acquire(Some(deadline)).await.unwrap_err(), BulkheadFull);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(20),
+            "never past the deadline"
+        );
     }
 
     #[tokio::test(start_paused = true)]

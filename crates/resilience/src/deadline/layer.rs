@@ -10,12 +10,25 @@ use super::{DeadlineService, PerTryTimeoutService};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeadlineLayer {
     default_budget: Option<Duration>,
+    propagate_only: bool,
 }
 
 impl DeadlineLayer {
     /// Requests without a deadline get `now + default_budget`; `None` leaves them unbounded.
     pub fn new(default_budget: Option<Duration>) -> Self {
-        Self { default_budget }
+        Self {
+            default_budget,
+            propagate_only: false,
+        }
+    }
+
+    /// Fail fast and propagate, but set no timer of its own: for a stack whose inner layers
+    /// already bound every wait by the deadline ([`super::PerTryTimeoutLayer`] under a retry whose
+    /// backoff stops at the deadline, as in [`crate::client::build_stack`]). A timer costs a
+    /// registration in tokio's timer wheel and its removal on every call.
+    pub fn propagate_only(mut self) -> Self {
+        self.propagate_only = true;
+        self
     }
 }
 
@@ -25,6 +38,7 @@ impl<S> Layer<S> for DeadlineLayer {
         DeadlineService {
             inner,
             default_budget: self.default_budget,
+            propagate_only: self.propagate_only,
         }
     }
 }

@@ -120,6 +120,7 @@ impl<B> CarryDeadline for http::Request<B> {
 pub struct DeadlineService<S> {
     inner: S,
     default_budget: Option<Duration>,
+    propagate_only: bool,
 }
 
 impl<S, Req> Service<Req> for DeadlineService<S>
@@ -153,6 +154,9 @@ where
         }
         req.set_deadline(deadline);
         let fut = self.inner.call(req);
+        if self.propagate_only {
+            return Box::pin(async move { fut.await.map_err(Into::into) });
+        }
         Box::pin(async move {
             match tokio::time::timeout_at(deadline.0, fut).await {
                 Ok(r) => r.map_err(Into::into),

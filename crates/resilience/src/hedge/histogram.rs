@@ -1,6 +1,7 @@
 //! A rolling latency histogram: the current period plus the previous one, so a percentile always
 //! rests on a full period of data and still forgets old behaviour.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct RollingHistogram {
     inner: Arc<Mutex<Inner>>,
+    /// The last computed percentile in microseconds (`u64::MAX` = none yet), and the records
+    /// since: read on every call without the lock, recomputed under it every 64 records.
+    fast: Arc<(AtomicU64, AtomicU32)>,
     period: Duration,
     quantile: f64,
     min_samples: u64,
@@ -40,6 +44,7 @@ impl RollingHistogram {
                 since_compute: 0,
                 cached: None,
             })),
+            fast: Arc::new((AtomicU64::new(u64::MAX), AtomicU32::new(RECOMPUTE_EVERY))),
             period,
             quantile,
             min_samples,
@@ -69,10 +74,36 @@ impl RollingHistogram {
         g.current
             .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
         g.since_compute = g.since_compute.saturating_add(1);
+        let rotated = g.since_compute >= RECOMPUTE_EVERY;
+        drop(g);
+        let since = &self.fast.1;
+        if rotated {
+            since.store(RECOMPUTE_EVERY, Ordering::Relaxed);
+        } else {
+            since.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The percentile over the previous and current periods, or `None` with too few samples.
+    /// Between recomputations it is one atomic load.
     pub fn percentile(&self) -> Option<Duration> {
+        let (cached, since) = &*self.fast;
+        if since.load(Ordering::Relaxed) < RECOMPUTE_EVERY {
+            let us = cached.load(Ordering::Relaxed);
+            return (us != u64::MAX).then(|| Duration::from_micros(us));
+        }
+        let p = self.compute();
+        cached.store(
+            p.map_or(u64::MAX, |d| {
+                u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1)
+            }),
+            Ordering::Relaxed,
+        );
+        since.store(0, Ordering::Relaxed);
+        p
+    }
+
+    fn compute(&self) -> Option<Duration> {
         let mut g = self.lock();
         self.rotate(&mut g);
         if g.since_compute >= RECOMPUTE_EVERY || g.cached.is_none() {

@@ -77,15 +77,18 @@ pub struct RetryBudget {
     inner: Arc<Inner>,
 }
 
-/// Held while an original request is in flight (matters for [`BudgetMode::InFlight`]).
+/// Held while an original request is in flight. Only [`BudgetMode::InFlight`] counts requests in
+/// flight; in ratio mode the guard is empty and costs nothing.
 #[derive(Debug)]
 pub struct RequestGuard {
-    inner: Arc<Inner>,
+    in_flight: Option<Arc<Inner>>,
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.inner.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(inner) = &self.in_flight {
+            inner.requests_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -138,13 +141,18 @@ impl RetryBudget {
 
     /// Records one original request. Keep the guard until the request is finished.
     pub fn deposit(&self) -> RequestGuard {
-        self.inner.requests_in_flight.fetch_add(1, Ordering::AcqRel);
-        if let BudgetMode::Ratio { ttl, .. } = self.inner.mode {
-            let mut st = self.lock();
-            slot(&mut st, ttl).deposits += 1;
-        }
-        RequestGuard {
-            inner: self.inner.clone(),
+        match self.inner.mode {
+            BudgetMode::Ratio { ttl, .. } => {
+                let mut st = self.lock();
+                slot(&mut st, ttl).deposits += 1;
+                RequestGuard { in_flight: None }
+            }
+            BudgetMode::InFlight { .. } => {
+                self.inner.requests_in_flight.fetch_add(1, Ordering::AcqRel);
+                RequestGuard {
+                    in_flight: Some(self.inner.clone()),
+                }
+            }
         }
     }
 
