@@ -14,7 +14,7 @@
 //! | circuit breaker | [`breaker`] | count/time sliding windows, failure and slow-call rates, jittered open wait, exactly N half-open probes |
 //! | retry | [`retry`] | classified retries, backoff with full/equal/decorrelated jitter and a cap, `Retry-After`, a **budget** |
 //! | hedge | [`hedge`] | a copy to another replica after a latency percentile; first good answer wins; paid from the same budget |
-//! | balance | [`balance`] | p2c over peak-EWMA on a dynamic endpoint set, outlier ejection, active health checks, panic mode |
+//! | balance | [`balance`] | p2c over peak-EWMA (or round robin, or failover to standbys) on a dynamic endpoint set, outlier ejection, active health checks, panic mode |
 //! | fallback | [`fallback`] | a typed answer for chosen errors (opt-in; money fails closed) |
 //! | client | [`client`] | all of the above composed over a pooled hyper client: [`ResilientClient`] |
 //!
@@ -65,7 +65,7 @@
 //! | `bulkhead.min_concurrent` / `latency_target_ms` | 8 / 200 | AIMD floor and the latency above which it shrinks |
 //! | `hedge.enabled` / `max_hedges` | true / 3 | |
 //! | `hedge.percentile` / `min_delay_ms` / `max_delay_ms` / `delay_ms` / `min_samples` | 0.95 / 10 / 20 / 15 / 100 | hedge after p95 of recent latencies, clamped to 10–20 ms |
-//! | `balancer.strategy` / `ewma_decay_ms` / `default_rtt_ms` | `p2c_ewma` / 10000 / 20 | |
+//! | `balancer.strategy` / `ewma_decay_ms` / `default_rtt_ms` | `p2c_ewma` / 10000 / 20 | `failover` sends everything to the first usable endpoint (FinPay's wallet: one SQLite writer) |
 //! | `outlier.consecutive_failures` | 10 | 0.3^10 = 6e-6: a healthy replica at p = 0.3 is practically never ejected; a dead one after 10 tries |
 //! | `outlier.failure_rate_threshold` / `failure_rate_min_requests` / `interval_ms` | 0.85 / 50 / 10000 | |
 //! | `outlier.base_ejection_ms` / `max_ejection_ms` | 5000 / 300000 | n-th ejection lasts n x base |
@@ -129,6 +129,7 @@ pub mod client;
 pub mod deadline;
 pub mod fallback;
 pub mod hedge;
+pub mod outcome;
 pub mod retry;
 mod telemetry;
 

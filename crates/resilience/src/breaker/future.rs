@@ -1,7 +1,6 @@
 //! Response future of [`super::CircuitBreaker`].
 
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,46 +8,16 @@ use pin_project_lite::pin_project;
 
 use super::{BreakerOpen, Permit};
 use crate::classify::{BoxError, Classify};
+use crate::outcome::Recorded;
 
 pin_project! {
-    /// The inner call with its permit (the outcome is recorded when it ends), or the rejection of
-    /// an open breaker. Not boxed: the breaker adds no allocation to a call.
-    pub struct ResponseFuture<F, C, Req, T> {
-        #[pin]
-        kind: Kind<F, C, Req, T>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, C, Req, T> {
-        Admitted {
-            #[pin]
-            inner: F,
-            permit: Option<Permit>,
-            classify: C,
-            _types: PhantomData<fn(Req) -> T>,
-        },
+    /// The inner call holding its permit, or the rejection of an open breaker.
+    #[project = ResponseFutureProj]
+    pub enum ResponseFuture<F, C, Req, T> {
+        /// Admitted: the outcome goes to the breaker's window when the call ends.
+        Admitted { #[pin] call: Recorded<F, Permit, C, Req, T> },
+        /// Open: fails at once.
         Rejected { open: Option<BreakerOpen> },
-    }
-}
-
-impl<F, C, Req, T> ResponseFuture<F, C, Req, T> {
-    pub(super) fn admitted(inner: F, permit: Permit, classify: C) -> Self {
-        Self {
-            kind: Kind::Admitted {
-                inner,
-                permit: Some(permit),
-                classify,
-                _types: PhantomData,
-            },
-        }
-    }
-
-    pub(super) fn rejected(open: BreakerOpen) -> Self {
-        Self {
-            kind: Kind::Rejected { open: Some(open) },
-        }
     }
 }
 
@@ -61,20 +30,9 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted {
-                inner,
-                permit,
-                classify,
-                ..
-            } => {
-                let res = std::task::ready!(inner.poll(cx)).map_err(Into::into);
-                if let Some(p) = permit.take() {
-                    p.record(classify.classify(&res).is_failure());
-                }
-                Poll::Ready(res)
-            }
-            KindProj::Rejected { open } => Poll::Ready(Err(match open.take() {
+        match self.project() {
+            ResponseFutureProj::Admitted { call } => call.poll(cx),
+            ResponseFutureProj::Rejected { open } => Poll::Ready(Err(match open.take() {
                 Some(o) => Box::new(o),
                 None => "breaker future polled after completion".into(),
             })),

@@ -48,6 +48,7 @@ pub use self::layer::CircuitBreakerLayer;
 use self::window::Window;
 pub use self::window::{Totals, WindowSpec};
 use crate::classify::{BoxError, Classify};
+use crate::outcome::{Outcome, Recorded};
 
 /// The three breaker states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +369,12 @@ fn open(shared: &Shared, core: &mut Core) {
     transition(shared, core, Phase::Open { until });
 }
 
+impl Outcome for Permit {
+    fn record(self, failed: bool) {
+        Permit::record(self, failed);
+    }
+}
+
 impl Permit {
     /// Records the outcome; slowness is measured from when the permit was taken.
     pub fn record(mut self, failed: bool) {
@@ -469,12 +476,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.breaker.try_acquire() {
-            Ok(permit) => future::ResponseFuture::admitted(
-                self.inner.call(req),
-                permit,
-                self.classify.clone(),
-            ),
-            Err(open) => future::ResponseFuture::rejected(open),
+            Ok(permit) => future::ResponseFuture::Admitted {
+                call: Recorded::new(self.inner.call(req), permit, self.classify.clone()),
+            },
+            Err(open) => future::ResponseFuture::Rejected { open: Some(open) },
         }
     }
 }

@@ -32,6 +32,7 @@ pub use self::error::BulkheadFull;
 use self::future::ResponseFuture;
 pub use self::layer::BulkheadLayer;
 use crate::classify::{BoxError, Classify};
+use crate::outcome::{Outcome, Recorded};
 
 /// Bulkhead settings.
 #[derive(Debug, Clone)]
@@ -165,6 +166,12 @@ impl Limiter {
     }
 }
 
+impl Outcome for Slot {
+    fn record(self, failed: bool) {
+        Slot::record(self, failed);
+    }
+}
+
 impl Slot {
     /// Feeds the adaptive limit; a no-op for a fixed one.
     pub fn record(self, failed: bool) {
@@ -227,10 +234,10 @@ where
         if !self.limiter.waits() {
             // The common case: a slot now or a rejection now; the inner call starts here.
             return match self.limiter.try_acquire() {
-                Some(slot) => {
-                    ResponseFuture::slotted(self.inner.call(req), slot, self.classify.clone())
-                }
-                None => ResponseFuture::rejected(),
+                Some(slot) => ResponseFuture::Slotted {
+                    call: Recorded::new(self.inner.call(req), slot, self.classify.clone()),
+                },
+                None => ResponseFuture::Rejected,
             };
         }
         let limiter = self.limiter.clone();
@@ -239,18 +246,20 @@ where
         // `self.inner` was made ready for this call; the clone waits for a slot, then for its own
         // readiness.
         let mut svc = self.inner.clone();
-        ResponseFuture::waiting(Box::pin(async move {
-            let slot = limiter
-                .acquire(deadline)
-                .await
-                .map_err(|e| Box::new(e) as BoxError)?;
-            let res = match tower::ServiceExt::ready(&mut svc).await {
-                Ok(s) => s.call(req).await.map_err(Into::into),
-                Err(e) => Err(e.into()),
-            };
-            slot.record(c.classify(&res).is_failure());
-            res
-        }))
+        ResponseFuture::Waiting {
+            fut: Box::pin(async move {
+                let slot = limiter
+                    .acquire(deadline)
+                    .await
+                    .map_err(|e| Box::new(e) as BoxError)?;
+                let res = match tower::ServiceExt::ready(&mut svc).await {
+                    Ok(s) => s.call(req).await.map_err(Into::into),
+                    Err(e) => Err(e.into()),
+                };
+                slot.record(c.classify(&res).is_failure());
+                res
+            }),
+        }
     }
 }
 
