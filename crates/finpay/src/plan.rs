@@ -43,7 +43,8 @@ pub enum FraudFault {
     Error,
     /// Hang for `hang_ms` (3 s) at the given rate.
     Hang,
-    /// Exit abruptly at the given rate, like a pod crash.
+    /// Exit abruptly at the given rate, like a pod crash, once the replica has run 10 s (replica
+    /// `i` waits `3.7 s × i` more), so the replicas crash one at a time and are replaced.
     Crash,
     None,
 }
@@ -165,6 +166,12 @@ pub fn splitmix64(mut z: u64) -> u64 {
 /// Lays out the replicas, picks their ports and writes one TOML config per replica under
 /// `<data_dir>/config/`. Payment's replica URLs are not in its file: they go on its command line as
 /// overrides (see [`payment_overrides`]).
+/// How long a fraud replica of `finpay up --fraud-fault crash` runs before its crash draws count.
+/// Replica `i` runs `CRASH_AFTER_MS + i * CRASH_STAGGER_MS`.
+pub const CRASH_AFTER_MS: u64 = 10_000;
+/// See [`CRASH_AFTER_MS`].
+pub const CRASH_STAGGER_MS: u64 = 3_700;
+
 pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaPlan>> {
     spec.validate()?;
     let config_dir = data_dir.join("config");
@@ -205,6 +212,7 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaP
         let toml = replica_toml(
             spec,
             service,
+            index,
             port,
             data_dir,
             derive_seed(spec.seed, &name, 0),
@@ -227,6 +235,7 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaP
 pub fn replica_toml(
     spec: &ClusterSpec,
     service: Service,
+    index: u16,
     port: u16,
     data_dir: &Path,
     fault_seed: u64,
@@ -256,6 +265,16 @@ pub fn replica_toml(
             }
             FraudFault::Crash => {
                 faults.insert("crash_rate".into(), spec.fraud_fault_rate.into());
+                // Each replica serves a while, then dies on a call with this probability: the pod
+                // that crashes and is replaced (the design note's scenario B). The while is at
+                // least the supervisor's backoff reset, so every such crash restarts after 100 ms
+                // (a replica dying on 30% of its calls from the start would only crash-loop), and
+                // it differs per replica, so the replicas do not all die at the same moment.
+                let after = CRASH_AFTER_MS + u64::from(index) * CRASH_STAGGER_MS;
+                faults.insert(
+                    "crash_after_ms".into(),
+                    toml::Value::Integer(i64::try_from(after).unwrap_or(i64::MAX)),
+                );
             }
             FraudFault::None => {}
         },
@@ -370,6 +389,7 @@ mod tests {
                 Service::Fraud => {
                     assert_eq!(faults["hang_rate"].as_float(), Some(0.3));
                     assert!(!faults.contains_key("error_rate"));
+                    assert!(!faults.contains_key("crash_after_ms"));
                 }
                 Service::Wallet => {
                     assert_eq!(faults["commit_then_fail_rate"].as_float(), Some(0.5));
@@ -380,6 +400,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn crashing_fraud_replicas_run_a_while_before_they_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.fraud_fault = FraudFault::Crash;
+        let plans = build(&s, dir.path()).expect("plan");
+        let mut afters = Vec::new();
+        for fraud in plans.iter().filter(|p| p.service == Service::Fraud) {
+            let table: toml::Table = std::fs::read_to_string(&fraud.config_path)
+                .expect("read")
+                .parse()
+                .expect("toml");
+            let faults = table["faults"].as_table().expect("faults table");
+            assert_eq!(faults["crash_rate"].as_float(), Some(0.3));
+            afters.push(
+                faults["crash_after_ms"]
+                    .as_integer()
+                    .expect("crash_after_ms"),
+            );
+        }
+        assert_eq!(
+            afters,
+            [10_000, 13_700, 17_400],
+            "staggered, never below 10 s"
+        );
+        assert_eq!(
+            std::time::Duration::from_millis(CRASH_AFTER_MS),
+            crate::backoff::BackoffPolicy::default().reset_after,
+            "a replica that crashes after its run is restarted at the first backoff step"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | startup probe `/health/live`, 100 ms, 300 failures (30 s) | `startupProbe` periodSeconds / failureThreshold |
 //! | liveness `/health/live`, 1 s, timeout 800 ms, 3 failures -> SIGKILL + restart | `livenessProbe` periodSeconds=10 timeoutSeconds=1 failureThreshold=3 |
 //! | readiness `/health/ready`, 1 s (100 ms until first ready), 1 failure -> not ready, never killed | `readinessProbe` |
-//! | restart backoff 100 ms doubling to 5 s, reset after 60 s up | CrashLoopBackOff 10 s doubling to 300 s, reset after 10 min |
+//! | restart backoff 100 ms doubling to 5 s, reset after 10 s up | CrashLoopBackOff 10 s doubling to 300 s, reset after 10 min |
 //! | SIGTERM, 10 s grace, then SIGKILL      | `terminationGracePeriodSeconds` = 30                |
 //!
 //! Exits are seen at once (the task awaits the child), so a `kill -9` costs the backoff (100 ms for a

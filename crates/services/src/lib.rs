@@ -38,6 +38,7 @@
 //! latency_ms = 0
 //! latency_jitter_ms = 0           # uniform 0..=jitter added to latency_ms
 //! crash_rate = 0.0                # std::process::exit(137) mid-request
+//! crash_after_ms = 0              # ... but only once the process has run this long
 //! down = false                    # every business request 503
 //! commit_then_fail_rate = 0.0     # wallet only: commit, then 500 or a dropped connection
 //! [storage]                       # wallet, payment and notification

@@ -80,6 +80,10 @@ pub struct FaultSettings {
     pub latency_jitter_ms: u64,
     /// Share of requests on which the process exits at once, like a pod crash.
     pub crash_rate: f64,
+    /// A crash is drawn only once the process has run this long (0 = from the first request).
+    /// A process that dies on 30% of its requests from the start never serves; one that runs a
+    /// while and then crashes is the pod that Kubernetes restarts.
+    pub crash_after_ms: u64,
     /// Every business request gets 503.
     pub down: bool,
     /// Wallet only: the transfer commits, then the response is lost (500 or a dropped connection).
@@ -96,6 +100,7 @@ impl Default for FaultSettings {
             latency_ms: 0,
             latency_jitter_ms: 0,
             crash_rate: 0.0,
+            crash_after_ms: 0,
             down: false,
             commit_then_fail_rate: 0.0,
         }
@@ -122,6 +127,7 @@ impl FaultSettings {
             ("hang_ms", self.hang_ms),
             ("latency_ms", self.latency_ms),
             ("latency_jitter_ms", self.latency_jitter_ms),
+            ("crash_after_ms", self.crash_after_ms),
         ] {
             if ms > MAX_FAULT_DELAY_MS {
                 return Err((

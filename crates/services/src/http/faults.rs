@@ -7,7 +7,7 @@
 //! fields take their defaults) and reseeds the RNG when the seed changes.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -31,6 +31,8 @@ pub struct Faults {
     service: &'static str,
     settings: RwLock<FaultSettings>,
     rng: Mutex<SmallRng>,
+    /// When this process started serving, for `crash_after_ms`.
+    started: Instant,
 }
 
 /// What the dice said for one request.
@@ -51,6 +53,7 @@ impl Faults {
             service,
             settings: RwLock::new(settings),
             rng: Mutex::new(rng),
+            started: Instant::now(),
         })
     }
 
@@ -98,7 +101,9 @@ impl Faults {
             };
         }
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        let crash = rng.gen::<f64>() < s.crash_rate;
+        // Drawn whatever the uptime, so the draws that follow do not depend on the clock.
+        let crash = rng.gen::<f64>() < s.crash_rate
+            && self.started.elapsed() >= Duration::from_millis(s.crash_after_ms);
         let jitter = if s.latency_jitter_ms > 0 {
             rng.gen_range(0..=s.latency_jitter_ms)
         } else {
@@ -255,6 +260,23 @@ mod tests {
             (30..=90).contains(&errors),
             "about 30% errors, got {errors}/200"
         );
+    }
+
+    #[test]
+    fn crashes_wait_for_the_process_to_have_run_crash_after_ms() {
+        let settings = |crash_after_ms| FaultSettings {
+            seed: 7,
+            crash_rate: 1.0,
+            crash_after_ms,
+            ..FaultSettings::default()
+        };
+        let young = Faults::new("t", settings(60_000));
+        assert!((0..50).all(|_| !young.draw().crash), "not before a minute");
+        let mut old = Faults::new("t", settings(60_000));
+        Arc::get_mut(&mut old).expect("sole owner").started =
+            Instant::now() - Duration::from_secs(61);
+        assert!(old.draw().crash);
+        assert!(Faults::new("t", settings(0)).draw().crash, "0 = at once");
     }
 
     #[test]
