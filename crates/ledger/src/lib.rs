@@ -24,6 +24,7 @@ pub mod audit;
 pub mod inbox;
 pub mod payments;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 pub mod wallet;
 

@@ -1,13 +1,12 @@
 //! [`PgInbox`]: the notification inbox on PostgreSQL.
 
 use async_trait::async_trait;
-use finpay_core::{AccountId, NotificationId};
+use finpay_core::AccountId;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::Row;
 
 use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
-use crate::sqlite::corrupt;
+use crate::rows::{self};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -40,17 +39,7 @@ fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> InboxError
 }
 
 fn notification_from_row(row: &PgRow) -> Result<Notification, InboxError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let payment_id: String = row.try_get("payment_id").map_err(storage)?;
-    let account_id: String = row.try_get("account_id").map_err(storage)?;
-    Ok(Notification {
-        payment_id: payment_id.parse().map_err(|e| bad("payment id", &e))?,
-        account_id: AccountId::try_from(account_id).map_err(|e| bad("account", &e))?,
-        message: row.try_get("message").map_err(storage)?,
-        received_at_ms: row.try_get("received_at_ms").map_err(storage)?,
-        id: NotificationId::try_from(id.as_str()).map_err(|e| bad("notification id", &e))?,
-    })
+    rows::notification(row).map_err(storage)
 }
 
 #[async_trait]

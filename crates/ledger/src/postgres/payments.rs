@@ -1,17 +1,15 @@
 //! [`PgPayments`]: payments and the notification outbox on PostgreSQL.
 
 use async_trait::async_trait;
-use finpay_core::{
-    AccountId, Amount, Fingerprint, IdempotencyKey, NotificationId, PaymentId, PaymentStatus,
-};
+use finpay_core::{NotificationId, PaymentId, PaymentStatus};
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Executor, Postgres, Row};
+use sqlx::{Executor, Postgres};
 
 use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
-use crate::sqlite::corrupt;
+use crate::rows::{self, corrupt};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS payments (
@@ -89,47 +87,11 @@ where
 }
 
 fn payment_from_row(row: &PgRow) -> Result<Payment, PaymentStoreError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let text = |col: &str| row.try_get::<String, _>(col).map_err(storage);
-    let amount: i64 = row.try_get("amount").map_err(storage)?;
-    Ok(Payment {
-        idempotency_key: IdempotencyKey::try_from(text("idempotency_key")?)
-            .map_err(|e| bad("idempotency key", &e))?,
-        fingerprint: Fingerprint::from_hex(text("fingerprint")?),
-        account_id: AccountId::try_from(text("account_id")?).map_err(|e| bad("account", &e))?,
-        merchant_account_id: AccountId::try_from(text("merchant_account_id")?)
-            .map_err(|e| bad("merchant account", &e))?,
-        amount_minor: Amount::try_from_i64(amount).map_err(|e| bad("amount", &e))?,
-        currency: text("currency")?.parse().map_err(|e| bad("currency", &e))?,
-        description: row.try_get("description").map_err(storage)?,
-        status: text("status")?
-            .parse()
-            .map_err(|e: String| bad("status", &e))?,
-        reason: row.try_get("reason").map_err(storage)?,
-        needs_review: row.try_get("needs_review").map_err(storage)?,
-        created_at_ms: row.try_get("created_at_ms").map_err(storage)?,
-        updated_at_ms: row.try_get("updated_at_ms").map_err(storage)?,
-        id: id.parse().map_err(|e| bad("payment id", &e))?,
-    })
+    rows::payment(row).map_err(storage)
 }
 
 fn outbox_from_row(row: &PgRow) -> Result<OutboxMessage, PaymentStoreError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let payment_id: String = row.try_get("payment_id").map_err(storage)?;
-    let account_id: String = row.try_get("account_id").map_err(storage)?;
-    let attempts: i64 = row.try_get("attempts").map_err(storage)?;
-    Ok(OutboxMessage {
-        payment_id: payment_id.parse().map_err(|e| bad("payment id", &e))?,
-        account_id: AccountId::try_from(account_id).map_err(|e| bad("account", &e))?,
-        message: row.try_get("message").map_err(storage)?,
-        attempts: u32::try_from(attempts).map_err(|e| bad("attempts", &e))?,
-        next_attempt_at_ms: row.try_get("next_attempt_at_ms").map_err(storage)?,
-        delivered_at_ms: row.try_get("delivered_at_ms").map_err(storage)?,
-        last_error: row.try_get("last_error").map_err(storage)?,
-        id: NotificationId::try_from(id.as_str()).map_err(|e| bad("notification id", &e))?,
-    })
+    rows::outbox_message(row).map_err(storage)
 }
 
 async fn status_of<'e, E: Executor<'e, Database = Postgres>>(

@@ -1,12 +1,12 @@
 //! [`PgWallet`]: the double-entry ledger on PostgreSQL.
 
 use async_trait::async_trait;
-use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
+use finpay_core::{AccountId, Balance, Currency, TransferId};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
-use crate::sqlite::corrupt;
+use crate::rows::{self, corrupt};
 use crate::wallet::{
     Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
 };
@@ -113,20 +113,7 @@ fn account_from_row(row: &PgRow) -> Result<(Account, Balance), WalletError> {
 }
 
 fn transfer_from_row(row: &PgRow) -> Result<Transfer, WalletError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let text = |col: &str| row.try_get::<String, _>(col).map_err(storage);
-    let amount: i64 = row.try_get("amount").map_err(storage)?;
-    Ok(Transfer {
-        debit_account_id: AccountId::try_from(text("debit_account_id")?)
-            .map_err(|e| bad("debit account", &e))?,
-        credit_account_id: AccountId::try_from(text("credit_account_id")?)
-            .map_err(|e| bad("credit account", &e))?,
-        amount: Amount::try_from_i64(amount).map_err(|e| bad("amount", &e))?,
-        currency: text("currency")?.parse().map_err(|e| bad("currency", &e))?,
-        created_at_ms: row.try_get("created_at_ms").map_err(storage)?,
-        id: TransferId::try_from(id.as_str()).map_err(|e| bad("transfer id", &e))?,
-    })
+    rows::transfer(row).map_err(storage)
 }
 
 const ACCOUNT_COLUMNS: &str = "id, currency, balance, opening_balance";

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use finpay_core::{AccountId, NotificationId};
+use finpay_core::AccountId;
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::Row;
 
 use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
-use super::{corrupt, open_db, read_retrying, OpenError, SqliteOptions};
+use super::{open_db, read_retrying, OpenError, SqliteOptions};
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
+use crate::rows::{self};
 
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
@@ -64,17 +64,7 @@ fn storage(e: impl Into<BoxError>) -> InboxError {
 }
 
 fn notification_from_row(row: &SqliteRow) -> Result<Notification, InboxError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let payment_id: String = row.try_get("payment_id").map_err(storage)?;
-    let account_id: String = row.try_get("account_id").map_err(storage)?;
-    Ok(Notification {
-        payment_id: payment_id.parse().map_err(|e| bad("payment id", &e))?,
-        account_id: AccountId::try_from(account_id).map_err(|e| bad("account id", &e))?,
-        message: row.try_get("message").map_err(storage)?,
-        received_at_ms: row.try_get("received_at_ms").map_err(storage)?,
-        id: NotificationId::try_from(id.as_str()).map_err(|e| bad("notification id", &e))?,
-    })
+    rows::notification(row).map_err(storage)
 }
 
 struct Deliver(Notification);

@@ -45,6 +45,8 @@ pub use inbox::SqliteInbox;
 pub use payments::SqlitePayments;
 pub use wallet::SqliteWallet;
 
+pub use crate::rows::CorruptRow;
+
 /// How hard a commit waits for the disk. `Full` (the default) fsyncs the WAL at every commit: a
 /// committed transfer survives power loss. `Normal` survives a process crash but may lose the last
 /// commits on power loss. `Off` is for benchmarks only.
@@ -301,28 +303,6 @@ where
             }
             other => return other,
         }
-    }
-}
-
-/// A stored value that does not parse back into its domain type: the file was changed behind the
-/// store's back. Reported as a storage failure, never papered over.
-#[derive(Debug, thiserror::Error)]
-#[error("corrupt {what} in row {row}: {detail}")]
-pub struct CorruptRow {
-    pub what: &'static str,
-    pub row: String,
-    pub detail: String,
-}
-
-pub(crate) fn corrupt(
-    what: &'static str,
-    row: impl std::fmt::Display,
-    detail: impl std::fmt::Display,
-) -> CorruptRow {
-    CorruptRow {
-        what,
-        row: row.to_string(),
-        detail: detail.to_string(),
     }
 }
 

@@ -3,18 +3,16 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use finpay_core::{
-    AccountId, Amount, Fingerprint, IdempotencyKey, NotificationId, PaymentId, PaymentStatus,
-};
+use finpay_core::{IdempotencyKey, NotificationId, PaymentId, PaymentStatus};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::Row;
 
 use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
-use super::{corrupt, open_db, read_retrying, OpenError, SqliteOptions};
+use super::{open_db, read_retrying, OpenError, SqliteOptions};
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
+use crate::rows::{self, corrupt};
 
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
@@ -97,54 +95,11 @@ fn storage(e: impl Into<BoxError>) -> PaymentStoreError {
 }
 
 fn payment_from_row(row: &SqliteRow) -> Result<Payment, PaymentStoreError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let get_str = |col: &str| row.try_get::<String, _>(col).map_err(storage);
-    let idempotency_key = IdempotencyKey::try_from(get_str("idempotency_key")?)
-        .map_err(|e| bad("idempotency key", &e))?;
-    let account_id =
-        AccountId::try_from(get_str("account_id")?).map_err(|e| bad("account id", &e))?;
-    let merchant_account_id = AccountId::try_from(get_str("merchant_account_id")?)
-        .map_err(|e| bad("merchant account id", &e))?;
-    let amount: i64 = row.try_get("amount").map_err(storage)?;
-    let needs_review: i64 = row.try_get("needs_review").map_err(storage)?;
-    Ok(Payment {
-        idempotency_key,
-        fingerprint: Fingerprint::from_hex(get_str("fingerprint")?),
-        account_id,
-        merchant_account_id,
-        amount_minor: Amount::try_from_i64(amount).map_err(|e| bad("amount", &e))?,
-        currency: get_str("currency")?
-            .parse()
-            .map_err(|e| bad("currency", &e))?,
-        description: row.try_get("description").map_err(storage)?,
-        status: get_str("status")?
-            .parse()
-            .map_err(|e: String| bad("status", &e))?,
-        reason: row.try_get("reason").map_err(storage)?,
-        needs_review: needs_review != 0,
-        created_at_ms: row.try_get("created_at_ms").map_err(storage)?,
-        updated_at_ms: row.try_get("updated_at_ms").map_err(storage)?,
-        id: id.parse().map_err(|e| bad("payment id", &e))?,
-    })
+    rows::payment(row).map_err(storage)
 }
 
 fn outbox_from_row(row: &SqliteRow) -> Result<OutboxMessage, PaymentStoreError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    let payment_id: String = row.try_get("payment_id").map_err(storage)?;
-    let account_id: String = row.try_get("account_id").map_err(storage)?;
-    let attempts: i64 = row.try_get("attempts").map_err(storage)?;
-    Ok(OutboxMessage {
-        payment_id: payment_id.parse().map_err(|e| bad("payment id", &e))?,
-        account_id: AccountId::try_from(account_id).map_err(|e| bad("account id", &e))?,
-        message: row.try_get("message").map_err(storage)?,
-        attempts: u32::try_from(attempts).map_err(|e| bad("attempts", &e))?,
-        next_attempt_at_ms: row.try_get("next_attempt_at_ms").map_err(storage)?,
-        delivered_at_ms: row.try_get("delivered_at_ms").map_err(storage)?,
-        last_error: row.try_get("last_error").map_err(storage)?,
-        id: NotificationId::try_from(id.as_str()).map_err(|e| bad("notification id", &e))?,
-    })
+    rows::outbox_message(row).map_err(storage)
 }
 
 async fn payment_by_key(

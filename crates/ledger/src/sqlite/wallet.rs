@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
+use finpay_core::{AccountId, Balance, Currency, TransferId};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
 use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
-use super::{corrupt, open_db, read_retrying, OpenError, SqliteOptions};
+use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::rows::{self, corrupt};
 use crate::wallet::{
     Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
 };
@@ -132,21 +133,7 @@ fn account_from_row(row: &SqliteRow) -> Result<StoredAccount, WalletError> {
 }
 
 fn transfer_from_row(row: &SqliteRow) -> Result<Transfer, WalletError> {
-    let id: String = row.try_get("id").map_err(storage)?;
-    let debit: String = row.try_get("debit_account_id").map_err(storage)?;
-    let credit: String = row.try_get("credit_account_id").map_err(storage)?;
-    let amount: i64 = row.try_get("amount").map_err(storage)?;
-    let currency: String = row.try_get("currency").map_err(storage)?;
-    let created_at_ms: i64 = row.try_get("created_at_ms").map_err(storage)?;
-    let bad = |what, e: &dyn std::fmt::Display| storage(corrupt(what, &id, e));
-    Ok(Transfer {
-        debit_account_id: AccountId::try_from(debit).map_err(|e| bad("debit account", &e))?,
-        credit_account_id: AccountId::try_from(credit).map_err(|e| bad("credit account", &e))?,
-        amount: Amount::try_from_i64(amount).map_err(|e| bad("transfer amount", &e))?,
-        currency: currency.parse().map_err(|e| bad("transfer currency", &e))?,
-        created_at_ms,
-        id: TransferId::try_from(id.as_str()).map_err(|e| bad("transfer id", &e))?,
-    })
+    rows::transfer(row).map_err(storage)
 }
 
 const SELECT_ACCOUNT: &str =
