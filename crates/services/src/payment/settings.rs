@@ -80,11 +80,23 @@ pub fn write_policy() -> ClientPolicy {
 /// its lock (SQLite's busy handler sleeps 1, 2, 5, 10, 15... ms while it waits), which measured as a
 /// p99 of ~100 ms. So one replica takes the writes and the others stand by; with the PostgreSQL
 /// backend `balancer.strategy = "p2c_ewma"` spreads them instead.
+///
+/// A frozen primary (a stopped process, a stalled disk) would then hold every write for the whole
+/// per-try timeout until it is ejected; so a write still unanswered after a fixed 100 ms, far above
+/// the wallet's normal tail, gets one hedged copy to the standby. The transfer id makes the copy
+/// harmless, and under normal load almost no write waits that long.
 pub fn wallet_policy() -> ClientPolicy {
     let mut p = write_policy();
     p.balancer.strategy = BalanceStrategy::Failover;
+    p.hedge.enabled = true;
+    p.hedge.max_hedges = 1;
+    p.hedge.percentile = 0.0;
+    p.hedge.delay_ms = WALLET_HEDGE_DELAY_MS;
     p
 }
+
+/// See [`wallet_policy`].
+pub const WALLET_HEDGE_DELAY_MS: u64 = 100;
 
 /// The fraud dependency, which may also have a fallback policy.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -277,7 +289,10 @@ max_attempts = 8
 [wallet.client.balancer]
 strategy = \"failover\"
 [wallet.client.hedge]
-enabled = false
+enabled = true
+max_hedges = 1
+percentile = 0.0
+delay_ms = 100
 [notification.client]
 per_try_timeout_ms = 500
 max_attempts = 8
@@ -398,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn write_dependencies_do_not_hedge_even_with_a_partial_client_table() {
+    fn write_dependencies_keep_their_policies_with_a_partial_client_table() {
         let mut o = urls();
         o.push(("wallet.client.max_attempts".into(), "6".into()));
         let s: Settings = load(None, &o).expect("loads");
@@ -412,6 +427,16 @@ mod tests {
         assert_eq!(Settings::default().wallet.client, wallet_policy());
         assert_eq!(wallet_policy().balancer.strategy, BalanceStrategy::Failover);
         assert!(s.fraud.client.hedge.enabled, "fraud keeps hedging");
+        assert!(
+            !s.notification.client.hedge.enabled,
+            "notification never hedges"
+        );
+        let h = &s.wallet.client.hedge;
+        assert!(h.enabled && h.max_hedges == 1 && h.percentile == 0.0);
+        assert_eq!(
+            h.delay_ms, WALLET_HEDGE_DELAY_MS,
+            "the TOML defaults say the same"
+        );
     }
 
     #[test]
