@@ -16,6 +16,18 @@ pub(crate) fn check_succeed_from(from: PaymentStatus) -> Result<(), finpay_core:
     .map(|_| ())
 }
 
+/// The step `advance` may take: one legal move of the state machine, and never into `succeeded`,
+/// which is reached only together with its outbox row (through `succeed_from`).
+pub(crate) fn check_advance(
+    from: PaymentStatus,
+    to: PaymentStatus,
+) -> Result<(), finpay_core::TransitionError> {
+    if to == PaymentStatus::Succeeded {
+        return Err(finpay_core::TransitionError { from, to });
+    }
+    from.move_to(to).map(|_| ())
+}
+
 /// A payment as first received, before anything is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPayment {

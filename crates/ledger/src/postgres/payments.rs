@@ -174,10 +174,7 @@ impl PaymentStore for PgPayments {
         to: PaymentStatus,
         note: StepNote,
     ) -> Result<Payment, PaymentStoreError> {
-        if to == PaymentStatus::Succeeded {
-            return Err(finpay_core::TransitionError { from, to }.into());
-        }
-        from.move_to(to)?;
+        crate::payments::check_advance(from, to)?;
         retrying(|| async {
             let row = sqlx::query(&format!(
                 "UPDATE payments SET status = $3, reason = COALESCE($4, reason), \

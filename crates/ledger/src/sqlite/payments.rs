@@ -473,11 +473,7 @@ impl PaymentStore for SqlitePayments {
         to: PaymentStatus,
         note: StepNote,
     ) -> Result<Payment, PaymentStoreError> {
-        // `succeeded` is reached only together with its outbox row, through `succeed`.
-        if to == PaymentStatus::Succeeded {
-            return Err(finpay_core::TransitionError { from, to }.into());
-        }
-        from.move_to(to)?;
+        crate::payments::check_advance(from, to)?;
         self.writer.execute(Advance { id, from, to, note }).await
     }
 
