@@ -9,27 +9,33 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-struct Inner {
+struct Periods {
     current: Histogram<u64>,
     previous: Histogram<u64>,
     rotated_at: Instant,
-    since_compute: u32,
-    cached: Option<Duration>,
+}
+
+/// The last computed percentile, read on every call without the lock.
+#[derive(Debug)]
+struct Cached {
+    /// Microseconds; `NONE` while there are too few samples.
+    us: AtomicU64,
+    /// Records since it was computed; `RECOMPUTE_EVERY` or more asks for a new computation.
+    since: AtomicU32,
 }
 
 /// Shared rolling histogram of latencies in microseconds (1 µs to 60 s, 2 significant digits).
 #[derive(Debug, Clone)]
 pub struct RollingHistogram {
-    inner: Arc<Mutex<Inner>>,
-    /// The last computed percentile in microseconds (`u64::MAX` = none yet), and the records
-    /// since: read on every call without the lock, recomputed under it every 64 records.
-    fast: Arc<(AtomicU64, AtomicU32)>,
+    periods: Arc<Mutex<Periods>>,
+    cached: Arc<Cached>,
     period: Duration,
     quantile: f64,
     min_samples: u64,
 }
 
 const RECOMPUTE_EVERY: u32 = 64;
+const NONE: u64 = u64::MAX;
 
 impl RollingHistogram {
     /// `quantile` in `(0, 1)`; the percentile is recomputed every 64 records or on rotation.
@@ -37,91 +43,78 @@ impl RollingHistogram {
         let mk =
             || Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).map_err(|_| "histogram bounds");
         Ok(Self {
-            inner: Arc::new(Mutex::new(Inner {
+            periods: Arc::new(Mutex::new(Periods {
                 current: mk()?,
                 previous: mk()?,
                 rotated_at: Instant::now(),
-                since_compute: 0,
-                cached: None,
             })),
-            fast: Arc::new((AtomicU64::new(u64::MAX), AtomicU32::new(RECOMPUTE_EVERY))),
+            cached: Arc::new(Cached {
+                us: AtomicU64::new(NONE),
+                since: AtomicU32::new(RECOMPUTE_EVERY),
+            }),
             period,
             quantile,
             min_samples,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
+    fn lock(&self) -> MutexGuard<'_, Periods> {
+        match self.periods.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    fn rotate(&self, g: &mut Inner) {
-        if g.rotated_at.elapsed() >= self.period {
-            std::mem::swap(&mut g.current, &mut g.previous);
-            g.current.reset();
-            g.rotated_at = Instant::now();
-            g.since_compute = RECOMPUTE_EVERY;
+    /// Starts a new period when the current one is over; returns whether it did.
+    fn rotate(&self, g: &mut Periods) -> bool {
+        if g.rotated_at.elapsed() < self.period {
+            return false;
         }
+        std::mem::swap(&mut g.current, &mut g.previous);
+        g.current.reset();
+        g.rotated_at = Instant::now();
+        true
     }
 
     /// Records one latency.
     pub fn record(&self, d: Duration) {
         let mut g = self.lock();
-        self.rotate(&mut g);
+        let rotated = self.rotate(&mut g);
         g.current
             .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
-        g.since_compute = g.since_compute.saturating_add(1);
-        let rotated = g.since_compute >= RECOMPUTE_EVERY;
         drop(g);
-        let since = &self.fast.1;
         if rotated {
-            since.store(RECOMPUTE_EVERY, Ordering::Relaxed);
+            self.cached.since.store(RECOMPUTE_EVERY, Ordering::Relaxed);
         } else {
-            since.fetch_add(1, Ordering::Relaxed);
+            self.cached.since.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The percentile over the previous and current periods, or `None` with too few samples.
     /// Between recomputations it is one atomic load.
     pub fn percentile(&self) -> Option<Duration> {
-        let (cached, since) = &*self.fast;
-        if since.load(Ordering::Relaxed) < RECOMPUTE_EVERY {
-            let us = cached.load(Ordering::Relaxed);
-            return (us != u64::MAX).then(|| Duration::from_micros(us));
+        let c = &*self.cached;
+        if c.since.load(Ordering::Relaxed) >= RECOMPUTE_EVERY {
+            let mut g = self.lock();
+            self.rotate(&mut g);
+            if let Some(us) = self.compute(&g) {
+                c.us.store(us, Ordering::Relaxed);
+            }
+            c.since.store(0, Ordering::Relaxed);
         }
-        let p = self.compute();
-        cached.store(
-            p.map_or(u64::MAX, |d| {
-                u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1)
-            }),
-            Ordering::Relaxed,
-        );
-        since.store(0, Ordering::Relaxed);
-        p
+        let us = c.us.load(Ordering::Relaxed);
+        (us != NONE).then(|| Duration::from_micros(us))
     }
 
-    fn compute(&self) -> Option<Duration> {
-        let mut g = self.lock();
-        self.rotate(&mut g);
-        if g.since_compute >= RECOMPUTE_EVERY || g.cached.is_none() {
-            g.since_compute = 0;
-            let n = g.current.len() + g.previous.len();
-            g.cached = if n < self.min_samples {
-                None
-            } else {
-                let mut merged = g.previous.clone();
-                if merged.add(&g.current).is_err() {
-                    return g.cached;
-                }
-                Some(Duration::from_micros(
-                    merged.value_at_quantile(self.quantile),
-                ))
-            };
+    /// The percentile in microseconds (`NONE` with too few samples), or `None` when the periods
+    /// cannot be merged (the last value then stays).
+    fn compute(&self, g: &Periods) -> Option<u64> {
+        if g.current.len() + g.previous.len() < self.min_samples {
+            return Some(NONE);
         }
-        g.cached
+        let mut merged = g.previous.clone();
+        merged.add(&g.current).ok()?;
+        Some(merged.value_at_quantile(self.quantile).min(NONE - 1))
     }
 }
 
