@@ -140,23 +140,21 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let deadline = match (req.deadline(), self.default_budget) {
-            (Some(d), _) => Some(d),
-            (None, Some(b)) => Some(Deadline::after(b)),
-            (None, None) => None,
-        };
-        let Some(deadline) = deadline else {
-            let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map_err(Into::into) });
-        };
-        if deadline.is_spent() {
+        let deadline = req
+            .deadline()
+            .or_else(|| self.default_budget.map(Deadline::after));
+        if deadline.is_some_and(|d| d.is_spent()) {
             return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
         }
-        req.set_deadline(deadline);
-        let fut = self.inner.call(req);
-        if self.propagate_only {
-            return Box::pin(async move { fut.await.map_err(Into::into) });
+        if let Some(d) = deadline {
+            req.set_deadline(d);
         }
+        let fut = self.inner.call(req);
+        let deadline = match deadline {
+            Some(d) if !self.propagate_only => d,
+            // Nothing to enforce here: no deadline, or the layers below bound every wait by it.
+            _ => return Box::pin(async move { fut.await.map_err(Into::into) }),
+        };
         Box::pin(async move {
             match tokio::time::timeout_at(deadline.0, fut).await {
                 Ok(r) => r.map_err(Into::into),
