@@ -69,6 +69,11 @@ impl Shared {
     fn limit(&self) -> f64 {
         f64::from_bits(self.limit.load(Ordering::Relaxed))
     }
+
+    /// Whether callers may wait for a slot (and so must be told when one is freed).
+    fn waits(&self) -> bool {
+        !self.cfg.max_wait.is_zero()
+    }
 }
 
 /// The shared limit. Clones share it.
@@ -143,7 +148,7 @@ impl Limiter {
         if let Some(s) = self.try_acquire() {
             return Ok(s);
         }
-        if self.shared.cfg.max_wait.is_zero() {
+        if !self.shared.waits() {
             return Err(BulkheadFull);
         }
         let mut until = Instant::now() + self.shared.cfg.max_wait;
@@ -159,10 +164,6 @@ impl Limiter {
                 return self.try_acquire().ok_or(BulkheadFull);
             }
         }
-    }
-
-    fn waits(&self) -> bool {
-        !self.shared.cfg.max_wait.is_zero()
     }
 }
 
@@ -199,7 +200,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if !self.shared.cfg.max_wait.is_zero() {
+        if self.shared.waits() {
             self.shared.freed.notify_one();
         }
     }
@@ -231,7 +232,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if !self.limiter.waits() {
+        if !self.limiter.shared.waits() {
             // The common case: a slot now or a rejection now; the inner call starts here.
             return match self.limiter.try_acquire() {
                 Some(slot) => ResponseFuture::Slotted {
