@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use finpay_core::AccountId;
 use sqlx::postgres::{PgPool, PgRow};
 
-use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
+use super::{open_pool, retrying, PgOpenError, PgOptions};
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
 use crate::rows::{self};
 
@@ -45,50 +45,39 @@ fn notification_from_row(row: &PgRow) -> Result<Notification, InboxError> {
 #[async_trait]
 impl InboxStore for PgInbox {
     async fn deliver(&self, n: Notification) -> Result<Delivery, InboxError> {
-        let mut attempt = 0;
-        loop {
-            let result: Result<Result<Delivery, InboxError>, sqlx::Error> = async {
-                let inserted = sqlx::query(&format!(
-                    "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+        retrying(|| async {
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (id) DO NOTHING RETURNING id"
-                ))
-                .bind(n.id.as_str())
-                .bind(n.payment_id.to_string())
-                .bind(n.account_id.as_str())
-                .bind(&n.message)
-                .bind(n.received_at_ms)
-                .fetch_optional(&self.pool)
-                .await?;
-                if inserted.is_some() {
-                    return Ok(Ok(Delivery::Stored(n.clone())));
-                }
-                let row = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM notifications WHERE id = $1"
-                ))
-                .bind(n.id.as_str())
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(notification_from_row(&row).and_then(|first| {
-                    if first.payment_id == n.payment_id
-                        && first.account_id == n.account_id
-                        && first.message == n.message
-                    {
-                        Ok(Delivery::Duplicate(first))
-                    } else {
-                        Err(InboxError::Conflict(n.id.clone()))
-                    }
-                }))
+            ))
+            .bind(n.id.as_str())
+            .bind(n.payment_id.to_string())
+            .bind(n.account_id.as_str())
+            .bind(&n.message)
+            .bind(n.received_at_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+            if inserted.is_some() {
+                return Ok(Ok(Delivery::Stored(n.clone())));
             }
-            .await;
-            match result {
-                Ok(answer) => return answer,
-                Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
-                    attempt += 1;
-                    pause(attempt).await;
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM notifications WHERE id = $1"
+            ))
+            .bind(n.id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(notification_from_row(&row).and_then(|first| {
+                if first.payment_id == n.payment_id
+                    && first.account_id == n.account_id
+                    && first.message == n.message
+                {
+                    Ok(Delivery::Duplicate(first))
+                } else {
+                    Err(InboxError::Conflict(n.id.clone()))
                 }
-                Err(e) => return Err(storage(e)),
-            }
-        }
+            }))
+        })
+        .await
     }
 
     async fn list(&self, account: &AccountId, limit: u32) -> Result<Vec<Notification>, InboxError> {

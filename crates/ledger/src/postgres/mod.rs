@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::sqlite::writer::StorageError;
+
 pub use inbox::PgInbox;
 pub use payments::PgPayments;
 pub use wallet::PgWallet;
@@ -77,6 +79,27 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
 
 pub(crate) async fn pause(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(2u64 << attempt.min(6))).await;
+}
+
+/// Runs `op` (one transaction) again while the database reports a transient failure, at most
+/// [`RETRIES_MAX`] times. The inner `Result` is the business answer; the outer one the database's.
+pub(crate) async fn retrying<T, E, F, Fut>(mut op: F) -> Result<T, E>
+where
+    E: StorageError,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, E>, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(answer) => return answer,
+            Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
+                attempt += 1;
+                pause(attempt).await;
+            }
+            Err(e) => return Err(E::storage(Box::new(e))),
+        }
+    }
 }
 
 pub(crate) async fn open_pool(opts: &PgOptions, schema_sql: &str) -> Result<PgPool, PgOpenError> {

@@ -5,7 +5,7 @@ use finpay_core::{NotificationId, PaymentId, PaymentStatus};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Postgres};
 
-use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
+use super::{open_pool, retrying, PgOpenError, PgOptions};
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
@@ -66,24 +66,6 @@ impl PgPayments {
 
 fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PaymentStoreError {
     PaymentStoreError::Storage(e.into())
-}
-
-async fn retrying<T, F, Fut>(mut op: F) -> Result<T, PaymentStoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Result<T, PaymentStoreError>, sqlx::Error>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(answer) => return answer,
-            Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
-                attempt += 1;
-                pause(attempt).await;
-            }
-            Err(e) => return Err(storage(e)),
-        }
-    }
 }
 
 fn payment_from_row(row: &PgRow) -> Result<Payment, PaymentStoreError> {

@@ -5,7 +5,7 @@ use finpay_core::{AccountId, Balance, Currency, TransferId};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{is_transient, open_pool, pause, PgOpenError, PgOptions, RETRIES_MAX};
+use super::{open_pool, retrying, PgOpenError, PgOptions};
 use crate::rows::{self, corrupt};
 use crate::wallet::{
     Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
@@ -74,26 +74,6 @@ impl PgWallet {
 
 fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WalletError {
     WalletError::Storage(e.into())
-}
-
-/// Runs `op` (one transaction) again while the database reports a transient failure. The inner
-/// `Result` is the business answer; the outer one the database's.
-async fn retrying<T, F, Fut>(mut op: F) -> Result<T, WalletError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Result<T, WalletError>, sqlx::Error>>,
-{
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Ok(answer) => return answer,
-            Err(e) if is_transient(&e) && attempt < RETRIES_MAX => {
-                attempt += 1;
-                pause(attempt).await;
-            }
-            Err(e) => return Err(storage(e)),
-        }
-    }
 }
 
 fn account_from_row(row: &PgRow) -> Result<(Account, Balance), WalletError> {
