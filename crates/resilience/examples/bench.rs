@@ -124,6 +124,9 @@ struct Args {
     /// Calls per run at most (all workers together), a bound in count besides the one in time.
     #[arg(long, default_value_t = 20_000_000)]
     max_calls_per_run: u64,
+    /// In-process scenario: sequential calls per run (fewer under `valgrind --tool=callgrind`).
+    #[arg(long, default_value_t = 200_000)]
+    inproc_calls: u32,
     /// Overhead scenario: also run the stack with hedging off, and with hedging and the breaker
     /// off (diagnostic: where the overhead goes).
     #[arg(long)]
@@ -154,6 +157,9 @@ impl Args {
         }
         if !(1..=60_000).contains(&self.hang_ms) || !(1..=60_000).contains(&self.deadline_ms) {
             return bad("--hang-ms and --deadline-ms must be within 1..=60000");
+        }
+        if self.inproc_calls == 0 {
+            return bad("--inproc-calls must be >= 1");
         }
         if self.max_calls_per_run < self.concurrency as u64 {
             return bad("--max-calls-per-run must be >= --concurrency");
@@ -976,22 +982,33 @@ impl tower::Service<http::Request<Bytes>> for Instant200 {
     }
 }
 
-/// Sequential calls through the stack over [`Instant200`]: process CPU time per call.
+/// The request every in-process call sends (what the payment service sends to fraud).
+fn check_request() -> Result<http::Request<Bytes>, BoxError> {
+    let mut req = http::Request::post(CHECK_PATH)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Bytes::from_static(CHECK_BODY))?;
+    req.extensions_mut().insert(Idempotent);
+    Ok(req)
+}
+
+/// Sequential calls through the stack over [`Instant200`]: process CPU time per call, and the same
+/// calls made on the endpoint directly (the baseline the stack's cost is the difference from).
 async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
-    const CALLS: u32 = 200_000;
+    let calls = args.inproc_calls;
     let mut no_hedge = policy.clone();
     no_hedge.hedge.enabled = false;
     let mut bare_bones = no_hedge.clone();
     bare_bones.breaker.enabled = false;
     let variants = [
-        ("default policy", policy.clone()),
-        ("hedging off", no_hedge),
-        ("hedging and breaker off", bare_bones),
+        ("endpoint alone (baseline)", None),
+        ("default policy", Some(policy.clone())),
+        ("hedging off", Some(no_hedge)),
+        ("hedging and breaker off", Some(bare_bones)),
     ];
     let deadline = Duration::from_millis(args.deadline_ms);
     println!("## In-process stack cost (diagnostic)\n");
     println!(
-        "{CALLS} sequential calls per run through `ResilientClient::with_endpoints` over one \
+        "{calls} sequential calls per run through `ResilientClient::with_endpoints` over one \
          endpoint answering 200 at once (no sockets); process CPU time per call; {} runs \
          (`--rounds`), median and minimum.\n",
         args.rounds
@@ -1000,19 +1017,26 @@ async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     println!("|---|---|---|");
     for (name, p) in variants {
         let uri: http::Uri = "http://inproc:80".parse()?;
-        let client = ResilientClient::with_endpoints("bench", vec![(uri, Instant200)], p)?;
+        let client = match p {
+            Some(p) => Some(ResilientClient::with_endpoints(
+                "bench",
+                vec![(uri, Instant200)],
+                p,
+            )?),
+            None => None,
+        };
         let mut runs = Vec::new();
         for _ in 0..args.rounds {
             let a = process_cpu().ok_or("no /proc/self/stat")?;
-            for _ in 0..CALLS {
-                let mut req = http::Request::post(CHECK_PATH)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Bytes::from_static(CHECK_BODY))?;
-                req.extensions_mut().insert(Idempotent);
-                client.call(req, Deadline::after(deadline)).await?;
+            for _ in 0..calls {
+                let req = check_request()?;
+                match &client {
+                    Some(c) => drop(c.call(req, Deadline::after(deadline)).await?),
+                    None => drop(tower::ServiceExt::oneshot(Instant200, req).await?),
+                }
             }
             let b = process_cpu().ok_or("no /proc/self/stat")?;
-            runs.push(b.saturating_sub(a).as_secs_f64() * 1e6 / f64::from(CALLS));
+            runs.push(b.saturating_sub(a).as_secs_f64() * 1e6 / f64::from(calls));
         }
         let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
         eprintln!("inproc {name}: {runs:.2?}");
