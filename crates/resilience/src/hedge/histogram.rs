@@ -13,6 +13,12 @@ struct Periods {
     current: Histogram<u64>,
     previous: Histogram<u64>,
     rotated_at: Instant,
+    /// Scratch space for `previous + current`, reused so a computation allocates nothing.
+    merged: Histogram<u64>,
+    /// When the cached percentile was last computed.
+    computed_at: Instant,
+    /// A period rotated since: the cached percentile is computed again at the next chance.
+    rotated_since: bool,
 }
 
 /// The last computed percentile, read on every call without the lock.
@@ -35,10 +41,15 @@ pub struct RollingHistogram {
 }
 
 const RECOMPUTE_EVERY: u32 = 64;
+/// At high rates 64 records pass in about a millisecond; merging two histograms (a few thousand
+/// buckets) that often would cost more than the rest of the call. The percentile is recomputed at
+/// most this often unless a period rotated or there was no percentile yet.
+const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(50);
 const NONE: u64 = u64::MAX;
 
 impl RollingHistogram {
-    /// `quantile` in `(0, 1)`; the percentile is recomputed every 64 records or on rotation.
+    /// `quantile` in `(0, 1)`; the percentile is recomputed every 64 records (at most every 50 ms)
+    /// or on rotation.
     pub fn new(period: Duration, quantile: f64, min_samples: u64) -> Result<Self, &'static str> {
         let mk =
             || Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).map_err(|_| "histogram bounds");
@@ -47,6 +58,9 @@ impl RollingHistogram {
                 current: mk()?,
                 previous: mk()?,
                 rotated_at: Instant::now(),
+                merged: mk()?,
+                computed_at: Instant::now(),
+                rotated_since: false,
             })),
             cached: Arc::new(Cached {
                 us: AtomicU64::new(NONE),
@@ -73,6 +87,7 @@ impl RollingHistogram {
         std::mem::swap(&mut g.current, &mut g.previous);
         g.current.reset();
         g.rotated_at = Instant::now();
+        g.rotated_since = true;
         true
     }
 
@@ -97,8 +112,13 @@ impl RollingHistogram {
         if c.since.load(Ordering::Relaxed) >= RECOMPUTE_EVERY {
             let mut g = self.lock();
             self.rotate(&mut g);
-            if let Some(us) = self.compute(&g) {
-                c.us.store(us, Ordering::Relaxed);
+            let none_yet = c.us.load(Ordering::Relaxed) == NONE;
+            if g.rotated_since || none_yet || g.computed_at.elapsed() >= RECOMPUTE_INTERVAL {
+                if let Some(us) = self.compute(&mut g) {
+                    c.us.store(us, Ordering::Relaxed);
+                }
+                g.computed_at = Instant::now();
+                g.rotated_since = false;
             }
             c.since.store(0, Ordering::Relaxed);
         }
@@ -106,14 +126,19 @@ impl RollingHistogram {
         (us != NONE).then(|| Duration::from_micros(us))
     }
 
-    /// The percentile in microseconds (`NONE` with too few samples), or `None` when the periods
-    /// cannot be merged (the last value then stays).
-    fn compute(&self, g: &Periods) -> Option<u64> {
+    fn compute(&self, g: &mut Periods) -> Option<u64> {
         if g.current.len() + g.previous.len() < self.min_samples {
             return Some(NONE);
         }
-        let mut merged = g.previous.clone();
-        merged.add(&g.current).ok()?;
+        let Periods {
+            current,
+            previous,
+            merged,
+            ..
+        } = g;
+        merged.reset();
+        merged.add(&*previous).ok()?;
+        merged.add(&*current).ok()?;
         Some(merged.value_at_quantile(self.quantile).min(NONE - 1))
     }
 }
@@ -155,5 +180,35 @@ mod tests {
         }
         let p = h.percentile().unwrap();
         assert!(p <= Duration::from_millis(2), "{p:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recomputation_waits_out_the_interval_but_not_a_rotation() {
+        let h = RollingHistogram::new(Duration::from_secs(10), 0.5, 10).unwrap();
+        for _ in 0..100 {
+            h.record(Duration::from_millis(1));
+        }
+        assert!(h.percentile().unwrap() <= Duration::from_millis(2));
+        for _ in 0..1_000 {
+            h.record(Duration::from_millis(100));
+        }
+        assert!(
+            h.percentile().unwrap() <= Duration::from_millis(2),
+            "kept within the interval"
+        );
+        tokio::time::advance(RECOMPUTE_INTERVAL).await;
+        for _ in 0..RECOMPUTE_EVERY {
+            h.record(Duration::from_millis(100));
+        }
+        assert!(h.percentile().unwrap() >= Duration::from_millis(99));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..100 {
+            h.record(Duration::from_millis(5));
+        }
+        let p = h.percentile().unwrap();
+        assert!(
+            p >= Duration::from_millis(99),
+            "the previous period still counts: {p:?}"
+        );
     }
 }

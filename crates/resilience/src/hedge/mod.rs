@@ -173,7 +173,8 @@ struct Hedges<'a, S, C, Req, Res> {
     shared: &'a Shared,
     classify: C,
     template: Req,
-    inflight: FuturesUnordered<Branch<Res>>,
+    /// Made by the first hedge: a call answered within the delay never allocates it.
+    inflight: Option<FuturesUnordered<Branch<Res>>>,
     /// Tries sent so far, the first included.
     sent: u32,
     permits: Vec<RetryPermit>,
@@ -210,8 +211,22 @@ where
         };
         self.shared.hedges.increment(1);
         self.inflight
+            .get_or_insert_with(FuturesUnordered::new)
             .push(branch(self.svc.clone(), self.sent as usize, copy));
         self.sent += 1;
+    }
+
+    /// Whether a copy is still running.
+    fn in_flight(&self) -> bool {
+        self.inflight.as_ref().is_some_and(|f| !f.is_empty())
+    }
+
+    /// The next copy to finish; pending forever when none runs (the caller checks [`Self::in_flight`]).
+    async fn next(&mut self) -> Option<(usize, Instant, Result<Res, BoxError>)> {
+        match &mut self.inflight {
+            Some(f) => f.next().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -293,7 +308,7 @@ where
         shared: &shared,
         classify: c.clone(),
         template,
-        inflight: FuturesUnordered::new(),
+        inflight: None,
         sent: 1,
         permits: Vec::new(),
         budget_spent: false,
@@ -308,18 +323,18 @@ where
                     Verdict::Done(res) => return res,
                     Verdict::Retry => {
                         hedges.fire();
-                        if hedges.inflight.is_empty() {
+                        if !hedges.in_flight() {
                             return no_try(last);
                         }
                     }
                 }
             }
-            Some((i, start, res)) = hedges.inflight.next(), if !hedges.inflight.is_empty() => {
+            Some((i, start, res)) = hedges.next(), if hedges.in_flight() => {
                 match judge(&shared, &c, i, start, res, &mut last) {
                     Verdict::Done(res) => return res,
                     Verdict::Retry => {
                         hedges.fire();
-                        if first_done && hedges.inflight.is_empty() {
+                        if first_done && !hedges.in_flight() {
                             return no_try(last);
                         }
                     }
