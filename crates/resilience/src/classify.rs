@@ -93,26 +93,40 @@ pub fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
 #[error("connection refused")]
 pub struct ConnectRefused;
 
+/// The HTTP rules for one result, whatever the request type (see the module docs).
+pub fn classify_http<RB>(result: &Result<http::Response<RB>, BoxError>) -> Class {
+    match result {
+        Ok(r) if retryable_status(r.status()) => Class::Retry,
+        Ok(_) => Class::Success,
+        Err(e) if e.is::<DeadlineExceeded>() => Class::Failure,
+        Err(e) if e.is::<crate::balance::NoEndpoint>() => Class::Failure,
+        // Nothing was sent: an endpoint's breaker or a bulkhead turned the try away.
+        Err(e)
+            if e.is::<crate::breaker::BreakerOpen>() || e.is::<crate::bulkhead::BulkheadFull>() =>
+        {
+            Class::RetrySafe
+        }
+        Err(e) if is_connect_error(e.as_ref()) => Class::RetrySafe,
+        Err(e) if e.is::<PerTryTimeout>() => Class::Retry,
+        Err(_) => Class::Retry,
+    }
+}
+
+/// The wait an HTTP answer asks for (`Retry-After`), if it does.
+pub(crate) fn http_retry_after<RB>(
+    result: &Result<http::Response<RB>, BoxError>,
+) -> Option<Duration> {
+    match result {
+        Ok(r) => crate::retry::backoff::retry_after(r.headers()),
+        Err(_) => None,
+    }
+}
+
 impl<B: Clone + Send + Sync + 'static, RB: Send + 'static>
     Classify<http::Request<B>, http::Response<RB>> for HttpClassify
 {
     fn classify(&self, result: &Result<http::Response<RB>, BoxError>) -> Class {
-        match result {
-            Ok(r) if retryable_status(r.status()) => Class::Retry,
-            Ok(_) => Class::Success,
-            Err(e) if e.is::<DeadlineExceeded>() => Class::Failure,
-            Err(e) if e.is::<crate::balance::NoEndpoint>() => Class::Failure,
-            // Nothing was sent: an endpoint's breaker or a bulkhead turned the try away.
-            Err(e)
-                if e.is::<crate::breaker::BreakerOpen>()
-                    || e.is::<crate::bulkhead::BulkheadFull>() =>
-            {
-                Class::RetrySafe
-            }
-            Err(e) if is_connect_error(e.as_ref()) => Class::RetrySafe,
-            Err(e) if e.is::<PerTryTimeout>() => Class::Retry,
-            Err(_) => Class::Retry,
-        }
+        classify_http(result)
     }
 
     fn is_idempotent(&self, req: &http::Request<B>) -> bool {
@@ -130,10 +144,7 @@ impl<B: Clone + Send + Sync + 'static, RB: Send + 'static>
     }
 
     fn retry_after(&self, result: &Result<http::Response<RB>, BoxError>) -> Option<Duration> {
-        match result {
-            Ok(r) => crate::retry::backoff::retry_after(r.headers()),
-            Err(_) => None,
-        }
+        http_retry_after(result)
     }
 
     fn deadline(&self, req: &http::Request<B>) -> Option<Deadline> {

@@ -18,9 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::balance::health::{self, HealthCheckConfig};
-use crate::balance::{
-    Balance, BalanceConfig, EndpointSet, NoEndpoint, OutlierConfig, Strategy, TriedEndpoints,
-};
+use crate::balance::{Balance, BalanceConfig, EndpointSet, NoEndpoint, OutlierConfig, Strategy};
 use crate::breaker::{
     Breaker, BreakerConfig, BreakerOpen, CircuitBreakerLayer, State as BreakerState, WindowSpec,
 };
@@ -28,6 +26,7 @@ use crate::bulkhead::{Aimd, BulkheadConfig, BulkheadFull, BulkheadLayer, Limiter
 use crate::classify::{BoxError, HttpClassify};
 use crate::deadline::{DeadlineExceeded, DeadlineLayer, PerTryTimeoutLayer};
 use crate::hedge::{HedgeConfig, HedgeDelay, HedgeLayer, RollingHistogram};
+use crate::outbound::Outbound;
 use crate::retry::backoff::{Backoff, Jitter};
 use crate::retry::budget::{BudgetMode, RetryBudget};
 use crate::retry::{RetryConfig, RetryLayer};
@@ -703,10 +702,11 @@ pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
 type HyperClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The type-erased layer stack every call goes through.
-pub type Stack = BoxCloneSyncService<http::Request<Bytes>, http::Response<Bytes>, BoxError>;
+pub type Stack = BoxCloneSyncService<Outbound, http::Response<Bytes>, BoxError>;
 
-/// One replica reached through the pooled hyper client: rewrites the request's path onto the
-/// endpoint's base URI, sends it, and reads the body (bounded). Cloning (once per try) is one `Arc`.
+/// One replica reached through the pooled hyper client: builds the try's request on the endpoint's
+/// base URI ([`Outbound::to_http`]), sends it, and reads the body (bounded). Cloning (once per try)
+/// is one `Arc`.
 #[derive(Clone, Debug)]
 pub struct HttpEndpoint(Arc<EndpointInner>);
 
@@ -728,7 +728,7 @@ impl HttpEndpoint {
     }
 }
 
-impl Service<http::Request<Bytes>> for HttpEndpoint {
+impl Service<Outbound> for HttpEndpoint {
     type Response = http::Response<Bytes>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, BoxError>> + Send>>;
@@ -737,12 +737,12 @@ impl Service<http::Request<Bytes>> for HttpEndpoint {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+    fn call(&mut self, req: Outbound) -> Self::Future {
         let ep = self.0.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let mut out = http::Request::from_parts(parts, Full::new(body));
-            *out.uri_mut() = join_uri(&ep.base, out.uri()).map_err(BoxError::from)?;
+            let uri = join_uri(&ep.base, &req.head().uri).map_err(BoxError::from)?;
+            let out = req.to_http(uri, Full::new(req.body().clone()));
+            drop(req);
             let resp = ep.client.request(out).await?;
             let (p, b) = resp.into_parts();
             let bytes = http_body_util::Limited::new(b, ep.max_body)
@@ -751,6 +751,29 @@ impl Service<http::Request<Bytes>> for HttpEndpoint {
                 .to_bytes();
             Ok(http::Response::from_parts(p, bytes))
         })
+    }
+}
+
+/// An endpoint service of the caller's (a simulation, another transport) that takes an
+/// `http::Request`: each try is built with [`Outbound::to_http`] on the request's own URI.
+#[derive(Clone, Debug)]
+struct HttpRequestEndpoint<S>(S);
+
+impl<S> Service<Outbound> for HttpRequestEndpoint<S>
+where
+    S: Service<http::Request<Bytes>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Outbound) -> Self::Future {
+        self.0
+            .call(req.to_http(req.head().uri.clone(), req.body().clone()))
     }
 }
 
@@ -813,7 +836,7 @@ pub fn build_stack<S>(
     set: EndpointSet<http::Uri, S>,
 ) -> Result<(Stack, Option<Breaker>), InvalidConfig>
 where
-    S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>
+    S: Service<Outbound, Response = http::Response<Bytes>, Error = BoxError>
         + Clone
         + Send
         + Sync
@@ -1054,7 +1077,7 @@ impl ResilientClient {
         }
         let set = EndpointSet::new(balance_config(name, &policy));
         for (u, s) in endpoints {
-            set.insert(u, s);
+            set.insert(u, HttpRequestEndpoint(s));
         }
         let (stack, breaker) = build_stack(name, &policy, set.clone())?;
         Ok(Self {
@@ -1104,19 +1127,14 @@ impl ResilientClient {
     /// every try is [`CallError::Exhausted`] with its status.
     pub async fn call(
         &self,
-        mut req: http::Request<Bytes>,
+        req: http::Request<Bytes>,
         deadline: Deadline,
     ) -> Result<http::Response<Bytes>, CallError> {
         self.inner.requests.increment(1);
         if deadline.is_spent() {
             return Err(CallError::DeadlineExceeded);
         }
-        let deadline = req
-            .extensions()
-            .get::<Deadline>()
-            .map_or(deadline, |d| d.min(deadline));
-        req.extensions_mut().insert(deadline);
-        req.extensions_mut().insert(TriedEndpoints::default());
+        let req = Outbound::new(req, Some(deadline));
         match self.inner.stack.clone().oneshot(req).await {
             Ok(resp) if resp.status().is_server_error() => {
                 let status = resp.status();

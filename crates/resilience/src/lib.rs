@@ -129,6 +129,7 @@ pub mod client;
 pub mod deadline;
 pub mod fallback;
 pub mod hedge;
+pub mod outbound;
 pub mod outcome;
 pub mod retry;
 mod telemetry;
@@ -136,3 +137,4 @@ mod telemetry;
 pub use client::{
     CallError, ClientPolicy, Deadline, Idempotent, InvalidConfig, ResilientClient, DEADLINE_HEADER,
 };
+pub use outbound::Outbound;

@@ -56,7 +56,7 @@ impl TriedEndpoints {
     fn contains(&self, id: u64) -> bool {
         self.0.load(Ordering::Relaxed) & Self::bit(id) != 0
     }
-    fn push(&self, id: u64) {
+    pub(crate) fn push(&self, id: u64) {
         self.0.fetch_or(Self::bit(id), Ordering::Relaxed);
     }
     /// How many distinct endpoints (bits) this call has tried.
