@@ -194,17 +194,21 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let remaining = req.deadline().map(|d| d.remaining());
+        // One clock reading serves the whole decision (clock reads are a visible share of a
+        // loopback call's cost).
+        let now = tokio::time::Instant::now();
+        let hard = req.deadline().map(|d| d.0);
+        let remaining = hard.map(|h| h.saturating_duration_since(now));
         if remaining.is_some_and(|r| r.is_zero()) {
             return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
         }
         let limit = remaining.map_or(self.per_try, |r| r.min(self.per_try));
         let spent_by_deadline = remaining.is_some_and(|r| r <= self.per_try);
         let fut = self.inner.call(req);
-        let hard = remaining.map(|r| tokio::time::Instant::now() + r);
+        let first_until = now + limit;
         Box::pin(async move {
             tokio::pin!(fut);
-            let mut until = tokio::time::Instant::now() + limit;
+            let mut until = first_until;
             for _ in 0..=STALL_EXTENSIONS_MAX {
                 match tokio::time::timeout_at(until, &mut fut).await {
                     Ok(r) => return r.map_err(Into::into),

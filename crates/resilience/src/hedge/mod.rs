@@ -299,7 +299,7 @@ where
     let first_start = Instant::now();
     let first = svc.clone().oneshot(req);
     tokio::pin!(first);
-    let timer = tokio::time::sleep(delay);
+    let timer = tokio::time::sleep_until(first_start + delay);
     tokio::pin!(timer);
     let mut first_done = false;
     let mut last: Option<Result<Res, BoxError>> = None;
