@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::{lock, EndpointSet};
+use super::EndpointSet;
 
 /// Health check settings.
 #[derive(Debug, Clone)]
@@ -55,20 +55,21 @@ where
             });
             let results = futures::future::join_all(probes).await;
             for (ep, ok) in eps.iter().zip(results) {
-                let mut s = lock(&ep.stats);
-                if ok {
-                    s.probe_failures = 0;
-                    s.probe_successes = s.probe_successes.saturating_add(1);
-                    if !s.healthy && s.probe_successes >= cfg.healthy_threshold {
-                        s.healthy = true;
+                ep.with_stats(|s| {
+                    if ok {
+                        s.probe_failures = 0;
+                        s.probe_successes = s.probe_successes.saturating_add(1);
+                        if !s.healthy && s.probe_successes >= cfg.healthy_threshold {
+                            s.healthy = true;
+                        }
+                    } else {
+                        s.probe_successes = 0;
+                        s.probe_failures = s.probe_failures.saturating_add(1);
+                        if s.healthy && s.probe_failures >= cfg.unhealthy_threshold {
+                            s.healthy = false;
+                        }
                     }
-                } else {
-                    s.probe_successes = 0;
-                    s.probe_failures = s.probe_failures.saturating_add(1);
-                    if s.healthy && s.probe_failures >= cfg.unhealthy_threshold {
-                        s.healthy = false;
-                    }
-                }
+                });
             }
         }
     })

@@ -147,6 +147,65 @@ pub struct Endpoint<K, S> {
     svc: S,
     breaker: Option<Breaker>,
     stats: Mutex<EndpointStats>,
+    mirror: Mirror,
+}
+
+/// What a pick reads, without the endpoint's lock: every pick looks at every endpoint, and every
+/// try would otherwise take each lock once more. Written under the lock by every change of
+/// `stats` ([`Endpoint::with_stats`]), except `pending`, which is counted here alone.
+#[derive(Debug)]
+struct Mirror {
+    born: Instant,
+    /// Nanoseconds after `born` until which the endpoint is not to be picked: 0 when usable,
+    /// `u64::MAX` while its health check fails.
+    excluded_until: AtomicU64,
+    /// `EndpointStats::ewma_ns`, as `f64` bits.
+    ewma_ns: AtomicU64,
+    /// Tries in flight.
+    pending: AtomicUsize,
+}
+
+impl Mirror {
+    fn new(stats: &EndpointStats) -> Self {
+        let m = Self {
+            born: Instant::now(),
+            excluded_until: AtomicU64::new(0),
+            ewma_ns: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+        };
+        m.refresh(stats);
+        m
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn refresh(&self, s: &EndpointStats) {
+        let excluded = if !s.healthy {
+            u64::MAX
+        } else {
+            s.ejected_until.map_or(0, |u| self.nanos(u).max(1))
+        };
+        self.excluded_until.store(excluded, Ordering::Relaxed);
+        self.ewma_ns.store(s.ewma_ns.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Healthy and not ejected at `now`.
+    fn usable(&self, now: Instant) -> bool {
+        match self.excluded_until.load(Ordering::Relaxed) {
+            0 => true,
+            u64::MAX => false,
+            until => self.nanos(now) >= until,
+        }
+    }
+
+    /// The p2c cost: latency estimate times load.
+    fn cost(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let load = (self.pending.load(Ordering::Relaxed) + 1) as f64;
+        f64::from_bits(self.ewma_ns.load(Ordering::Relaxed)) * load
+    }
 }
 
 impl<K, S> Endpoint<K, S> {
@@ -158,9 +217,17 @@ impl<K, S> Endpoint<K, S> {
     pub fn breaker(&self) -> Option<&Breaker> {
         self.breaker.as_ref()
     }
-    /// A look at its statistics.
+    /// A look at its statistics (and the one way to change them).
     pub fn with_stats<T>(&self, f: impl FnOnce(&mut EndpointStats) -> T) -> T {
-        f(&mut lock(&self.stats))
+        let mut s = lock(&self.stats);
+        let out = f(&mut s);
+        self.mirror.refresh(&s);
+        out
+    }
+
+    /// Tries in flight.
+    pub fn pending(&self) -> usize {
+        self.mirror.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -218,12 +285,14 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             };
             Breaker::try_new(cfg).ok()
         });
+        let stats = EndpointStats::new(self.inner.cfg.default_rtt);
         let ep = Arc::new(Endpoint {
             id,
             key,
             svc,
             breaker,
-            stats: Mutex::new(EndpointStats::new(self.inner.cfg.default_rtt)),
+            mirror: Mirror::new(&stats),
+            stats: Mutex::new(stats),
         });
         let mut eps = self.write();
         let mut next: Vec<_> = eps.iter().filter(|e| e.key != ep.key).cloned().collect();
@@ -300,7 +369,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         if ejected >= cfg.max_ejected(eps.len()) {
             return;
         }
-        let d = lock(&ep.stats).eject(cfg, now);
+        let d = ep.with_stats(|s| s.eject(cfg, now));
         self.inner.ejections.increment(1);
         tracing::warn!(
             dependency = self.inner.cfg.label,
@@ -367,8 +436,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                 .breaker
                 .as_ref()
                 .is_none_or(|b| b.state() != BreakerState::Open);
-            let s = lock(&e.stats);
-            if closed && s.healthy && !s.is_ejected(now) {
+            if closed && e.mirror.usable(now) {
                 usable |= 1 << i;
             }
         }
@@ -411,10 +479,8 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                     }
                     (nth_bit(pool, a), nth_bit(pool, b))
                 };
-                // One lock at a time: holding a's while taking b's deadlocks against a call
-                // that drew the same two endpoints the other way round.
-                let ca = lock(&eps[a].stats).cost();
-                let cb = lock(&eps[b].stats).cost();
+                let ca = eps[a].mirror.cost();
+                let cb = eps[b].mirror.cost();
                 if ca <= cb {
                     a
                 } else {
@@ -439,8 +505,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                     .breaker
                     .as_ref()
                     .is_none_or(|b| b.state() != BreakerState::Open);
-                let s = lock(&eps[i].stats);
-                closed && s.healthy && !s.is_ejected(now)
+                closed && eps[i].mirror.usable(now)
             })
             .collect();
         let panic = usable.is_empty()
@@ -475,10 +540,8 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
                     }
                     (pool[a], pool[b])
                 };
-                // One lock at a time: holding a's while taking b's deadlocks against a call
-                // that drew the same two endpoints the other way round.
-                let ca = lock(&eps[a].stats).cost();
-                let cb = lock(&eps[b].stats).cost();
+                let ca = eps[a].mirror.cost();
+                let cb = eps[b].mirror.cost();
                 if ca <= cb {
                     a
                 } else {
@@ -498,19 +561,22 @@ fn nth_bit(mut mask: u64, n: usize) -> usize {
     mask.trailing_zeros() as usize
 }
 
-/// A try in flight on an endpoint. Counted in its `pending` until the try ends; a try that is
-/// cancelled (its future dropped: a hedge lost, a timeout) uncounts itself on drop.
+/// A try in flight on an endpoint, counted in its `pending` until the try ends or is cancelled
+/// (its future dropped: a hedge lost, a timeout).
 struct Pending<K, S> {
     ep: Arc<Endpoint<K, S>>,
-    done: bool,
+}
+
+impl<K, S> Pending<K, S> {
+    fn new(ep: Arc<Endpoint<K, S>>) -> Self {
+        ep.mirror.pending.fetch_add(1, Ordering::Relaxed);
+        Self { ep }
+    }
 }
 
 impl<K, S> Drop for Pending<K, S> {
     fn drop(&mut self) {
-        if !self.done {
-            let mut s = lock(&self.ep.stats);
-            s.pending = s.pending.saturating_sub(1);
-        }
+        self.ep.mirror.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -551,25 +617,21 @@ where
             Some(Ok(p)) => Some(p),
             Some(Err(open)) => return Box::pin(async move { Err(Box::new(open) as BoxError) }),
         };
-        lock(&ep.stats).pending += 1;
+        let svc = ep.svc.clone();
+        let pending = Pending::new(ep);
         let cfg = &self.set.inner.cfg;
         self.set.inner.attempts.increment(1);
         let decay = cfg.decay;
         let set = self.set.clone();
         let c = self.classify.clone();
-        let svc = ep.svc.clone();
         Box::pin(async move {
-            let mut pending = Pending { ep, done: false };
             let start = Instant::now();
             let res = svc.oneshot(req).await.map_err(Into::into);
             let now = Instant::now();
             let class = c.classify(&res);
             let rtt = now.duration_since(start);
             // One lock for everything the try's end changes: load, latency, outlier counts.
-            let wants_ejection = {
-                let mut s = lock(&pending.ep.stats);
-                s.pending = s.pending.saturating_sub(1);
-                pending.done = true;
+            let wants_ejection = pending.ep.with_stats(|s| {
                 if class == Class::Success {
                     s.observe_rtt(rtt, decay, now);
                 } else {
@@ -584,7 +646,7 @@ where
                     Class::Retry | Class::RetrySafe => s.record(true, outlier, now),
                     Class::Failure => false,
                 }
-            };
+            });
             if let Some(p) = permit {
                 p.record(class.is_failure());
             }

@@ -61,8 +61,6 @@ pub struct EndpointStats {
     pub ewma_ns: f64,
     /// When `ewma_ns` was last updated.
     pub ewma_at: Instant,
-    /// Tries in flight.
-    pub pending: usize,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// Tries in the current interval.
@@ -90,7 +88,6 @@ impl EndpointStats {
         Self {
             ewma_ns: default_rtt.as_secs_f64() * 1e9,
             ewma_at: now,
-            pending: 0,
             consecutive_failures: 0,
             interval_calls: 0,
             interval_failures: 0,
@@ -120,13 +117,6 @@ impl EndpointStats {
             self.ewma_ns = self.ewma_ns * w + sample * (1.0 - w);
         }
         self.ewma_at = now;
-    }
-
-    /// The p2c cost: latency estimate times load.
-    pub fn cost(&self) -> f64 {
-        #[allow(clippy::cast_precision_loss)]
-        let load = (self.pending + 1) as f64;
-        self.ewma_ns * load
     }
 
     /// Records one outcome; returns whether this endpoint should now be ejected.
