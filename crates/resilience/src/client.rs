@@ -1131,9 +1131,7 @@ impl ResilientClient {
         deadline: Deadline,
     ) -> Result<http::Response<Bytes>, CallError> {
         self.inner.requests.increment(1);
-        if deadline.is_spent() {
-            return Err(CallError::DeadlineExceeded);
-        }
+        // A spent deadline fails in the stack's deadline layer, before anything is sent.
         let req = Outbound::new(req, Some(deadline));
         match self.inner.stack.clone().oneshot(req).await {
             Ok(resp) if resp.status().is_server_error() => {

@@ -86,7 +86,8 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct Slot {
     shared: Arc<Shared>,
-    start: Instant,
+    /// When the slot was taken; `None` for a fixed limit.
+    start: Option<Instant>,
 }
 
 impl Limiter {
@@ -137,9 +138,11 @@ impl Limiter {
                 (n < limit).then_some(n + 1)
             })
             .ok()?;
+        // Only the adaptive limit needs the slot's latency: a fixed one reads no clock.
+        let start = self.shared.cfg.adaptive.map(|_| Instant::now());
         Some(Slot {
             shared: self.shared.clone(),
-            start: Instant::now(),
+            start,
         })
     }
 
@@ -176,10 +179,10 @@ impl Outcome for Slot {
 impl Slot {
     /// Feeds the adaptive limit; a no-op for a fixed one.
     pub fn record(self, failed: bool) {
-        let Some(a) = self.shared.cfg.adaptive else {
+        let (Some(a), Some(start)) = (self.shared.cfg.adaptive, self.start) else {
             return;
         };
-        let slow = self.start.elapsed() > a.latency_target;
+        let slow = start.elapsed() > a.latency_target;
         #[allow(clippy::cast_precision_loss)]
         let (min, max) = (a.min_limit as f64, self.shared.cfg.max_concurrent as f64);
         let _ = self

@@ -80,21 +80,26 @@ impl RollingHistogram {
     }
 
     /// Starts a new period when the current one is over; returns whether it did.
-    fn rotate(&self, g: &mut Periods) -> bool {
-        if g.rotated_at.elapsed() < self.period {
+    fn rotate(&self, g: &mut Periods, now: Instant) -> bool {
+        if now.saturating_duration_since(g.rotated_at) < self.period {
             return false;
         }
         std::mem::swap(&mut g.current, &mut g.previous);
         g.current.reset();
-        g.rotated_at = Instant::now();
+        g.rotated_at = now;
         g.rotated_since = true;
         true
     }
 
     /// Records one latency.
     pub fn record(&self, d: Duration) {
+        self.record_at(d, Instant::now());
+    }
+
+    /// Records one latency that ended at `now` (a caller that measured it has the time already).
+    pub fn record_at(&self, d: Duration, now: Instant) {
         let mut g = self.lock();
-        let rotated = self.rotate(&mut g);
+        let rotated = self.rotate(&mut g, now);
         g.current
             .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
         drop(g);
@@ -111,13 +116,15 @@ impl RollingHistogram {
         let c = &*self.cached;
         if c.since.load(Ordering::Relaxed) >= RECOMPUTE_EVERY {
             let mut g = self.lock();
-            self.rotate(&mut g);
+            let now = Instant::now();
+            self.rotate(&mut g, now);
             let none_yet = c.us.load(Ordering::Relaxed) == NONE;
-            if g.rotated_since || none_yet || g.computed_at.elapsed() >= RECOMPUTE_INTERVAL {
+            let due = now.saturating_duration_since(g.computed_at) >= RECOMPUTE_INTERVAL;
+            if g.rotated_since || none_yet || due {
                 if let Some(us) = self.compute(&mut g) {
                     c.us.store(us, Ordering::Relaxed);
                 }
-                g.computed_at = Instant::now();
+                g.computed_at = now;
                 g.rotated_since = false;
             }
             c.since.store(0, Ordering::Relaxed);

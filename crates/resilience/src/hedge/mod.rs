@@ -74,9 +74,9 @@ impl HedgeDelay {
         }
     }
 
-    fn record(&self, d: Duration) {
+    fn record(&self, d: Duration, now: Instant) {
         if let HedgeDelay::Percentile { histogram, .. } = self {
-            histogram.record(d);
+            histogram.record_at(d, now);
         }
     }
 }
@@ -251,7 +251,8 @@ where
 {
     match c.classify(&res) {
         Class::Success => {
-            shared.config.delay.record(start.elapsed());
+            let now = Instant::now();
+            shared.config.delay.record(now - start, now);
             if i > 0 {
                 shared.hedges_won.increment(1);
             }
