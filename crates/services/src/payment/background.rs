@@ -37,9 +37,8 @@ async fn tick(shutdown: &mut watch::Receiver<bool>, period: Duration) -> bool {
 pub async fn resumer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(engine.cfg.resume_interval_ms);
     loop {
-        let full = resume_once(&engine).await;
-        // A full batch means more may be waiting: go again at once (bounded by the batch size).
-        if !full && !tick(&mut shutdown, period).await {
+        let pass = resume_once(&engine).await;
+        if !pass.again_at_once() && !tick(&mut shutdown, period).await {
             break;
         }
         if *shutdown.borrow() {
@@ -48,17 +47,39 @@ pub async fn resumer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One pass; `true` when the batch was full.
-pub async fn resume_once(engine: &Arc<Engine>) -> bool {
+/// What one pass of the resumer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// The store returned a whole batch: more payments may be waiting.
+    pub full: bool,
+    /// Payments of the batch another task of this process was driving.
+    pub skipped: usize,
+    /// Payments left as they were because the wallet was unavailable.
+    pub deferred: usize,
+}
+
+impl Pass {
+    /// A full batch that all moved forward means more may be waiting: go again at once (bounded
+    /// by the batch size). Anything else waits `resume_interval_ms`: a batch the wallet turned
+    /// away would come back at once and be turned away again (while the wallet's breaker is open,
+    /// in microseconds), a loop that would spin on the store and the log for the whole outage.
+    pub fn again_at_once(&self) -> bool {
+        self.full && self.skipped == 0 && self.deferred == 0
+    }
+}
+
+/// One pass over at most one batch of unfinished payments.
+pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
     let batch = engine.cfg.resume_batch;
     let unfinished = match engine.store.unfinished(batch).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %crate::http::problem::error_chain(&e), "resumer cannot list payments");
-            return false;
+            return Pass::default();
         }
     };
     let full = unfinished.len() as u32 >= batch;
+    let deferred = std::sync::atomic::AtomicUsize::new(0);
     let mut skipped = 0usize;
     let claimed: Vec<_> = unfinished
         .into_iter()
@@ -74,7 +95,9 @@ pub async fn resume_once(engine: &Arc<Engine>) -> bool {
         })
         .collect();
     futures::stream::iter(claimed)
-        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| async move {
+        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| {
+            let deferred = &deferred;
+            async move {
             let id = p.id;
             let from = p.status;
             let deadline = Deadline::after(engine.cfg.deadline());
@@ -84,6 +107,7 @@ pub async fn resume_once(engine: &Arc<Engine>) -> bool {
                     tracing::info!(payment_id = %id, %from, to = %done.status, "resumed payment");
                 }
                 Ok(Driven::WalletUnavailable { why, .. }) => {
+                    deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     metrics::counter!("finpay_payments_resumed_total", "outcome" => "pending").increment(1);
                     tracing::info!(payment_id = %id, %why, "resume deferred: wallet unavailable");
                 }
@@ -92,9 +116,14 @@ pub async fn resume_once(engine: &Arc<Engine>) -> bool {
                 }
             }
             drop(claim);
+            }
         })
         .await;
-    full && skipped == 0
+    Pass {
+        full,
+        skipped,
+        deferred: deferred.into_inner(),
+    }
 }
 
 #[derive(Serialize)]
@@ -323,6 +352,33 @@ mod tests {
                 let d = full_jitter_backoff(&mut rng, base, cap, attempts);
                 assert!(d <= ceiling, "attempt {attempts}: {d:?} > {ceiling:?}");
             }
+        }
+    }
+
+    #[test]
+    fn only_a_full_batch_that_all_moved_goes_again_at_once() {
+        let moved = Pass {
+            full: true,
+            skipped: 0,
+            deferred: 0,
+        };
+        assert!(moved.again_at_once());
+        for waits in [
+            Pass {
+                full: false,
+                ..moved
+            },
+            Pass {
+                skipped: 1,
+                ..moved
+            },
+            // The wallet turned one away: the next pass would meet the same outage.
+            Pass {
+                deferred: 1,
+                ..moved
+            },
+        ] {
+            assert!(!waits.again_at_once(), "{waits:?}");
         }
     }
 }
