@@ -1099,12 +1099,15 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
     println!("## {title}: FinPay client vs HAProxy\n");
     println!(
         "3 loopback replicas; {what} (seeded, independent per request). FinPay: \
-         `ResilientClient` (default policy: per-try {} ms, 4 rounds of tries, up to 3 hedges, \
-         budget ratio 0.5) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
+         `ResilientClient` (default policy: per-try {} ms, {} rounds of tries, up to {} hedges, \
+         budget ratio {}) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
          `retries 3`, `option redispatch 1`, `retry-on all-retryable-errors 500 503 \
          response-timeout conn-failure`, `timeout server {} ms`, driven by the bare hyper-util \
          client. Every call has a {} ms deadline. Latency covers failed calls too.\n",
         policy.per_try_timeout_ms,
+        policy.max_attempts,
+        policy.hedge.max_hedges,
+        policy.budget.ratio,
         timeout_server.as_millis(),
         args.deadline_ms,
     );

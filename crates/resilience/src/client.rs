@@ -195,7 +195,7 @@ impl Default for HedgePolicy {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_hedges: 3,
+            max_hedges: 4,
             percentile: 0.95,
             delay_ms: 15,
             min_delay_ms: 10,
