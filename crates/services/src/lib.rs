@@ -68,9 +68,15 @@
 //! urls = []                       # required
 //! [wallet.client]                 # ClientPolicy defaults, except:
 //! per_try_timeout_ms = 500
-//! hedge.enabled = false
-//! [notification]                  # as [wallet]
+//! max_attempts = 8
+//! balancer.strategy = "failover"  # one writer on the SQLite file; the other replica stands by
+//! hedge = { enabled = true, max_hedges = 1, percentile = 0.0, delay_ms = 100 }
+//! [notification]
 //! urls = []
+//! [notification.client]           # ClientPolicy defaults, except:
+//! per_try_timeout_ms = 500
+//! max_attempts = 8
+//! hedge.enabled = false
 //! [payment]
 //! deadline_ms = 2000              # one end-to-end deadline per payment
 //! resume_interval_ms = 1000
