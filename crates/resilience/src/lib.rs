@@ -17,6 +17,7 @@
 //! | balance | [`balance`] | p2c over peak-EWMA (or round robin, or failover to standbys) on a dynamic endpoint set, outlier ejection, active health checks, panic mode |
 //! | fallback | [`fallback`] | a typed answer for chosen errors (opt-in; money fails closed) |
 //! | client | [`client`] | all of the above composed over a pooled hyper client: [`ResilientClient`] |
+//! | request | [`outbound`] | what the client's stack carries between its layers: [`Outbound`], whose copies (a retry's, a hedge's) are reference counts |
 //!
 //! Every layer is a plain `tower::Layer` generic over the request and response: outcomes are judged
 //! by a [`classify::Classify`] (HTTP rules in [`classify::HttpClassify`]), so the layers stack in front
