@@ -127,13 +127,11 @@ impl<S, Req> Service<Req> for DeadlineService<S>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
     Req: CarryDeadline,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = future::ResponseFuture<S::Response>;
+    type Future = future::DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -144,31 +142,21 @@ where
             .deadline()
             .or_else(|| self.default_budget.map(Deadline::after));
         if deadline.is_some_and(|d| d.is_spent()) {
-            return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
+            return future::DeadlineFuture::Spent;
         }
         if let Some(d) = deadline {
             req.set_deadline(d);
         }
-        let fut = self.inner.call(req);
-        let deadline = match deadline {
-            Some(d) if !self.propagate_only => d,
+        let inner = self.inner.call(req);
+        match deadline {
+            Some(d) if !self.propagate_only => future::DeadlineFuture::Bounded {
+                inner: tokio::time::timeout_at(d.0, inner),
+            },
             // Nothing to enforce here: no deadline, or the layers below bound every wait by it.
-            _ => return Box::pin(async move { fut.await.map_err(Into::into) }),
-        };
-        Box::pin(async move {
-            match tokio::time::timeout_at(deadline.0, fut).await {
-                Ok(r) => r.map_err(Into::into),
-                Err(_) => Err(Box::new(DeadlineExceeded) as BoxError),
-            }
-        })
+            _ => future::DeadlineFuture::Pass { inner },
+        }
     }
 }
-
-/// A per-try timer firing this much later than it was set for is taken as a stall of the calling
-/// process, not slowness of the callee (tokio's timers have millisecond resolution).
-const STALL_GRACE: Duration = Duration::from_millis(5);
-/// How many times one try's timeout is extended for stalls of the caller.
-const STALL_EXTENSIONS_MAX: u32 = 3;
 
 /// See [`PerTryTimeoutLayer`].
 #[derive(Debug, Clone)]
@@ -181,13 +169,11 @@ impl<S, Req> Service<Req> for PerTryTimeoutService<S>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
     Req: CarryDeadline,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = future::ResponseFuture<S::Response>;
+    type Future = future::PerTryFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -200,38 +186,12 @@ where
         let hard = req.deadline().map(|d| d.0);
         let remaining = hard.map(|h| h.saturating_duration_since(now));
         if remaining.is_some_and(|r| r.is_zero()) {
-            return Box::pin(async { Err(Box::new(DeadlineExceeded) as BoxError) });
+            return future::PerTryFuture::Spent;
         }
         let limit = remaining.map_or(self.per_try, |r| r.min(self.per_try));
         let spent_by_deadline = remaining.is_some_and(|r| r <= self.per_try);
-        let fut = self.inner.call(req);
-        let first_until = now + limit;
-        Box::pin(async move {
-            tokio::pin!(fut);
-            let mut until = first_until;
-            for _ in 0..=STALL_EXTENSIONS_MAX {
-                match tokio::time::timeout_at(until, &mut fut).await {
-                    Ok(r) => return r.map_err(Into::into),
-                    Err(_) => {
-                        // A timer that fires late means this process did not run for a while (CPU
-                        // starvation, a stop): that time is the caller's, not the callee's, and an
-                        // answer may be waiting in the socket. Give it back, up to the deadline.
-                        let now = tokio::time::Instant::now();
-                        let late = now.saturating_duration_since(until);
-                        if late < STALL_GRACE || hard.is_some_and(|h| now >= h) {
-                            break;
-                        }
-                        let extended = now + late.min(limit);
-                        until = hard.map_or(extended, |h| extended.min(h));
-                    }
-                }
-            }
-            if spent_by_deadline {
-                Err(Box::new(DeadlineExceeded) as BoxError)
-            } else {
-                Err(Box::new(PerTryTimeout) as BoxError)
-            }
-        })
+        let inner = self.inner.call(req);
+        future::PerTryFuture::running(inner, now, limit, hard, spent_by_deadline)
     }
 }
 
