@@ -133,6 +133,8 @@ impl RollingHistogram {
         (us != NONE).then(|| Duration::from_micros(us))
     }
 
+    /// The percentile in microseconds (`NONE` with too few samples), or `None` when the periods
+    /// cannot be merged (the last value then stays).
     fn compute(&self, g: &mut Periods) -> Option<u64> {
         if g.current.len() + g.previous.len() < self.min_samples {
             return Some(NONE);
