@@ -134,8 +134,9 @@ struct Args {
     /// Install no `metrics` recorder (the fraud hop then reports no client counters).
     #[arg(long)]
     no_recorder: bool,
-    /// Overhead scenario: run only the contender with this name (`bare` or `finpay`), to profile
-    /// one client at a time (for example under `perf record` or `valgrind --tool=callgrind`).
+    /// Run only the contender with this name (`bare` or `finpay`), to profile one client at a time
+    /// (for example under `perf record` or `valgrind --tool=callgrind`). In the in-process
+    /// scenario `finpay` runs the default policy alone and `bare` the endpoint alone.
     #[arg(long)]
     only: Option<String>,
 }
@@ -163,6 +164,11 @@ impl Args {
         }
         if self.max_calls_per_run < self.concurrency as u64 {
             return bad("--max-calls-per-run must be >= --concurrency");
+        }
+        if let Some(only) = &self.only {
+            if only != "bare" && only != "finpay" {
+                return bad("--only must be `bare` or `finpay`");
+            }
         }
         Ok(())
     }
@@ -1005,6 +1011,13 @@ async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
         ("hedging off", Some(no_hedge)),
         ("hedging and breaker off", Some(bare_bones)),
     ];
+    let variants = variants
+        .into_iter()
+        .filter(|(name, p)| match args.only.as_deref() {
+            None => true,
+            Some("bare") => p.is_none(),
+            Some(_) => *name == "default policy",
+        });
     let deadline = Duration::from_millis(args.deadline_ms);
     println!("## In-process stack cost (diagnostic)\n");
     println!(
