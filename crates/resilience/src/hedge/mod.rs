@@ -30,14 +30,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 pub use self::histogram::RollingHistogram;
 pub use self::layer::HedgeLayer;
 use crate::classify::{BoxError, Class, Classify};
-use crate::retry::budget::{RetryBudget, RetryPermit};
+use crate::retry::budget::RetryBudget;
 use crate::telemetry::LazyCounter;
 
 /// When a hedge fires.
@@ -134,19 +133,36 @@ where
 {
     type Response = Res;
     type Error = BoxError;
-    type Future = future::ResponseFuture<Res>;
+    type Future = future::ResponseFuture<S::Future, S, C, Req, Res>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The first try goes to the inner service made ready here; copies wait for readiness on
+        // their own clones.
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        Box::pin(hedged(
-            self.inner.clone(),
+        let cfg = &self.shared.config;
+        let template = if cfg.max_hedges > 0 && self.classify.is_idempotent(&req) {
+            self.classify.clone_request(&req)
+        } else {
+            None
+        };
+        let Some(template) = template else {
+            return future::ResponseFuture::single(self.inner.call(req));
+        };
+        let delay = cfg.delay.current();
+        let first_start = Instant::now();
+        let first = self.inner.call(req);
+        future::ResponseFuture::race(
+            first,
+            first_start,
+            delay,
             self.shared.clone(),
+            self.inner.clone(),
             self.classify.clone(),
-            req,
-        ))
+            template,
+        )
     }
 }
 
@@ -165,69 +181,6 @@ where
         let res = svc.oneshot(req).await.map_err(Into::into);
         (i, start, res)
     })
-}
-
-/// The copies of one call beyond the first, and what it takes to send another.
-struct Hedges<'a, S, C, Req, Res> {
-    svc: S,
-    shared: &'a Shared,
-    classify: C,
-    template: Req,
-    /// Made by the first hedge: a call answered within the delay never allocates it.
-    inflight: Option<FuturesUnordered<Branch<Res>>>,
-    /// Tries sent so far, the first included.
-    sent: u32,
-    permits: Vec<RetryPermit>,
-    budget_spent: bool,
-}
-
-impl<S, C, Req, Res> Hedges<'_, S, C, Req, Res>
-where
-    S: Service<Req, Response = Res> + Clone + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
-    C: Classify<Req, Res>,
-    Req: Send + 'static,
-    Res: Send + 'static,
-{
-    /// Fires one more copy if the count and the budget allow.
-    fn fire(&mut self) {
-        let cfg = &self.shared.config;
-        if self.sent > cfg.max_hedges || self.budget_spent {
-            return;
-        }
-        if let Some(b) = &cfg.budget {
-            match b.try_withdraw() {
-                Some(p) => self.permits.push(p),
-                None => {
-                    self.budget_spent = true;
-                    self.shared.budget_rejections.increment(1);
-                    return;
-                }
-            }
-        }
-        let Some(copy) = self.classify.clone_request(&self.template) else {
-            return;
-        };
-        self.shared.hedges.increment(1);
-        self.inflight
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(branch(self.svc.clone(), self.sent as usize, copy));
-        self.sent += 1;
-    }
-
-    /// Whether a copy is still running.
-    fn in_flight(&self) -> bool {
-        self.inflight.as_ref().is_some_and(|f| !f.is_empty())
-    }
-
-    /// The next copy to finish; pending forever when none runs (the caller checks [`Self::in_flight`]).
-    async fn next(&mut self) -> Option<(usize, Instant, Result<Res, BoxError>)> {
-        match &mut self.inflight {
-            Some(f) => f.next().await,
-            None => std::future::pending().await,
-        }
-    }
 }
 
 /// What one finished try means for the race.
@@ -262,90 +215,6 @@ where
         Class::Retry | Class::RetrySafe => {
             *last = Some(res);
             Verdict::Retry
-        }
-    }
-}
-
-fn no_try<Res>(last: Option<Result<Res, BoxError>>) -> Result<Res, BoxError> {
-    last.unwrap_or_else(|| Err("hedge: no try was sent".into()))
-}
-
-async fn hedged<S, C, Req, Res>(
-    svc: S,
-    shared: Arc<Shared>,
-    c: C,
-    req: Req,
-) -> Result<Res, BoxError>
-where
-    S: Service<Req, Response = Res> + Clone + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
-    C: Classify<Req, Res>,
-    Req: Send + 'static,
-    Res: Send + 'static,
-{
-    let cfg = &shared.config;
-    let template = if cfg.max_hedges > 0 && c.is_idempotent(&req) {
-        c.clone_request(&req)
-    } else {
-        None
-    };
-    let Some(template) = template else {
-        return svc.oneshot(req).await.map_err(Into::into);
-    };
-    let max_hedges = cfg.max_hedges;
-    let delay = cfg.delay.current();
-    // The first try runs in place: the set of copies (and its allocations) is only made when a
-    // hedge is actually fired, which a healthy dependency answering within the delay never needs.
-    let first_start = Instant::now();
-    let first = svc.clone().oneshot(req);
-    tokio::pin!(first);
-    let timer = tokio::time::sleep_until(first_start + delay);
-    tokio::pin!(timer);
-    let mut first_done = false;
-    let mut last: Option<Result<Res, BoxError>> = None;
-    let mut hedges = Hedges {
-        svc,
-        shared: &shared,
-        classify: c.clone(),
-        template,
-        inflight: None,
-        sent: 1,
-        permits: Vec::new(),
-        budget_spent: false,
-    };
-
-    loop {
-        let can_hedge = hedges.sent <= max_hedges;
-        tokio::select! {
-            res = &mut first, if !first_done => {
-                first_done = true;
-                match judge(&shared, &c, 0, first_start, res.map_err(Into::into), &mut last) {
-                    Verdict::Done(res) => return res,
-                    Verdict::Retry => {
-                        hedges.fire();
-                        if !hedges.in_flight() {
-                            return no_try(last);
-                        }
-                    }
-                }
-            }
-            Some((i, start, res)) = hedges.next(), if hedges.in_flight() => {
-                match judge(&shared, &c, i, start, res, &mut last) {
-                    Verdict::Done(res) => return res,
-                    Verdict::Retry => {
-                        hedges.fire();
-                        if first_done && !hedges.in_flight() {
-                            return no_try(last);
-                        }
-                    }
-                }
-            }
-            () = &mut timer, if can_hedge => {
-                hedges.fire();
-                timer.as_mut().reset(Instant::now() + delay);
-            }
-            else => return no_try(last),
         }
     }
 }
