@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::{BudgetMode, RetryBudget};
 pub use self::layer::RetryLayer;
-use crate::classify::{BoxError, Class, Classify};
+use crate::classify::{BoxError, Classify};
 use crate::telemetry::LazyCounter;
 
 /// What the retry loop may do.
@@ -73,89 +73,41 @@ pub struct Retry<S, C> {
 
 impl<S, C, Req, Res> Service<Req> for Retry<S, C>
 where
-    S: Service<Req, Response = Res> + Clone + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
-    C: Classify<Req, Res>,
-    Req: Send + 'static,
-    Res: Send + 'static,
-{
-    type Response = Res;
-    type Error = BoxError;
-    type Future = future::ResponseFuture<Res>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness is awaited per try inside the future, on a clone of the inner service.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let svc = self.inner.clone();
-        let shared = self.shared.clone();
-        let c = self.classify.clone();
-        Box::pin(retry_loop(svc, shared, c, req))
-    }
-}
-
-async fn retry_loop<S, C, Req, Res>(
-    mut svc: S,
-    shared: Arc<Shared>,
-    c: C,
-    mut req: Req,
-) -> Result<Res, BoxError>
-where
-    S: Service<Req, Response = Res>,
+    S: Service<Req, Response = Res> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<Req, Res>,
 {
-    let cfg = &shared.config;
-    let _in_flight = cfg.budget.deposit();
-    let idempotent = c.is_idempotent(&req);
-    let deadline = c.deadline(&req);
-    let mut attempt: u32 = 1;
-    let mut prev_sleep = Duration::ZERO;
-    let mut _permit = None;
-    loop {
-        let backup = if attempt < cfg.max_attempts {
-            c.clone_request(&req)
+    type Response = Res;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S::Future, S, C, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The first try goes to the inner service made ready here; the later ones wait for
+        // readiness on the call's own clone.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let cfg = &self.shared.config;
+        let deposit = cfg.budget.deposit();
+        let idempotent = self.classify.is_idempotent(&req);
+        let deadline = self.classify.deadline(&req);
+        let backup = if cfg.max_attempts > 1 {
+            self.classify.clone_request(&req)
         } else {
             None
         };
-        let res = match svc.ready().await {
-            Ok(s) => s.call(req).await.map_err(Into::into),
-            Err(e) => Err(e.into()),
-        };
-        let retry = match c.classify(&res) {
-            Class::Retry => idempotent,
-            Class::RetrySafe => true,
-            Class::Success | Class::Failure => false,
-        };
-        if !retry {
-            return res;
-        }
-        let Some(next) = backup else { return res };
-        let Some(permit) = cfg.budget.try_withdraw() else {
-            shared.budget_rejections.increment(1);
-            return res;
-        };
-        let mut sleep = cfg.backoff.delay(attempt, prev_sleep);
-        if let Some(ra) = c.retry_after(&res) {
-            if !cfg.retry_after_max.is_zero() {
-                sleep = sleep.max(ra.min(cfg.retry_after_max));
-            }
-        }
-        if deadline.is_some_and(|d| sleep >= d.remaining()) {
-            return res;
-        }
-        drop(res);
-        prev_sleep = sleep;
-        // Boxed: a timer held in place would make every call's future (moved into its box at
-        // each call) a few hundred bytes larger, for a wait that only retries reach.
-        Box::pin(tokio::time::sleep(sleep)).await;
-        shared.retries.increment(1);
-        _permit = Some(permit);
-        req = next;
-        attempt += 1;
+        let first = self.inner.call(req);
+        future::ResponseFuture::new(
+            first,
+            backup,
+            self.inner.clone(),
+            self.shared.clone(),
+            self.classify.clone(),
+            idempotent,
+            deadline,
+            deposit,
+        )
     }
 }
 
@@ -164,7 +116,7 @@ mod tests {
     use super::*;
     use crate::classify::HttpClassify;
     use bytes::Bytes;
-    use tower::Layer;
+    use tower::{Layer, ServiceExt};
     use tower_test::mock;
 
     type Req = http::Request<Bytes>;
@@ -208,6 +160,18 @@ mod tests {
         let call = tokio::spawn(svc.oneshot(get()));
         h.next_request().await.unwrap().1.send_response(status(503));
         h.next_request().await.unwrap().1.send_response(status(500));
+        h.next_request().await.unwrap().1.send_response(status(200));
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_whose_service_fails_to_get_ready_is_judged_like_a_failed_try() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = RetryLayer::new(cfg(4, 1.0, 10), HttpClassify).layer(svc);
+        let call = tokio::spawn(svc.oneshot(get()));
+        h.next_request().await.unwrap().1.send_response(status(503));
+        // The second try never leaves: its readiness fails (nothing was sent, so it is retried).
+        h.send_error(crate::classify::ConnectRefused);
         h.next_request().await.unwrap().1.send_response(status(200));
         assert_eq!(call.await.unwrap().unwrap().status(), 200);
     }
