@@ -705,8 +705,7 @@ type HyperClient = Client<HttpConnector, Full<Bytes>>;
 pub type Stack = BoxCloneSyncService<Outbound, http::Response<Bytes>, BoxError>;
 
 /// One replica reached through the pooled hyper client: builds the try's request on the endpoint's
-/// base URI ([`Outbound::to_http`]), sends it, and reads the body (bounded). Cloning (once per try)
-/// is one `Arc`.
+/// base URI ([`Outbound::to_http`]), sends it, and reads the body (bounded). Cloning is one `Arc`.
 #[derive(Clone, Debug)]
 pub struct HttpEndpoint(Arc<EndpointInner>);
 
@@ -738,14 +737,20 @@ impl Service<Outbound> for HttpEndpoint {
     }
 
     fn call(&mut self, req: Outbound) -> Self::Future {
-        let ep = self.0.clone();
+        let ep = &self.0;
+        let uri = match join_uri(&ep.base, &req.head().uri) {
+            Ok(uri) => uri,
+            Err(e) => return Box::pin(std::future::ready(Err(BoxError::from(e)))),
+        };
+        // Started here, so the future owns nothing of the endpoint's but its body limit.
+        let sent = ep
+            .client
+            .request(req.to_http(uri, Full::new(req.body().clone())));
+        drop(req);
+        let max_body = ep.max_body;
         Box::pin(async move {
-            let uri = join_uri(&ep.base, &req.head().uri).map_err(BoxError::from)?;
-            let out = req.to_http(uri, Full::new(req.body().clone()));
-            drop(req);
-            let resp = ep.client.request(out).await?;
-            let (p, b) = resp.into_parts();
-            let bytes = http_body_util::Limited::new(b, ep.max_body)
+            let (p, b) = sent.await?.into_parts();
+            let bytes = http_body_util::Limited::new(b, max_body)
                 .collect()
                 .await?
                 .to_bytes();

@@ -424,12 +424,16 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
     /// The endpoint to use, and whether the balancer is in panic mode. Sets of up to 64 endpoints
     /// are filtered in bit masks rather than lists, so a pick allocates nothing; the choice (and
     /// the random numbers drawn) is the same as with lists.
-    fn pick(&self, eps: &[Arc<Endpoint<K, S>>], tried: Option<&TriedEndpoints>) -> (usize, bool) {
+    fn pick(
+        &self,
+        eps: &[Arc<Endpoint<K, S>>],
+        tried: Option<&TriedEndpoints>,
+        now: Instant,
+    ) -> (usize, bool) {
         if eps.len() > 64 {
-            return self.pick_large(eps, tried);
+            return self.pick_large(eps, tried, now);
         }
         let cfg = &self.set.inner.cfg;
-        let now = Instant::now();
         let mut usable: u64 = 0;
         for (i, e) in eps.iter().enumerate() {
             let closed = e
@@ -496,9 +500,9 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
         &self,
         eps: &[Arc<Endpoint<K, S>>],
         tried: Option<&TriedEndpoints>,
+        now: Instant,
     ) -> (usize, bool) {
         let cfg = &self.set.inner.cfg;
-        let now = Instant::now();
         let usable: Vec<usize> = (0..eps.len())
             .filter(|&i| {
                 let closed = eps[i]
@@ -604,7 +608,9 @@ where
             return Box::pin(async { Err(Box::new(NoEndpoint) as BoxError) });
         }
         let tried = req.tried();
-        let (idx, panic) = self.pick(&eps, tried.as_ref());
+        // One reading serves the pick and starts the try's latency measurement.
+        let start = Instant::now();
+        let (idx, panic) = self.pick(&eps, tried.as_ref(), start);
         let ep = eps[idx].clone();
         drop(eps);
         if let Some(t) = &tried {
@@ -625,7 +631,6 @@ where
         let set = self.set.clone();
         let c = self.classify.clone();
         Box::pin(async move {
-            let start = Instant::now();
             let res = svc.oneshot(req).await.map_err(Into::into);
             let now = Instant::now();
             let class = c.classify(&res);
