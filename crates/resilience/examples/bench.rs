@@ -47,8 +47,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use finpay_resilience::balance::{Balance, EndpointSet};
 use finpay_resilience::classify::BoxError;
-use finpay_resilience::{CallError, ClientPolicy, Deadline, Idempotent, ResilientClient};
+use finpay_resilience::classify::HttpClassify;
+use finpay_resilience::client::{balance_config, HttpEndpoint, Stack};
+use finpay_resilience::{CallError, ClientPolicy, Deadline, Idempotent, Outbound, ResilientClient};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -56,6 +59,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
 
 /// The request body: what the payment service sends to fraud (a pure read, marked idempotent).
 const CHECK_BODY: &[u8] =
@@ -127,8 +132,8 @@ struct Args {
     /// In-process scenario: sequential calls per run (fewer under `valgrind --tool=callgrind`).
     #[arg(long, default_value_t = 200_000)]
     inproc_calls: u32,
-    /// Overhead scenario: also run the stack with hedging off, and with hedging and the breaker
-    /// off (diagnostic: where the overhead goes).
+    /// Overhead scenario: also run the stack with hedging off, with hedging and the breaker off,
+    /// and the balancer and endpoint alone (diagnostic: where the overhead goes).
     #[arg(long)]
     breakdown: bool,
     /// Install no `metrics` recorder (the fraud hop then reports no client counters).
@@ -548,6 +553,8 @@ fn bare_client(policy: &ClientPolicy) -> BareClient {
 
 enum Driver {
     Finpay(ResilientClient),
+    /// A stack of the crate's parts fed the same [`Outbound`] `ResilientClient::call` makes.
+    Stack(Stack),
     Bare(Box<BareClient>, http::Uri),
 }
 
@@ -555,13 +562,25 @@ impl Driver {
     /// One fraud check: `Ok` when it was answered 200, else what went wrong.
     async fn call(&self, deadline: Duration) -> Result<(), &'static str> {
         match self {
+            Driver::Stack(stack) => {
+                let req = Outbound::new(
+                    check_request().map_err(|_| "bad request")?,
+                    Some(Deadline::after(deadline)),
+                );
+                match stack.clone().oneshot(req).await {
+                    Ok(r) if r.status() == http::StatusCode::OK => Ok(()),
+                    Ok(_) => Err("other status"),
+                    Err(_) => Err("error"),
+                }
+            }
             Driver::Finpay(client) => {
-                let mut req = http::Request::post(CHECK_PATH)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Bytes::from_static(CHECK_BODY))
-                    .map_err(|_| "bad request")?;
-                req.extensions_mut().insert(Idempotent);
-                match client.call(req, Deadline::after(deadline)).await {
+                match client
+                    .call(
+                        check_request().map_err(|_| "bad request")?,
+                        Deadline::after(deadline),
+                    )
+                    .await
+                {
                     Ok(r) if r.status() == http::StatusCode::OK => Ok(()),
                     Ok(_) => Err("other status"),
                     Err(CallError::DeadlineExceeded) => Err("deadline exceeded"),
@@ -867,9 +886,22 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
             "finpay, hedging, breaker, health checks off",
             Arc::new(Driver::Finpay(ResilientClient::new(
                 "bench",
-                vec![uri],
+                vec![uri.clone()],
                 bare_bones,
             )?)),
+        ));
+        // The floor: the balancer over the same endpoint, type-erased and fed the same `Outbound`
+        // as ResilientClient's stack, with no other layer: what a balanced call costs at least.
+        let set = EndpointSet::new(balance_config("bench", policy));
+        let endpoint =
+            HttpEndpoint::new(uri.clone(), bare_client(policy), policy.max_response_bytes);
+        set.insert(uri, endpoint);
+        contenders.push((
+            "balancer and endpoint only (no other layer)",
+            Arc::new(Driver::Stack(BoxCloneSyncService::new(Balance::new(
+                set,
+                HttpClassify,
+            )))),
         ));
     }
     if let Some(only) = &args.only {
@@ -988,7 +1020,7 @@ impl tower::Service<http::Request<Bytes>> for Instant200 {
     }
 }
 
-/// The request every in-process call sends (what the payment service sends to fraud).
+/// The request every FinPay call sends (what the payment service sends to fraud).
 fn check_request() -> Result<http::Request<Bytes>, BoxError> {
     let mut req = http::Request::post(CHECK_PATH)
         .header(http::header::CONTENT_TYPE, "application/json")

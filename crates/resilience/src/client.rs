@@ -699,7 +699,8 @@ pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
     }
 }
 
-type HyperClient = Client<HttpConnector, Full<Bytes>>;
+/// The pooled hyper client every [`HttpEndpoint`] of a [`ResilientClient`] shares.
+pub type HyperClient = Client<HttpConnector, Full<Bytes>>;
 
 /// The type-erased layer stack every call goes through.
 pub type Stack = BoxCloneSyncService<Outbound, http::Response<Bytes>, BoxError>;
@@ -717,8 +718,10 @@ struct EndpointInner {
 }
 
 impl HttpEndpoint {
-    /// An endpoint at `base` using `client`'s pool.
-    fn new(base: http::Uri, client: HyperClient, max_body: usize) -> Self {
+    /// An endpoint at `base` (scheme, authority and an optional base path) using `client`'s pool,
+    /// reading at most `max_body` bytes of an answer. For a stack of your own over an
+    /// [`EndpointSet`]; [`ResilientClient::new`] makes its endpoints with it.
+    pub fn new(base: http::Uri, client: HyperClient, max_body: usize) -> Self {
         Self(Arc::new(EndpointInner {
             base,
             client,
