@@ -12,9 +12,8 @@ use futures::future::{Fuse, FusedFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower::Service;
 
-use super::{branch, judge, Branch, Shared, Verdict};
+use super::{branch, judge, Branch, HedgeInner, Shared, Verdict};
 use crate::classify::{BoxError, Classify};
 use crate::retry::budget::RetryPermit;
 
@@ -105,9 +104,7 @@ impl<F, S, C, Req, Res> ResponseFuture<F, S, C, Req, Res> {
 
 impl<S, C, Req, Res> Race<S, C, Req, Res>
 where
-    S: Service<Req, Response = Res> + Clone + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: HedgeInner<Req, Res>,
     C: Classify<Req, Res>,
     Req: Send + 'static,
     Res: Send + 'static,
@@ -160,9 +157,7 @@ impl<F, E, S, C, Req, Res> Future for ResponseFuture<F, S, C, Req, Res>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
-    S: Service<Req, Response = Res> + Clone + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: HedgeInner<Req, Res>,
     C: Classify<Req, Res>,
     Req: Send + 'static,
     Res: Send + 'static,

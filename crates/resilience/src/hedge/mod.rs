@@ -122,11 +122,27 @@ pub struct Hedge<S, C> {
     classify: C,
 }
 
-impl<S, C, Req, Res> Service<Req> for Hedge<S, C>
+/// What [`Hedge`] asks of the service below it: the copies of a request run as boxed `Send`
+/// futures on clones of it. Every service that allows that has it.
+pub trait HedgeInner<Req, Res>:
+    Service<Req, Response = Res, Error: Into<BoxError> + Send, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, Req, Res> HedgeInner<Req, Res> for S
 where
     S: Service<Req, Response = Res> + Clone + Send + 'static,
     S::Error: Into<BoxError> + Send,
     S::Future: Send + 'static,
+{
+}
+
+impl<S, C, Req, Res> Service<Req> for Hedge<S, C>
+where
+    S: Service<Req, Response = Res> + HedgeInner<Req, Res>,
     C: Classify<Req, Res>,
     Req: Send + 'static,
     Res: Send + 'static,
@@ -170,9 +186,7 @@ type Branch<Res> = Pin<Box<dyn Future<Output = (usize, Instant, Result<Res, BoxE
 
 fn branch<S, Req, Res>(svc: S, i: usize, req: Req) -> Branch<Res>
 where
-    S: Service<Req, Response = Res> + Send + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: HedgeInner<Req, Res>,
     Req: Send + 'static,
     Res: Send + 'static,
 {
