@@ -117,6 +117,19 @@ async fn the_deadline_reaches_the_callee_as_epoch_milliseconds() {
 }
 
 #[tokio::test]
+async fn an_answer_over_the_body_limit_is_an_error_not_a_cut_body() {
+    let (uri, _) = server().await;
+    let mut p = policy();
+    p.max_response_bytes = 8; // the answer is the 13-digit deadline
+    let client = ResilientClient::new("t", vec![uri], p).unwrap();
+    let err = client.call(get("/ok"), secs(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Exhausted { status: None, last } if last.contains("length limit")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_503_is_retried_until_it_succeeds() {
     let (uri, c) = server().await;
     let client = ResilientClient::new("t", vec![uri], policy()).unwrap();
