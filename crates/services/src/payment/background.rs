@@ -8,6 +8,7 @@
 //!   exponential backoff and full jitter, persisting attempts and the next attempt time, so delivery
 //!   survives restarts. It runs beside payments and never blocks or fails one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,7 +80,8 @@ pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
         }
     };
     let full = unfinished.len() as u32 >= batch;
-    let deferred = std::sync::atomic::AtomicUsize::new(0);
+    let deferred_count = AtomicUsize::new(0);
+    let deferred = &deferred_count;
     let mut skipped = 0usize;
     let claimed: Vec<_> = unfinished
         .into_iter()
@@ -95,9 +97,7 @@ pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
         })
         .collect();
     futures::stream::iter(claimed)
-        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| {
-            let deferred = &deferred;
-            async move {
+        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| async move {
             let id = p.id;
             let from = p.status;
             let deadline = Deadline::after(engine.cfg.deadline());
@@ -107,7 +107,7 @@ pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
                     tracing::info!(payment_id = %id, %from, to = %done.status, "resumed payment");
                 }
                 Ok(Driven::WalletUnavailable { why, .. }) => {
-                    deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    deferred.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("finpay_payments_resumed_total", "outcome" => "pending").increment(1);
                     tracing::info!(payment_id = %id, %why, "resume deferred: wallet unavailable");
                 }
@@ -116,13 +116,12 @@ pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
                 }
             }
             drop(claim);
-            }
         })
         .await;
     Pass {
         full,
         skipped,
-        deferred: deferred.into_inner(),
+        deferred: deferred_count.into_inner(),
     }
 }
 
