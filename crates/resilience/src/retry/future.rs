@@ -59,25 +59,25 @@ pin_project! {
 }
 
 impl<F, S, C, Req> ResponseFuture<F, S, C, Req> {
-    /// The call whose first try is `first`; `backup` is its copy for a retry.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        first: F,
-        backup: Option<Req>,
-        svc: S,
-        shared: Arc<Shared>,
-        classify: C,
-        idempotent: bool,
-        deadline: Option<Deadline>,
-        deposit: RequestGuard,
-    ) -> Self {
+    /// Sends the first try of `req` on `inner`, which its `poll_ready` made ready; the later
+    /// tries go through a clone of it.
+    pub(super) fn start<Res>(inner: &mut S, req: Req, shared: Arc<Shared>, classify: C) -> Self
+    where
+        S: Service<Req, Response = Res, Future = F> + Clone,
+        C: Classify<Req, Res>,
+    {
+        let deposit = shared.config.budget.deposit();
+        let idempotent = classify.is_idempotent(&req);
+        let deadline = classify.deadline(&req);
+        let next = copy_for_next(&classify, &shared, 1, &req);
+        let first = inner.call(req);
         Self {
             state: State::Calling { fut: first },
             call: Call {
-                svc,
+                svc: inner.clone(),
                 shared,
                 classify,
-                next: backup,
+                next,
                 idempotent,
                 deadline,
                 attempt: 1,
@@ -86,6 +86,19 @@ impl<F, S, C, Req> ResponseFuture<F, S, C, Req> {
                 _deposit: deposit,
             },
         }
+    }
+}
+
+/// A copy of `req` to send after try number `attempt`, while another try is allowed (`None`
+/// otherwise, or when the request cannot be copied).
+fn copy_for_next<C, Req, Res>(classify: &C, shared: &Shared, attempt: u32, req: &Req) -> Option<Req>
+where
+    C: Classify<Req, Res>,
+{
+    if attempt < shared.config.max_attempts {
+        classify.clone_request(req)
+    } else {
+        None
     }
 }
 
@@ -124,11 +137,7 @@ where
                     let Some(req) = call.next.take() else {
                         return Poll::Ready(Err("retry: no request to send".into()));
                     };
-                    call.next = if call.attempt < call.shared.config.max_attempts {
-                        call.classify.clone_request(&req)
-                    } else {
-                        None
-                    };
+                    call.next = copy_for_next(&call.classify, &call.shared, call.attempt, &req);
                     match ready {
                         Ok(()) => {
                             let fut = call.svc.call(req);

@@ -88,25 +88,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let cfg = &self.shared.config;
-        let deposit = cfg.budget.deposit();
-        let idempotent = self.classify.is_idempotent(&req);
-        let deadline = self.classify.deadline(&req);
-        let backup = if cfg.max_attempts > 1 {
-            self.classify.clone_request(&req)
-        } else {
-            None
-        };
-        let first = self.inner.call(req);
-        future::ResponseFuture::new(
-            first,
-            backup,
-            self.inner.clone(),
+        future::ResponseFuture::start(
+            &mut self.inner,
+            req,
             self.shared.clone(),
             self.classify.clone(),
-            idempotent,
-            deadline,
-            deposit,
         )
     }
 }
