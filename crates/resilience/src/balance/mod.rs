@@ -229,6 +229,15 @@ impl<K, S> Endpoint<K, S> {
     pub fn pending(&self) -> usize {
         self.mirror.pending.load(Ordering::Relaxed)
     }
+
+    /// Whether a pick outside panic mode may choose it at `now`: its own breaker (if any) is not
+    /// open, and it is healthy and not ejected.
+    fn pickable(&self, now: Instant) -> bool {
+        self.breaker
+            .as_ref()
+            .is_none_or(|b| b.state() != BreakerState::Open)
+            && self.mirror.usable(now)
+    }
 }
 
 /// The endpoint list as one shared value.
@@ -436,11 +445,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
         let cfg = &self.set.inner.cfg;
         let mut usable: u64 = 0;
         for (i, e) in eps.iter().enumerate() {
-            let closed = e
-                .breaker
-                .as_ref()
-                .is_none_or(|b| b.state() != BreakerState::Open);
-            if closed && e.mirror.usable(now) {
+            if e.pickable(now) {
                 usable |= 1 << i;
             }
         }
@@ -503,15 +508,7 @@ impl<K: PartialEq + std::fmt::Display, S, C> Balance<K, S, C> {
         now: Instant,
     ) -> (usize, bool) {
         let cfg = &self.set.inner.cfg;
-        let usable: Vec<usize> = (0..eps.len())
-            .filter(|&i| {
-                let closed = eps[i]
-                    .breaker
-                    .as_ref()
-                    .is_none_or(|b| b.state() != BreakerState::Open);
-                closed && eps[i].mirror.usable(now)
-            })
-            .collect();
+        let usable: Vec<usize> = (0..eps.len()).filter(|&i| eps[i].pickable(now)).collect();
         let panic = usable.is_empty()
             || usable.len() * 100 < cfg.panic_threshold_percent as usize * eps.len();
         let pool: Vec<usize> = if panic {
