@@ -4,6 +4,15 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+/// `finpay check`: audit the stores of a data dir; non-zero exit when any invariant is violated.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    #[arg(long, default_value = ".finpay")]
+    pub data_dir: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the audit over `data_dir` and prints it. Returns whether every invariant holds.
 pub async fn run(data_dir: &Path, json: bool) -> anyhow::Result<bool> {
     if !data_dir.is_dir() {

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use finpay_services::ServiceKind;
 use serde::{Deserialize, Serialize};
 
 pub const STATE_FILE: &str = "cluster.json";
@@ -37,8 +38,7 @@ pub struct ClusterState {
 pub struct ReplicaState {
     /// `fraud-0`, `wallet-1`, `payment-0` ...
     pub name: String,
-    /// `fraud`, `wallet`, `notification` or `payment`.
-    pub service: String,
+    pub service: ServiceKind,
     /// Current process id; `None` while the replica is backing off before a restart.
     pub pid: Option<u32>,
     /// Fixed for the life of the cluster, so the replica lists handed to payment stay valid.
@@ -66,7 +66,7 @@ impl ClusterState {
         self.replicas.iter().find(|r| r.name == name)
     }
 
-    pub fn by_service<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a ReplicaState> {
+    pub fn by_service(&self, service: ServiceKind) -> impl Iterator<Item = &ReplicaState> {
         self.replicas.iter().filter(move |r| r.service == service)
     }
 
@@ -84,7 +84,7 @@ impl ClusterState {
                 out,
                 "{:<16} {:<13} {:>7} {:>6}  {:<9} {:<5} {:<5} {:>8}  {:<24} {}",
                 r.name,
-                r.service,
+                r.service.as_str(),
                 pid,
                 r.port,
                 r.phase,
@@ -156,7 +156,7 @@ mod tests {
             updated_at_ms: 2,
             replicas: vec![ReplicaState {
                 name: "fraud-0".into(),
-                service: "fraud".into(),
+                service: ServiceKind::Fraud,
                 pid: Some(7),
                 port: 40001,
                 url: "http://127.0.0.1:40001".into(),

@@ -8,33 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-
-/// The four services, in the order `finpay up` starts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Service {
-    Fraud,
-    Wallet,
-    Notification,
-    Payment,
-}
-
-impl Service {
-    pub const ALL: [Service; 4] = [
-        Service::Fraud,
-        Service::Wallet,
-        Service::Notification,
-        Service::Payment,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Service::Fraud => "fraud",
-            Service::Wallet => "wallet",
-            Service::Notification => "notification",
-            Service::Payment => "payment",
-        }
-    }
-}
+use finpay_services::http::FaultSettings;
+use finpay_services::ServiceKind;
+use serde::Serialize;
 
 /// Which fault `--fraud-fault` injects into every fraud replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +30,39 @@ pub enum WalletFault {
     /// Commit the transfer, then lose the response: the ambiguous failure.
     CommitThenFail,
     None,
+}
+
+impl FraudFault {
+    /// The faults of fraud replica `index` for this choice at `rate`.
+    pub fn faults(self, rate: f64, index: u16) -> FaultSettings {
+        let mut f = FaultSettings::default();
+        match self {
+            FraudFault::Error => f.error_rate = rate,
+            FraudFault::Hang => f.hang_rate = rate,
+            FraudFault::Crash => {
+                // Each replica serves a while, then dies on a call with this probability: the pod
+                // that crashes and is replaced (scenario B of docs/scenarios.md). The while is at
+                // least the supervisor's backoff reset, so every such crash restarts after 100 ms
+                // (a replica dying on 30% of its calls from the start would only crash-loop), and
+                // it differs per replica, so the replicas do not all die at the same moment.
+                f.crash_rate = rate;
+                f.crash_after_ms = CRASH_AFTER_MS + u64::from(index) * CRASH_STAGGER_MS;
+            }
+            FraudFault::None => {}
+        }
+        f
+    }
+}
+
+impl WalletFault {
+    /// The faults of every wallet replica for this choice at `rate`.
+    pub fn faults(self, rate: f64) -> FaultSettings {
+        let mut f = FaultSettings::default();
+        if self == WalletFault::CommitThenFail {
+            f.commit_then_fail_rate = rate;
+        }
+        f
+    }
 }
 
 /// The choices of `finpay up` that shape the plan.
@@ -108,7 +117,7 @@ impl ClusterSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaPlan {
     pub name: String,
-    pub service: Service,
+    pub service: ServiceKind,
     pub index: u16,
     pub port: u16,
     pub config_path: PathBuf,
@@ -180,11 +189,11 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaP
         .with_context(|| format!("create {}", config_dir.display()))?;
     std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
 
-    let mut layout: Vec<(Service, u16)> = Vec::new();
-    layout.extend((0..spec.fraud_replicas).map(|i| (Service::Fraud, i)));
-    layout.extend((0..spec.wallet_replicas).map(|i| (Service::Wallet, i)));
-    layout.push((Service::Notification, 0));
-    layout.push((Service::Payment, 0));
+    let mut layout: Vec<(ServiceKind, u16)> = Vec::new();
+    layout.extend((0..spec.fraud_replicas).map(|i| (ServiceKind::Fraud, i)));
+    layout.extend((0..spec.wallet_replicas).map(|i| (ServiceKind::Wallet, i)));
+    layout.push((ServiceKind::Notification, 0));
+    layout.push((ServiceKind::Payment, 0));
 
     if spec.payment_port != 0 {
         // Fail now, with a clear message, rather than crash-looping payment on a taken port.
@@ -231,10 +240,39 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaP
     Ok(plans)
 }
 
-/// The TOML config of one replica, in the settings keys of docs/CONTRACTS.md.
+/// What `finpay up` writes into one replica's config file: the services' own settings types, so a
+/// key here is a key the service parses.
+#[derive(Serialize)]
+struct ReplicaConfig<'a> {
+    data_dir: &'a str,
+    log_format: &'static str,
+    http: ReplicaHttp,
+    faults: FaultSettings,
+}
+
+#[derive(Serialize)]
+struct ReplicaHttp {
+    host: &'static str,
+    port: u16,
+}
+
+/// The faults `spec` gives replica `index` of `service`, before its seed is set.
+pub fn replica_faults(spec: &ClusterSpec, service: ServiceKind, index: u16) -> FaultSettings {
+    match service {
+        ServiceKind::Fraud => spec.fraud_fault.faults(spec.fraud_fault_rate, index),
+        ServiceKind::Wallet => spec.wallet_fault.faults(spec.wallet_fault_rate),
+        ServiceKind::Notification => FaultSettings {
+            down: spec.notification_down,
+            ..FaultSettings::default()
+        },
+        ServiceKind::Payment => FaultSettings::default(),
+    }
+}
+
+/// The TOML config of one replica, in the services' settings keys.
 pub fn replica_toml(
     spec: &ClusterSpec,
-    service: Service,
+    service: ServiceKind,
     index: u16,
     port: u16,
     data_dir: &Path,
@@ -243,69 +281,32 @@ pub fn replica_toml(
     let data_dir = data_dir
         .to_str()
         .context("the data dir path must be valid UTF-8")?;
-    let mut root = toml::Table::new();
-    root.insert("data_dir".into(), data_dir.into());
-    root.insert("log_format".into(), "json".into());
-
-    let mut http = toml::Table::new();
-    http.insert("host".into(), "127.0.0.1".into());
-    http.insert("port".into(), i64::from(port).into());
-    root.insert("http".into(), http.into());
-
-    let mut faults = toml::Table::new();
-    let fault_seed = i64::try_from(fault_seed).context("fault seed must fit 63 bits")?;
-    faults.insert("seed".into(), toml::Value::Integer(fault_seed));
-    match service {
-        Service::Fraud => match spec.fraud_fault {
-            FraudFault::Error => {
-                faults.insert("error_rate".into(), spec.fraud_fault_rate.into());
-            }
-            FraudFault::Hang => {
-                faults.insert("hang_rate".into(), spec.fraud_fault_rate.into());
-            }
-            FraudFault::Crash => {
-                faults.insert("crash_rate".into(), spec.fraud_fault_rate.into());
-                // Each replica serves a while, then dies on a call with this probability: the pod
-                // that crashes and is replaced (the design note's scenario B). The while is at
-                // least the supervisor's backoff reset, so every such crash restarts after 100 ms
-                // (a replica dying on 30% of its calls from the start would only crash-loop), and
-                // it differs per replica, so the replicas do not all die at the same moment.
-                let after = CRASH_AFTER_MS + u64::from(index) * CRASH_STAGGER_MS;
-                faults.insert(
-                    "crash_after_ms".into(),
-                    toml::Value::Integer(i64::try_from(after).unwrap_or(i64::MAX)),
-                );
-            }
-            FraudFault::None => {}
-        },
-        Service::Wallet => {
-            if spec.wallet_fault == WalletFault::CommitThenFail {
-                faults.insert(
-                    "commit_then_fail_rate".into(),
-                    spec.wallet_fault_rate.into(),
-                );
-            }
-        }
-        Service::Notification => {
-            if spec.notification_down {
-                faults.insert("down".into(), true.into());
-            }
-        }
-        Service::Payment => {}
-    }
-    root.insert("faults".into(), faults.into());
-
-    let header = format!(
-        "# {} replica config, written by `finpay up`. Change the flags of `finpay up`, not this file:\n\
-         # it is rewritten on every start.\n",
-        service.as_str()
+    anyhow::ensure!(
+        i64::try_from(fault_seed).is_ok(),
+        "fault seed must fit 63 bits"
     );
-    Ok(header + &toml::to_string(&root).context("encode replica config")?)
+    let config = ReplicaConfig {
+        data_dir,
+        log_format: "json",
+        http: ReplicaHttp {
+            host: "127.0.0.1",
+            port,
+        },
+        faults: FaultSettings {
+            seed: fault_seed,
+            ..replica_faults(spec, service, index)
+        },
+    };
+    let header = format!(
+        "# {service} replica config, written by `finpay up`. Change the flags of `finpay up`, not this file:\n\
+         # it is rewritten on every start.\n"
+    );
+    Ok(header + &toml::to_string(&config).context("encode replica config")?)
 }
 
 /// The `--set` overrides that tell payment where its dependencies are.
 pub fn payment_overrides(plans: &[ReplicaPlan]) -> Vec<(String, String)> {
-    [Service::Fraud, Service::Wallet, Service::Notification]
+    ServiceKind::DEPENDENCIES
         .into_iter()
         .map(|svc| {
             let urls: Vec<toml::Value> = plans
@@ -384,21 +385,41 @@ mod tests {
                 .expect("read")
                 .parse()
                 .expect("toml");
-            let faults = table["faults"].as_table().expect("faults table");
-            match p.service {
-                Service::Fraud => {
-                    assert_eq!(faults["hang_rate"].as_float(), Some(0.3));
-                    assert!(!faults.contains_key("error_rate"));
-                    assert!(!faults.contains_key("crash_after_ms"));
-                }
-                Service::Wallet => {
-                    assert_eq!(faults["commit_then_fail_rate"].as_float(), Some(0.5));
-                }
-                Service::Notification => assert_eq!(faults["down"].as_bool(), Some(true)),
-                Service::Payment => {
-                    assert_eq!(faults.keys().collect::<Vec<_>>(), vec!["seed"]);
-                }
+            let faults: FaultSettings = table["faults"].clone().try_into().expect("fault settings");
+            let seed = faults.seed;
+            let want = match p.service {
+                ServiceKind::Fraud => FaultSettings {
+                    hang_rate: 0.3,
+                    ..FaultSettings::default()
+                },
+                ServiceKind::Wallet => FaultSettings {
+                    commit_then_fail_rate: 0.5,
+                    ..FaultSettings::default()
+                },
+                ServiceKind::Notification => FaultSettings {
+                    down: true,
+                    ..FaultSettings::default()
+                },
+                ServiceKind::Payment => FaultSettings::default(),
+            };
+            assert_eq!(faults, FaultSettings { seed, ..want }, "{}", p.name);
+            assert_eq!(seed, derive_seed(s.seed, &p.name, 0));
+        }
+    }
+
+    #[test]
+    fn every_replica_config_is_accepted_by_its_services_settings_parser() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.fraud_fault = FraudFault::Crash;
+        let plans = build(&s, dir.path()).expect("plan");
+        for p in &plans {
+            let mut overrides = Vec::new();
+            if p.service == ServiceKind::Payment {
+                overrides = payment_overrides(&plans);
             }
+            finpay_services::check_config(p.service, Some(p.config_path.clone()), overrides)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
     }
 
@@ -409,7 +430,7 @@ mod tests {
         s.fraud_fault = FraudFault::Crash;
         let plans = build(&s, dir.path()).expect("plan");
         let mut afters = Vec::new();
-        for fraud in plans.iter().filter(|p| p.service == Service::Fraud) {
+        for fraud in plans.iter().filter(|p| p.service == ServiceKind::Fraud) {
             let table: toml::Table = std::fs::read_to_string(&fraud.config_path)
                 .expect("read")
                 .parse()
@@ -452,7 +473,7 @@ mod tests {
         let plans = build(&s, dir.path()).expect("plan");
         let pay = plans
             .iter()
-            .find(|p| p.service == Service::Payment)
+            .find(|p| p.service == ServiceKind::Payment)
             .expect("payment planned");
         assert_eq!(pay.port, 18080);
     }

@@ -4,22 +4,67 @@
 //! `FINPAY_*` environment, so a flag always wins.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use finpay_services::{ServeError, ServiceKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getpid, getppid};
 
-#[derive(Debug, Clone)]
+use crate::EXIT_CONFIG;
+
+/// `finpay serve`: run one service in the foreground.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    pub service: crate::plan::Service,
+    pub service: ServiceKind,
+    /// TOML settings file (then FINPAY_* env vars, then the flags below, win in that order).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    #[arg(long)]
     pub port: Option<u16>,
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// `key=value` pairs, value in TOML syntax (`faults.error_rate=0.3`, `fraud.urls=["http://.."]`).
+    /// A settings override, `key=value` with a TOML value: `--set faults.error_rate=0.3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Load and validate the settings, then exit 0 (or 64 naming the bad field) without listening.
+    #[arg(long)]
+    pub check_config: bool,
     /// Shut down gracefully when the parent process goes away (set by `finpay up`, so that a
     /// supervisor killed with SIGKILL leaves no orphans serving stale ports).
+    #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+}
+
+impl ServeArgs {
+    /// Serves until SIGTERM or Ctrl-C; a bad configuration exits 64.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let overrides = overrides(&self)?;
+        let result = if self.check_config {
+            finpay_services::check_config(self.service, self.config.clone(), overrides)
+        } else {
+            if self.exit_with_parent {
+                watch_parent();
+            }
+            finpay_services::serve(self.service, self.config.clone(), overrides).await
+        };
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                let code = if matches!(e, ServeError::Config(..)) {
+                    EXIT_CONFIG
+                } else {
+                    1
+                };
+                eprintln!(
+                    "finpay serve {}: {:#}",
+                    self.service,
+                    anyhow::Error::from(e)
+                );
+                Ok(ExitCode::from(code))
+            }
+        }
+    }
 }
 
 /// Turns the flags into the override list of `finpay_services::serve`.
@@ -50,17 +95,6 @@ pub fn overrides(args: &ServeArgs) -> Result<Vec<(String, String)>, crate::Confi
         ));
     }
     Ok(out)
-}
-
-pub fn kind(service: crate::plan::Service) -> finpay_services::ServiceKind {
-    use crate::plan::Service;
-    use finpay_services::ServiceKind;
-    match service {
-        Service::Fraud => ServiceKind::Fraud,
-        Service::Wallet => ServiceKind::Wallet,
-        Service::Notification => ServiceKind::Notification,
-        Service::Payment => ServiceKind::Payment,
-    }
 }
 
 /// Sends SIGTERM to this process once its parent is gone (it was re-parented). Polls twice a second;
@@ -98,8 +132,9 @@ mod tests {
 
     fn args(set: &[&str]) -> ServeArgs {
         ServeArgs {
-            service: crate::plan::Service::Fraud,
+            service: ServiceKind::Fraud,
             config: None,
+            check_config: false,
             port: Some(9001),
             data_dir: Some(PathBuf::from("/tmp/d x")),
             set: set.iter().map(|s| (*s).to_owned()).collect(),

@@ -19,6 +19,15 @@ pub fn supervisor_alive(state: &ClusterState) -> bool {
         .is_some_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
 }
 
+/// `finpay status`: the replicas of a running `finpay up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[arg(long, default_value = ".finpay")]
+    pub data_dir: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     let state = cluster::read(data_dir)?;
     if json {

@@ -86,7 +86,7 @@ impl Shared {
         guard.ready = guard
             .replicas
             .iter()
-            .any(|r| r.service == "payment" && r.ready);
+            .any(|r| r.service == finpay_services::ServiceKind::Payment && r.ready);
         if *guard != before {
             guard.updated_at_ms = cluster::now_ms();
             drop(guard);
@@ -526,7 +526,7 @@ mod tests {
             updated_at_ms: 0,
             replicas: vec![ReplicaState {
                 name: name.into(),
-                service: "payment".into(),
+                service: finpay_services::ServiceKind::Payment,
                 pid: None,
                 port: 1,
                 url: String::new(),

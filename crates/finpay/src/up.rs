@@ -20,10 +20,68 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use finpay_services::ServiceKind;
+
 use crate::backoff::BackoffPolicy;
 use crate::cluster::{self, ClusterState, ReplicaState};
-use crate::plan::{self, ClusterSpec, ReplicaPlan, Service};
+use crate::plan::{self, ClusterSpec, FraudFault, ReplicaPlan, WalletFault};
 use crate::supervisor::{self, ProbePolicy, ReplicaCommand, Shared};
+
+/// `finpay up`: the whole system locally, self-healing, until Ctrl-C.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    #[arg(long, default_value = ".finpay")]
+    pub data_dir: PathBuf,
+    /// Payment's port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    #[arg(long, default_value_t = 3)]
+    pub fraud_replicas: u16,
+    #[arg(long, value_enum, default_value_t = FraudFault::Error)]
+    pub fraud_fault: FraudFault,
+    #[arg(long, default_value_t = 0.3)]
+    pub fraud_fault_rate: f64,
+    #[arg(long, value_enum, default_value_t = WalletFault::None)]
+    pub wallet_fault: WalletFault,
+    #[arg(long, default_value_t = 0.0)]
+    pub wallet_fault_rate: f64,
+    /// Start notification with every request answered 503.
+    #[arg(long)]
+    pub notification_down: bool,
+    /// Base of every replica's fault seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A settings override for one service or all, applied last:
+    /// `--set wallet:storage.synchronous="normal"`, `--set all:log_format="pretty"`.
+    #[arg(long = "set", value_name = "SERVICE:KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl UpArgs {
+    /// The cluster these flags describe.
+    pub fn config(&self) -> Result<UpConfig, crate::ConfigError> {
+        let overrides = self
+            .set
+            .iter()
+            .map(|s| s.parse::<ServiceOverride>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(UpConfig {
+            data_dir: self.data_dir.clone(),
+            spec: ClusterSpec {
+                fraud_replicas: self.fraud_replicas,
+                wallet_replicas: 2,
+                fraud_fault: self.fraud_fault,
+                fraud_fault_rate: self.fraud_fault_rate,
+                wallet_fault: self.wallet_fault,
+                wallet_fault_rate: self.wallet_fault_rate,
+                notification_down: self.notification_down,
+                seed: self.seed,
+                payment_port: self.port,
+            },
+            overrides,
+        })
+    }
+}
 
 /// How long the dependencies, then payment, may take to become ready before `up` gives up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,7 +101,7 @@ pub struct UpConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceOverride {
     /// None: every service.
-    pub service: Option<Service>,
+    pub service: Option<ServiceKind>,
     pub key: String,
     pub value: String,
 }
@@ -61,10 +119,9 @@ impl std::str::FromStr for ServiceOverride {
         let service = match svc {
             "all" => None,
             other => Some(
-                Service::ALL
-                    .into_iter()
-                    .find(|x| x.as_str() == other)
-                    .ok_or_else(|| bad("unknown service"))?,
+                other
+                    .parse::<ServiceKind>()
+                    .map_err(|_| bad("unknown service"))?,
             ),
         };
         let (key, value) = kv.split_once('=').ok_or_else(|| bad("no ="))?;
@@ -79,7 +136,7 @@ impl std::str::FromStr for ServiceOverride {
     }
 }
 
-fn overrides_for(all: &[ServiceOverride], service: Service) -> Vec<(String, String)> {
+fn overrides_for(all: &[ServiceOverride], service: ServiceKind) -> Vec<(String, String)> {
     all.iter()
         .filter(|o| o.service.is_none_or(|s| s == service))
         .map(|o| (o.key.clone(), o.value.clone()))
@@ -126,7 +183,7 @@ impl Cluster {
         let program = std::env::current_exe().context("locate the finpay binary")?;
         let payment_url = plans
             .iter()
-            .find(|p| p.service == Service::Payment)
+            .find(|p| p.service == ServiceKind::Payment)
             .context("plan has no payment replica")?
             .url();
         let now = cluster::now_ms();
@@ -152,7 +209,7 @@ impl Cluster {
         let (deps_stop, deps_stop_rx) = watch::channel(false);
         let (pay_stop, _) = watch::channel(false);
         let mut deps = JoinSet::new();
-        for p in plans.iter().filter(|p| p.service != Service::Payment) {
+        for p in plans.iter().filter(|p| p.service != ServiceKind::Payment) {
             deps.spawn(supervisor::run_replica(
                 shared.clone(),
                 command(
@@ -197,12 +254,12 @@ impl Cluster {
         let payment = self
             .plans
             .iter()
-            .find(|p| p.service == Service::Payment)
+            .find(|p| p.service == ServiceKind::Payment)
             .context("plan has no payment replica")?;
         if self.payment.is_none() {
             let mut overrides = plan::payment_overrides(&self.plans);
             overrides.extend(self.payment_routes.iter().cloned());
-            overrides.extend(overrides_for(&self.overrides, Service::Payment));
+            overrides.extend(overrides_for(&self.overrides, ServiceKind::Payment));
             self.payment = Some(tokio::spawn(supervisor::run_replica(
                 self.shared.clone(),
                 command(&self.program, payment, self.seed, &overrides),
@@ -234,7 +291,7 @@ impl Cluster {
     /// directly, so a proxy's faults never get a replica restarted.
     pub fn route_payment_dependency(
         &mut self,
-        service: Service,
+        service: ServiceKind,
         urls: &[String],
     ) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -242,7 +299,7 @@ impl Cluster {
             "payment already started; route its dependencies before wait_ready"
         );
         anyhow::ensure!(
-            service != Service::Payment && !urls.is_empty(),
+            service != ServiceKind::Payment && !urls.is_empty(),
             "route a dependency of payment to at least one URL"
         );
         let urls: Vec<toml::Value> = urls
@@ -337,7 +394,7 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
 fn deps_ready(s: &ClusterState) -> bool {
     s.replicas
         .iter()
-        .filter(|r| r.service != "payment")
+        .filter(|r| r.service != ServiceKind::Payment)
         .all(|r| r.ready)
 }
 
@@ -379,7 +436,7 @@ fn log_tail(path: &Path, n: usize) -> String {
 fn initial_state(p: &ReplicaPlan) -> ReplicaState {
     ReplicaState {
         name: p.name.clone(),
-        service: p.service.as_str().into(),
+        service: p.service,
         pid: None,
         port: p.port,
         url: p.url(),
@@ -461,14 +518,14 @@ mod tests {
         .map(|s| s.parse().expect("valid"))
         .collect();
         assert_eq!(
-            overrides_for(&all, Service::Wallet),
+            overrides_for(&all, ServiceKind::Wallet),
             vec![
                 ("storage.synchronous".to_owned(), "\"normal\"".to_owned()),
                 ("log_format".to_owned(), "\"pretty\"".to_owned()),
             ]
         );
-        assert_eq!(overrides_for(&all, Service::Fraud).len(), 1);
-        assert_eq!(overrides_for(&all, Service::Payment).len(), 2);
+        assert_eq!(overrides_for(&all, ServiceKind::Fraud).len(), 1);
+        assert_eq!(overrides_for(&all, ServiceKind::Payment).len(), 2);
         for bad in ["nokey", "billing:a=1", "wallet:a", "wallet:=1"] {
             assert!(bad.parse::<ServiceOverride>().is_err(), "{bad}");
         }

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -40,7 +40,7 @@ pub use crate::deadline::{Deadline, DEADLINE_HEADER};
 pub struct Idempotent;
 
 /// Retry budget settings (`[client.budget]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetPolicy {
     /// `"ratio"` (Finagle/Linkerd) or `"in_flight"` (Envoy).
@@ -58,7 +58,7 @@ pub struct BudgetPolicy {
 }
 
 /// Budget mode names in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetModeName {
     /// Finagle/Linkerd ratio over a time window.
@@ -82,7 +82,7 @@ impl Default for BudgetPolicy {
 }
 
 /// Circuit breaker settings (`[client.breaker]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerPolicy {
     /// Off means calls are never rejected by the per-service breaker.
@@ -114,7 +114,7 @@ pub struct BreakerPolicy {
 }
 
 /// Breaker window kinds in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     /// The last N calls.
@@ -144,7 +144,7 @@ impl Default for BreakerPolicy {
 }
 
 /// Bulkhead settings (`[client.bulkhead]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkheadPolicy {
     /// Calls in flight at most (the starting limit when adaptive).
@@ -172,7 +172,7 @@ impl Default for BulkheadPolicy {
 }
 
 /// Hedging settings (`[client.hedge]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HedgePolicy {
     /// Hedge idempotent requests at all.
@@ -206,7 +206,7 @@ impl Default for HedgePolicy {
 }
 
 /// Load balancing settings (`[client.balancer]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalancerPolicy {
     /// `"p2c_ewma"`, `"round_robin"` or `"failover"` (first usable endpoint in the configured
@@ -219,7 +219,7 @@ pub struct BalancerPolicy {
 }
 
 /// Balancer strategies in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceStrategy {
     /// Power of two choices over peak-EWMA latency times load.
@@ -242,7 +242,7 @@ impl Default for BalancerPolicy {
 }
 
 /// Passive outlier ejection settings (`[client.outlier]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierPolicy {
     /// Eject after this many failures in a row (0 = off).
@@ -279,7 +279,7 @@ impl Default for OutlierPolicy {
 }
 
 /// Active health check settings (`[client.health_check]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckPolicy {
     /// Probe endpoints in the background.
@@ -312,7 +312,7 @@ impl Default for HealthCheckPolicy {
 /// Every knob of one dependency's client. Deserialized from the service's TOML; `validate()` at start.
 /// The defaults are sized for a dependency that fails 30% of calls independently; see the crate docs
 /// for the arithmetic.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientPolicy {
     /// Longest one try may take; the effective value is `min(per_try, deadline remaining)`.

@@ -8,9 +8,12 @@
 //!   outbox row, in one transaction; a resumer finishes payments a crash left behind and a dispatcher
 //!   delivers the outbox.
 //! - [`http`]: settings, problem+json, JSON extraction, faults, health, metrics, shutdown.
+//! - [`app`]: the [`Application`] every service runs as; [`kind`]: [`ServiceKind`].
 //!
-//! Each service exposes `Application::build(settings)` with `.port()` and `.run_until_stopped()`;
-//! [`serve`] is what the `finpay` binary calls. Services talk to each other only over HTTP.
+//! Every service runs as one [`Application`] ([`app`]): a service contributes its business routes, its
+//! readiness check and its background loops, and the shared shape does the rest. [`serve`] is what
+//! the `finpay` binary calls; [`ServiceKind`] names the four. Services talk to each other only over
+//! HTTP, in the shapes of `finpay-api`.
 //!
 //! Not for: storage (finpay-ledger), retries and breakers (finpay-resilience), process supervision
 //! (the `finpay` binary).
@@ -98,20 +101,20 @@
 //! currency = "USD"
 //! ```
 
-use std::fmt;
-use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use serde::Serialize;
-
+pub mod app;
 pub mod fraud;
 pub mod http;
+pub mod kind;
 pub mod notification;
 pub mod payment;
 pub mod wallet;
 
-use crate::http::config::{self, LogFormat, ServiceSettings};
+pub use app::{Application, Assemble};
+pub use kind::{PortRole, ServiceKind};
+
+use crate::http::config::{self, LogFormat};
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -129,75 +132,6 @@ pub enum ServeError {
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// One of the four services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ServiceKind {
-    Fraud,
-    Wallet,
-    Notification,
-    Payment,
-}
-
-impl ServiceKind {
-    pub const ALL: [ServiceKind; 4] = [
-        ServiceKind::Fraud,
-        ServiceKind::Wallet,
-        ServiceKind::Notification,
-        ServiceKind::Payment,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceKind::Fraud => "fraud",
-            ServiceKind::Wallet => "wallet",
-            ServiceKind::Notification => "notification",
-            ServiceKind::Payment => "payment",
-        }
-    }
-}
-
-impl fmt::Display for ServiceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ServiceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ServiceKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown service {s:?}: expected fraud, wallet, notification or payment")
-            })
-    }
-}
-
-/// The one line printed on stdout once a service listens; supervisors and tests read it.
-#[derive(Serialize)]
-struct ListeningLine<'a> {
-    event: &'static str,
-    service: &'a str,
-    addr: String,
-    pid: u32,
-}
-
-fn print_listening(kind: ServiceKind, addr: std::net::SocketAddr) -> Result<(), ServeError> {
-    let line = ListeningLine {
-        event: "listening",
-        service: kind.as_str(),
-        addr: addr.to_string(),
-        pid: std::process::id(),
-    };
-    let json =
-        serde_json::to_string(&line).map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{json}")?;
-    out.flush()?;
-    Ok(())
 }
 
 /// Logs go to stderr (stdout carries the listening line). `RUST_LOG` filters, default `info`.
@@ -223,69 +157,38 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let file = config.as_deref();
     match kind {
-        ServiceKind::Fraud => {
-            let s: fraud::Settings = load(file, &overrides)?;
-            let app = fraud::Application::build(s).await?;
-            print_listening(kind, app.local_addr())?;
-            app.run_until_stopped(crate::http::server::shutdown_signal())
-                .await
-        }
-        ServiceKind::Wallet => {
-            let s: wallet::Settings = load(file, &overrides)?;
-            let app = wallet::Application::build(s).await?;
-            print_listening(kind, app.local_addr())?;
-            app.run_until_stopped(crate::http::server::shutdown_signal())
-                .await
-        }
-        ServiceKind::Notification => {
-            let s: notification::Settings = load(file, &overrides)?;
-            let app = notification::Application::build(s).await?;
-            print_listening(kind, app.local_addr())?;
-            app.run_until_stopped(crate::http::server::shutdown_signal())
-                .await
-        }
-        ServiceKind::Payment => {
-            let s: payment::Settings = load(file, &overrides)?;
-            let app = payment::Application::build(s).await?;
-            print_listening(kind, app.local_addr())?;
-            app.run_until_stopped(crate::http::server::shutdown_signal())
-                .await
-        }
+        ServiceKind::Fraud => run::<fraud::Settings>(file, &overrides).await,
+        ServiceKind::Wallet => run::<wallet::Settings>(file, &overrides).await,
+        ServiceKind::Notification => run::<notification::Settings>(file, &overrides).await,
+        ServiceKind::Payment => run::<payment::Settings>(file, &overrides).await,
     }
 }
 
-fn load<S: ServiceSettings>(
+/// Loads and validates the settings of `kind` without starting anything (`--check-config`).
+pub fn check_config(
+    kind: ServiceKind,
+    config: Option<PathBuf>,
+    overrides: Vec<(String, String)>,
+) -> Result<(), ServeError> {
+    let file = config.as_deref();
+    match kind {
+        ServiceKind::Fraud => config::load::<fraud::Settings>(file, &overrides).map(drop),
+        ServiceKind::Wallet => config::load::<wallet::Settings>(file, &overrides).map(drop),
+        ServiceKind::Notification => {
+            config::load::<notification::Settings>(file, &overrides).map(drop)
+        }
+        ServiceKind::Payment => config::load::<payment::Settings>(file, &overrides).map(drop),
+    }
+}
+
+async fn run<S: Assemble>(
     file: Option<&std::path::Path>,
     overrides: &[(String, String)],
-) -> Result<S, ServeError> {
+) -> Result<(), ServeError> {
     let settings: S = config::load(file, overrides)?;
     init_tracing(settings.common().log_format);
-    Ok(settings)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_kind_round_trips_through_its_name() {
-        for k in ServiceKind::ALL {
-            assert_eq!(k.as_str().parse::<ServiceKind>(), Ok(k));
-        }
-        assert!("billing".parse::<ServiceKind>().is_err());
-    }
-
-    #[test]
-    fn listening_line_has_the_contract_field_order() {
-        let line = ListeningLine {
-            event: "listening",
-            service: "fraud",
-            addr: "127.0.0.1:40123".into(),
-            pid: 1234,
-        };
-        assert_eq!(
-            serde_json::to_string(&line).expect("serializes"),
-            r#"{"event":"listening","service":"fraud","addr":"127.0.0.1:40123","pid":1234}"#
-        );
-    }
+    let app = Application::build(settings).await?;
+    app::print_listening(S::KIND, app.local_addr())?;
+    app.run_until_stopped(crate::http::server::shutdown_signal())
+        .await
 }

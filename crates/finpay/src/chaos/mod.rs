@@ -25,6 +25,115 @@ use serde::Serialize;
 pub use run::{RunConfig, ScenarioResult};
 pub use scenario::{bounds_table, schedule, Scenario, BOUNDS};
 
+/// `finpay chaos`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ChaosCmd {
+    /// Run one scenario, a comma-separated list, or all of them; exit 1 if any fails.
+    Run {
+        /// A scenario name (`finpay chaos bounds` lists them), a comma-separated list, or all.
+        #[arg(long)]
+        scenario: String,
+        /// Seconds of load per scenario (fraud-outage adds its recovery time).
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        /// Seed of the fault schedule, the fault draws and the load.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Payments started per second (open loop).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Print one JSON object with one entry per scenario.
+        #[arg(long)]
+        json: bool,
+        /// Write report.html (inline SVG plots) into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Print the scenarios and their stated bounds.
+    Bounds,
+    /// Print the fault schedule a run would follow, as JSON (one object per scenario).
+    Schedule {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+impl ChaosCmd {
+    /// Runs the subcommand; `run` exits 1 when a scenario failed.
+    pub async fn run(self) -> anyhow::Result<std::process::ExitCode> {
+        use std::process::ExitCode;
+        match self {
+            ChaosCmd::Schedule {
+                scenario,
+                duration,
+                seed,
+            } => {
+                let scenarios = parse_scenarios(&scenario)?;
+                let duration = duration_arg(duration)?;
+                let schedules: Vec<_> = scenarios
+                    .into_iter()
+                    .map(|s| schedule(s, duration, seed))
+                    .collect();
+                println!("{}", serde_json::to_string(&schedules)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ChaosCmd::Bounds => {
+                print!("{}", bounds_table());
+                Ok(ExitCode::SUCCESS)
+            }
+            ChaosCmd::Run {
+                scenario,
+                duration,
+                seed,
+                rate,
+                json,
+                report,
+            } => {
+                let scenarios = parse_scenarios(&scenario)?;
+                let duration = duration_arg(duration)?;
+                if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+                    return Err(crate::ConfigError(format!(
+                        "--rate must be between 0 and 10000 per second, got {rate}"
+                    ))
+                    .into());
+                }
+                let passed = run(ChaosArgs {
+                    scenarios,
+                    run: RunConfig {
+                        duration,
+                        seed,
+                        rate_per_s: rate,
+                        concurrency: 256,
+                        warmup: Duration::from_secs(2),
+                    },
+                    json,
+                    report_dir: report,
+                })
+                .await?;
+                Ok(if passed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+        }
+    }
+}
+
+fn duration_arg(secs: f64) -> Result<Duration, crate::ConfigError> {
+    let min = scenario::DURATION_MIN.as_secs_f64();
+    if !(secs.is_finite() && (min..=3_600.0).contains(&secs)) {
+        return Err(crate::ConfigError(format!(
+            "--duration must be between {min} and 3600 seconds, got {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// What `finpay chaos run` was asked.
 #[derive(Debug, Clone)]
 pub struct ChaosArgs {

@@ -19,9 +19,10 @@ use super::scenario::{
     self, Action, Bounds, FaultSet, Scenario, Schedule, Scope, Target, Toxic, Window,
 };
 use crate::load::{self, Class, LoadConfig, LoadReport, Outcome, Progress};
-use crate::plan::{ClusterSpec, FraudFault, Service, WalletFault};
+use crate::plan::{ClusterSpec, FraudFault, WalletFault};
 use crate::supervisor::Shared;
 use crate::up::{Cluster, UpConfig};
+use finpay_services::ServiceKind;
 
 /// The admin bearer token of the services (their default `admin_token`).
 pub const ADMIN_TOKEN: &str = "finpay-admin";
@@ -296,7 +297,7 @@ async fn drive(
     let scenario = schedule.scenario;
     let mut proxies: BTreeMap<String, FaultProxy> = BTreeMap::new();
     if schedule.proxies {
-        for svc in [Service::Fraud, Service::Wallet, Service::Notification] {
+        for svc in ServiceKind::DEPENDENCIES {
             let mut urls = Vec::new();
             let plans: Vec<_> = cluster
                 .plans()
@@ -527,7 +528,8 @@ async fn inject(
                     errors.push(format!("inject at {at_ms} ms: {e:#}"));
                 }
                 let label = match target {
-                    Target::Service(s) | Target::Replica(s) => format!("faults on {s}"),
+                    Target::Service(s) => format!("faults on {s}"),
+                    Target::Replica(s) => format!("faults on {s}"),
                 };
                 set_active(&mut vec![label]);
             }
@@ -657,7 +659,7 @@ async fn scrape_client(payment_url: &str, http: &reqwest::Client) -> BTreeMap<St
 async fn scrape_faults(shared: &Shared, http: &reqwest::Client) -> BTreeMap<String, u64> {
     let mut by_kind = BTreeMap::new();
     for r in shared.snapshot().replicas {
-        if r.service == "payment" {
+        if r.service == ServiceKind::Payment {
             continue;
         }
         let Ok(resp) = http.get(format!("{}/metrics", r.url)).send().await else {
@@ -714,7 +716,7 @@ async fn set_faults(
         .replicas
         .iter()
         .filter(|r| match target {
-            Target::Service(s) => &r.service == s,
+            Target::Service(s) => r.service == *s,
             Target::Replica(n) => &r.name == n,
         })
         .map(|r| (r.name.clone(), r.url.clone()))
@@ -774,8 +776,8 @@ async fn restore(
         hang_ms: 3_000,
         ..FaultSet::default()
     };
-    for svc in ["fraud", "wallet", "notification"] {
-        set_faults(shared, http, &Target::Service(svc.into()), &none).await?;
+    for svc in ServiceKind::DEPENDENCIES {
+        set_faults(shared, http, &Target::Service(svc), &none).await?;
     }
     Ok(())
 }
@@ -813,7 +815,7 @@ async fn sample(
         }
         let mut ready: BTreeMap<String, u32> = BTreeMap::new();
         for r in &s.replicas {
-            *ready.entry(r.service.clone()).or_insert(0) += u32::from(r.ready);
+            *ready.entry(r.service.to_string()).or_insert(0) += u32::from(r.ready);
         }
         for (svc, k) in ready {
             let e = fewest.entry(svc).or_insert(k);

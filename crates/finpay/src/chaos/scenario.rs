@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use finpay_services::ServiceKind;
+
 use crate::plan::splitmix64;
 
 /// One chaos experiment.
@@ -282,8 +284,8 @@ pub fn bounds_table() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "name")]
 pub enum Target {
-    /// Every replica of a service (`fraud`, `wallet`, `notification`).
-    Service(String),
+    /// Every replica of a service.
+    Service(ServiceKind),
     /// One replica by name (`fraud-1`).
     Replica(String),
 }
@@ -423,7 +425,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
     let mut windows = Vec::new();
     let mut load = secs(d);
     let mut proxies = false;
-    let service = |s: &str| Target::Service(s.to_owned());
+    let service = Target::Service;
     let mut window = |label: &str, a: f64, b: f64| {
         windows.push(Window {
             label: label.to_owned(),
@@ -467,7 +469,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
             steps.push(Step {
                 at: secs(a),
                 action: Action::SetFaults {
-                    target: service("fraud"),
+                    target: service(ServiceKind::Fraud),
                     faults,
                 },
             });
@@ -539,7 +541,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
             steps.push(Step {
                 at: secs(start),
                 action: Action::SetFaults {
-                    target: service("wallet"),
+                    target: service(ServiceKind::Wallet),
                     faults: FaultSet {
                         seed: fault_seed,
                         commit_then_fail_rate: 0.3,
@@ -568,7 +570,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
             steps.push(Step {
                 at: secs(start),
                 action: Action::SetFaults {
-                    target: service("notification"),
+                    target: service(ServiceKind::Notification),
                     faults: FaultSet {
                         seed: fault_seed,
                         down: true,

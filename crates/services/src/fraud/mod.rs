@@ -4,8 +4,6 @@
 //! gives the same verdict, which is why the payment service may retry and hedge it freely.
 //! `GET /check` answers `SAFE` as the design note's fraud service did.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,14 +11,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use finpay_core::{AccountId, Amount, Currency, PaymentId};
+use finpay_api::fraud::{self, CheckRequest, CheckResponse, Verdict};
+use finpay_core::AccountId;
 use serde::{Deserialize, Serialize};
 
+use crate::app::{Assemble, Parts};
 use crate::http::config::{config_err, CommonSettings, ServiceSettings};
-use crate::http::faults::Faults;
-use crate::http::server::{always_ready, app_router, Server};
+use crate::http::server::always_ready;
 use crate::http::{json_response, ApiError, ApiJson};
-use crate::ServeError;
+use crate::{ServeError, ServiceKind};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -50,8 +49,6 @@ impl Default for Rules {
 }
 
 impl ServiceSettings for Settings {
-    const EXTRA_KEYS: &'static [&'static str] = &["rules"];
-
     fn common(&self) -> &CommonSettings {
         &self.common
     }
@@ -73,29 +70,6 @@ impl ServiceSettings for Settings {
         }
         Ok(())
     }
-}
-
-/// `POST /v1/checks` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckRequest {
-    pub payment_id: PaymentId,
-    pub account_id: AccountId,
-    pub amount_minor: Amount,
-    pub currency: Currency,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Safe,
-    Deny,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckResponse {
-    pub verdict: Verdict,
-    pub reasons: Vec<String>,
 }
 
 /// The rules, as a pure function.
@@ -127,10 +101,7 @@ async fn check(
     ApiJson(req): ApiJson<CheckRequest>,
 ) -> Result<Response, ApiError> {
     let out = evaluate(&st.rules, &req);
-    let verdict = match out.verdict {
-        Verdict::Safe => "SAFE",
-        Verdict::Deny => "DENY",
-    };
+    let verdict = out.verdict.as_str();
     metrics::counter!("finpay_fraud_verdicts_total", "verdict" => verdict).increment(1);
     tracing::debug!(payment_id = %req.payment_id, verdict, "checked");
     Ok(json_response(StatusCode::OK, &out))
@@ -145,46 +116,32 @@ async fn check_legacy() -> Response {
         .into_response()
 }
 
-pub struct Application {
-    server: Server,
-}
+/// The fraud service's application.
+pub use crate::app::Application;
 
-impl Application {
-    pub async fn build(settings: Settings) -> Result<Self, ServeError> {
-        settings.common.validate()?;
-        settings.validate()?;
-        let faults = Faults::new("fraud", settings.common.faults.clone());
+impl Assemble for Settings {
+    const KIND: ServiceKind = ServiceKind::Fraud;
+
+    async fn assemble(&self) -> Result<Parts, ServeError> {
         let state = Arc::new(AppState {
-            rules: settings.rules.clone(),
+            rules: self.rules.clone(),
         });
-        let business = Router::new()
-            .route("/v1/checks", post(check))
-            .route("/check", get(check_legacy))
+        let routes = Router::new()
+            .route(fraud::CHECKS, post(check))
+            .route(fraud::LEGACY_CHECK, get(check_legacy))
             .with_state(state);
-        let router = app_router("fraud", &settings.common, business, faults, always_ready());
-        let server = Server::bind("fraud", &settings.common, router).await?;
-        Ok(Self { server })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), ServeError>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.server.run(shutdown).await
+        Ok(Parts {
+            routes,
+            ready: always_ready(),
+            background: Vec::new(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use finpay_core::{Amount, Currency, PaymentId};
 
     fn req(account: &str, amount: u64) -> CheckRequest {
         CheckRequest {
@@ -211,15 +168,5 @@ mod tests {
         assert_eq!(over.reasons.len(), 1);
         let both = evaluate(&rules, &req("cust-blocked", 2_000_000));
         assert_eq!(both.reasons.len(), 2);
-    }
-
-    #[test]
-    fn verdicts_serialize_in_capitals() {
-        let json = serde_json::to_string(&CheckResponse {
-            verdict: Verdict::Safe,
-            reasons: vec![],
-        })
-        .expect("serializes");
-        assert_eq!(json, r#"{"verdict":"SAFE","reasons":[]}"#);
     }
 }

@@ -11,10 +11,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Provider};
 use finpay_ledger::sqlite::Synchronous;
 use serde::de::DeserializeOwned;
+use serde::Serialize as SerializeTrait;
 use serde::{Deserialize, Serialize};
 
 use crate::ServeError;
@@ -86,7 +87,8 @@ pub struct FaultSettings {
     pub crash_after_ms: u64,
     /// Every business request gets 503.
     pub down: bool,
-    /// Wallet only: the transfer commits, then the response is lost (500 or a dropped connection).
+    /// Share of successful writes (POST, PUT, PATCH, DELETE) whose answer is lost after the write
+    /// committed: a 500, or a dropped connection. On the wallet, a transfer that moved money.
     pub commit_then_fail_rate: f64,
 }
 
@@ -256,15 +258,6 @@ impl Default for CommonSettings {
     }
 }
 
-pub const COMMON_KEYS: &[&str] = &[
-    "data_dir",
-    "admin_token",
-    "log_format",
-    "http",
-    "faults",
-    "storage",
-];
-
 impl CommonSettings {
     pub fn validate(&self) -> Result<(), ServeError> {
         if self.admin_token.expose().is_empty() {
@@ -330,14 +323,11 @@ pub fn config_err(field: &str, reason: impl fmt::Display) -> ServeError {
     ServeError::Config(format!("{field}: {reason}"))
 }
 
-/// A service's settings type: what it is called in errors and which top-level keys it knows.
-pub trait ServiceSettings: DeserializeOwned + Default {
-    /// Top-level keys besides [`COMMON_KEYS`].
-    const EXTRA_KEYS: &'static [&'static str] = &[];
-    /// Defaults that differ from the field types' own, as TOML, merged under every other layer so a
-    /// partial table in a file still keeps them (`[wallet.client] max_attempts = 6` keeps wallet's
-    /// "no hedging" default).
-    const DEFAULTS_TOML: &'static str = "";
+/// A service's settings type. Its `Default` is the one place its defaults are written: the loader
+/// puts the serialised default under every other layer, so a partial table in a file (`[wallet.client]
+/// max_attempts = 6`) keeps every other default of that table, and the top-level keys it knows are
+/// the keys of that default.
+pub trait ServiceSettings: DeserializeOwned + SerializeTrait + Default {
     fn common(&self) -> &CommonSettings;
     /// The common keys are extracted on their own (so errors keep their key path); the service's
     /// type skips them in serde and gets them here.
@@ -353,9 +343,10 @@ pub fn load<S: ServiceSettings>(
     file: Option<&Path>,
     overrides: &[(String, String)],
 ) -> Result<S, ServeError> {
-    // Defaults come from `#[serde(default)]` on every settings struct, so a settings type need not
-    // be serializable (the resilience policies are not).
-    let mut figment = Figment::from(Toml::string(S::DEFAULTS_TOML));
+    let defaults = Figment::from(Serialized::defaults(CommonSettings::default()))
+        .merge(Serialized::defaults(S::default()));
+    let known = top_level_keys(&defaults)?;
+    let mut figment = defaults;
     if let Some(path) = file {
         if !path.exists() {
             return Err(ServeError::Config(format!(
@@ -369,7 +360,7 @@ pub fn load<S: ServiceSettings>(
     for (key, value) in overrides {
         figment = figment.merge(Toml::string(&override_toml(key, value)?));
     }
-    check_unknown_top_level::<S>(&figment)?;
+    check_unknown_top_level(&figment, &known)?;
     let common: CommonSettings = figment
         .extract()
         .map_err(|e| ServeError::Config(figment_error(&e)))?;
@@ -406,16 +397,20 @@ fn override_toml(key: &str, value: &str) -> Result<String, ServeError> {
     Ok(format!("{key} = {quoted}"))
 }
 
-fn check_unknown_top_level<S: ServiceSettings>(figment: &Figment) -> Result<(), ServeError> {
+fn top_level_keys(figment: &Figment) -> Result<Vec<String>, ServeError> {
     let dict: std::collections::BTreeMap<String, figment::value::Value> = figment
         .extract()
         .map_err(|e| ServeError::Config(figment_error(&e)))?;
-    for key in dict.keys() {
-        if COMMON_KEYS.contains(&key.as_str()) || S::EXTRA_KEYS.contains(&key.as_str()) {
+    Ok(dict.into_keys().collect())
+}
+
+fn check_unknown_top_level(figment: &Figment, known: &[String]) -> Result<(), ServeError> {
+    for key in top_level_keys(figment)? {
+        if known.contains(&key) {
             continue;
         }
         let from_env = figment
-            .find_metadata(key)
+            .find_metadata(&key)
             .map(|m| m.name.contains("environment"))
             .unwrap_or(false);
         if from_env {
@@ -461,7 +456,6 @@ mod tests {
     }
 
     impl ServiceSettings for TestSettings {
-        const EXTRA_KEYS: &'static [&'static str] = &["extra"];
         fn common(&self) -> &CommonSettings {
             &self.common
         }

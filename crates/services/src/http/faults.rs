@@ -5,6 +5,11 @@
 //! comes from one RNG seeded with `faults.seed`, so a run with the same seed and the same request order
 //! injects the same faults. `PUT /admin/faults` replaces the whole fault set at run time (omitted
 //! fields take their defaults) and reseeds the RNG when the seed changes.
+//!
+//! Every fault is drawn here, around the handler, so adding one is a field of [`FaultSettings`] and
+//! a line of [`Faults::draw`] or [`inject`]: before the handler (down, crash, latency, hang, error),
+//! or after it (`commit_then_fail_rate`: a write that succeeded loses its answer, the ambiguous
+//! failure an idempotent retry must survive).
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +22,8 @@ use axum::routing::get;
 use axum::Router;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+use finpay_api::problem::slug;
 
 use super::config::{FaultSettings, Secret};
 use super::json::{json_response, ApiJson};
@@ -148,7 +155,7 @@ pub async fn inject(State(faults): State<Arc<Faults>>, req: Request, next: Next)
     if draw.down {
         faults.count("down");
         return ApiError::unavailable(
-            "service-down",
+            slug::SERVICE_DOWN,
             "Service down",
             "the service is down (injected fault)",
         )
@@ -173,10 +180,50 @@ pub async fn inject(State(faults): State<Arc<Faults>>, req: Request, next: Next)
     }
     if let Some(status) = draw.error {
         faults.count("error");
-        return ApiError::new(status, "injected-fault", "Injected fault", "injected fault")
-            .into_response();
+        return ApiError::new(
+            status,
+            slug::INJECTED_FAULT,
+            "Injected fault",
+            "injected fault",
+        )
+        .into_response();
     }
-    next.run(req).await
+    let write = !req.method().is_safe();
+    let resp = next.run(req).await;
+    if write && resp.status().is_success() {
+        if let Some(drop_connection) = faults.draw_commit_then_fail() {
+            faults.count("commit_then_fail");
+            tracing::warn!(
+                service = faults.service,
+                drop_connection,
+                "injected commit_then_fail"
+            );
+            return lost_response(drop_connection);
+        }
+    }
+    resp
+}
+
+/// The answer to a committed write, lost: a 500, or headers followed by a body that fails, which
+/// makes the server abort the connection mid-response.
+fn lost_response(drop_connection: bool) -> Response {
+    if !drop_connection {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            slug::INJECTED_FAULT,
+            "Injected fault",
+            "injected fault",
+        )
+        .into_response();
+    }
+    let failing = futures::stream::once(async {
+        Err::<bytes::Bytes, std::io::Error>(std::io::Error::other(
+            "injected: connection dropped after commit",
+        ))
+    });
+    let mut resp = axum::body::Body::from_stream(failing).into_response();
+    *resp.status_mut() = StatusCode::CREATED;
+    resp
 }
 
 #[derive(Clone)]

@@ -4,7 +4,7 @@
 //! where it helps an extension member: `field` names the offending input, `payment_id` names the
 //! payment a 503 is about. The cause chain of an internal error goes to the log, never to the client.
 //!
-//! The `type` slugs, stable for clients to branch on:
+//! The `type` slugs, stable for clients to branch on, are listed once in `finpay_api::problem::slug`:
 //!
 //! | status | slugs |
 //! |--------|-------|
@@ -24,8 +24,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-pub const PROBLEM_JSON: &str = "application/problem+json";
-const TYPE_PREFIX: &str = "urn:finpay:problem:";
+pub use finpay_api::problem::PROBLEM_JSON;
+use finpay_api::problem::{slug, type_uri};
 
 /// A problem answer. Build one with the constructors; each fixes the status and the `type` slug.
 /// Boxed, so `Result<_, ApiError>` stays small on the happy path.
@@ -90,7 +90,7 @@ impl ApiError {
     }
 
     pub fn type_uri(&self) -> String {
-        format!("{TYPE_PREFIX}{}", self.0.slug)
+        type_uri(self.0.slug)
     }
 
     pub fn detail(&self) -> &str {
@@ -107,7 +107,7 @@ impl ApiError {
     pub fn invalid_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-request",
+            slug::INVALID_REQUEST,
             "Invalid request",
             detail,
         )
@@ -118,7 +118,7 @@ impl ApiError {
     pub fn bad_request(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "invalid-request",
+            slug::INVALID_REQUEST,
             "Invalid request",
             detail,
         )
@@ -129,7 +129,7 @@ impl ApiError {
     pub fn malformed_json(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "malformed-json",
+            slug::MALFORMED_JSON,
             "Malformed JSON body",
             detail,
         )
@@ -139,7 +139,7 @@ impl ApiError {
     pub fn payload_too_large(limit_bytes: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
+            slug::PAYLOAD_TOO_LARGE,
             "Request body too large",
             format!("the request body must be at most {limit_bytes} bytes"),
         )
@@ -149,7 +149,7 @@ impl ApiError {
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            slug::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
             "send the body as application/json",
         )
@@ -163,7 +163,7 @@ impl ApiError {
     pub fn route_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not-found",
+            slug::NOT_FOUND,
             "Not found",
             "no such route",
         )
@@ -172,7 +172,7 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         let mut e = Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            slug::UNAUTHORIZED,
             "Unauthorized",
             "send `Authorization: Bearer <admin token>`",
         )
@@ -184,7 +184,7 @@ impl ApiError {
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            slug::FORBIDDEN,
             "Forbidden",
             "the admin token is not valid",
         )
@@ -210,7 +210,7 @@ impl ApiError {
     pub fn deadline_exceeded() -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "deadline-exceeded",
+            slug::DEADLINE_EXCEEDED,
             "Deadline exceeded",
             "the request's deadline passed before the work finished",
         )
@@ -225,7 +225,7 @@ impl ApiError {
     pub fn storage(err: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(err), "storage failed");
         Self::unavailable(
-            "storage-unavailable",
+            slug::STORAGE_UNAVAILABLE,
             "Storage unavailable",
             "storage is unavailable, retry later",
         )
@@ -236,7 +236,7 @@ impl ApiError {
         tracing::error!(error = %error_chain(err), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            slug::INTERNAL,
             "Internal error",
             "an internal error occurred",
         )

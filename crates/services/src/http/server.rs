@@ -34,8 +34,9 @@ use super::faults::{self, Faults};
 use super::json::BodyLimit;
 use super::problem::{ApiError, PROBLEM_JSON};
 use crate::ServeError;
+use finpay_api::problem::slug;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use finpay_api::headers::REQUEST_ID as REQUEST_ID_HEADER;
 
 /// A readiness probe of the service's own storage. Never a downstream service.
 pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -122,8 +123,13 @@ async fn problem_fallback_mw(State(limit): State<usize>, mut req: Request, next:
         let (parts, body) = resp.into_parts();
         let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
         let detail = String::from_utf8_lossy(&text).into_owned();
-        let mut out = ApiError::new(parts.status, "invalid-request", "Invalid request", detail)
-            .into_response();
+        let mut out = ApiError::new(
+            parts.status,
+            slug::INVALID_REQUEST,
+            "Invalid request",
+            detail,
+        )
+        .into_response();
         if let Some(v) = parts.headers.get(header::ALLOW) {
             out.headers_mut().insert(header::ALLOW, v.clone());
         }
@@ -132,7 +138,7 @@ async fn problem_fallback_mw(State(limit): State<usize>, mut req: Request, next:
     let problem = match status {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
             status,
-            "method-not-allowed",
+            slug::METHOD_NOT_ALLOWED,
             "Method not allowed",
             "this route does not take that method",
         ),
@@ -140,13 +146,13 @@ async fn problem_fallback_mw(State(limit): State<usize>, mut req: Request, next:
         StatusCode::NOT_FOUND => ApiError::route_not_found(),
         s if s.is_client_error() => ApiError::new(
             s,
-            "invalid-request",
+            slug::INVALID_REQUEST,
             "Invalid request",
             "the request was refused",
         ),
         s => ApiError::new(
             s,
-            "internal",
+            slug::INTERNAL,
             "Internal error",
             "an internal error occurred",
         ),
@@ -199,7 +205,7 @@ async fn ready(State(check): State<ReadyCheck>) -> Response {
             .into_response(),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
-            ApiError::unavailable("not-ready", "Not ready", "own storage is not available")
+            ApiError::unavailable(slug::NOT_READY, "Not ready", "own storage is not available")
                 .into_response()
         }
     }

@@ -4,8 +4,6 @@
 //! `POST /v1/notifications` answers 201 when stored, 200 for a repeat of the same notification (nothing
 //! new is stored) and 409 when the id was used for a different one.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -14,20 +12,21 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use finpay_core::{AccountId, NotificationId, PaymentId};
+use finpay_api::notification::{
+    self as api, CreateNotification, NotificationList, LIST_LIMIT_MAX, MESSAGE_MAX_CHARS,
+};
+use finpay_api::problem::slug;
+use finpay_core::AccountId;
 use finpay_ledger::inbox::{Delivery, InboxError, InboxStore, Notification};
 use serde::{Deserialize, Serialize};
 
+use crate::app::{ready_when, Assemble, Parts};
 use crate::http::config::{CommonSettings, ServiceSettings};
-use crate::http::faults::Faults;
-use crate::http::server::{app_router, ReadyCheck, Server};
 use crate::http::{json_response, ApiError, ApiJson};
-use crate::ServeError;
+use crate::{ServeError, ServiceKind};
 
-/// Longest message accepted, in characters.
-pub const MESSAGE_MAX_CHARS: usize = 1000;
-/// Most notifications one list answer holds.
-pub const LIST_LIMIT_MAX: u32 = 1000;
+/// The notification service's application.
+pub use crate::app::Application;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -47,14 +46,14 @@ impl ServiceSettings for Settings {
     }
 }
 
-/// `POST /v1/notifications` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationBody {
-    pub id: NotificationId,
-    pub payment_id: PaymentId,
-    pub account_id: AccountId,
-    pub message: String,
+fn view(n: Notification) -> api::Notification {
+    api::Notification {
+        id: n.id,
+        payment_id: n.payment_id,
+        account_id: n.account_id,
+        message: n.message,
+        received_at_ms: n.received_at_ms,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +68,7 @@ struct AppState {
 
 async fn deliver(
     State(st): State<Arc<AppState>>,
-    ApiJson(body): ApiJson<NotificationBody>,
+    ApiJson(body): ApiJson<CreateNotification>,
 ) -> Result<Response, ApiError> {
     let chars = body.message.chars().count();
     if chars == 0 || chars > MESSAGE_MAX_CHARS {
@@ -94,14 +93,14 @@ async fn deliver(
     match st.store.deliver(n).await {
         Ok(Delivery::Stored(n)) => {
             metrics::counter!("finpay_notifications_total", "outcome" => "stored").increment(1);
-            Ok(json_response(StatusCode::CREATED, &n))
+            Ok(json_response(StatusCode::CREATED, &view(n)))
         }
         Ok(Delivery::Duplicate(n)) => {
             metrics::counter!("finpay_notifications_total", "outcome" => "duplicate").increment(1);
-            Ok(json_response(StatusCode::OK, &n))
+            Ok(json_response(StatusCode::OK, &view(n)))
         }
         Err(InboxError::Conflict(id)) => Err(ApiError::conflict(
-            "idempotency-conflict",
+            slug::IDEMPOTENCY_CONFLICT,
             "Idempotency conflict",
             format!("notification {id} already exists with a different body"),
         )
@@ -140,59 +139,35 @@ async fn list(
         .list(&account, limit)
         .await
         .map_err(|e| ApiError::storage(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "notifications": items }),
-    ))
+    let list = NotificationList {
+        notifications: items.into_iter().map(view).collect(),
+    };
+    Ok(json_response(StatusCode::OK, &list))
 }
 
-pub struct Application {
-    server: Server,
+impl Assemble for Settings {
+    const KIND: ServiceKind = ServiceKind::Notification;
+
+    /// Opens the store `storage.backend` names (`notifications.db` in `data_dir`, or PostgreSQL).
+    async fn assemble(&self) -> Result<Parts, ServeError> {
+        let store = crate::http::storage::open_inbox(&self.common).await?;
+        Ok(parts(store))
+    }
 }
 
-impl Application {
-    /// Opens the store `storage.backend` names (`notifications.db` in `data_dir`, or PostgreSQL) and
-    /// builds the service.
-    pub async fn build(settings: Settings) -> Result<Self, ServeError> {
-        settings.common.validate()?;
-        let store = crate::http::storage::open_inbox(&settings.common).await?;
-        Self::build_with_store(settings, store).await
-    }
-
-    /// Builds the service over any [`InboxStore`].
-    pub async fn build_with_store(
-        settings: Settings,
-        store: Arc<dyn InboxStore>,
-    ) -> Result<Self, ServeError> {
-        settings.common.validate()?;
-        settings.validate()?;
-        let faults = Faults::new("notification", settings.common.faults.clone());
-        let ready_store = store.clone();
-        let ready: ReadyCheck = Arc::new(move || {
-            let s = ready_store.clone();
-            Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
-        });
-        let state = Arc::new(AppState { store });
-        let business = Router::new()
-            .route("/v1/notifications", post(deliver).get(list))
-            .with_state(state);
-        let router = app_router("notification", &settings.common, business, faults, ready);
-        let server = Server::bind("notification", &settings.common, router).await?;
-        Ok(Self { server })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.addr()
-    }
-
-    pub async fn run_until_stopped<F>(self, shutdown: F) -> Result<(), ServeError>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.server.run(shutdown).await
+/// The routes over any [`InboxStore`].
+pub fn parts(store: Arc<dyn InboxStore>) -> Parts {
+    let ready_store = store.clone();
+    let ready = ready_when(move || {
+        let s = ready_store.clone();
+        async move { s.ping().await }
+    });
+    let routes = Router::new()
+        .route(api::NOTIFICATIONS, post(deliver).get(list))
+        .with_state(Arc::new(AppState { store }));
+    Parts {
+        routes,
+        ready,
+        background: Vec::new(),
     }
 }

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use finpay_api::notification::{self, CreateNotification};
 use finpay_core::NotificationId;
 use finpay_ledger::payments::OutboxMessage;
+use finpay_resilience::retry::backoff::{Backoff, InvalidBackoff, Jitter};
 use finpay_resilience::{CallError, Deadline};
 use futures::StreamExt;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use super::engine::{key_slot, payment_slot, Driven, Engine};
+use super::engine::{json_request, key_slot, payment_slot, Driven, Engine};
+use super::settings::PaymentSettings;
 
 /// Sleeps `period` or until shutdown; `false` when shutting down.
 async fn tick(shutdown: &mut watch::Receiver<bool>, period: Duration) -> bool {
@@ -125,25 +125,15 @@ pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
     }
 }
 
-#[derive(Serialize)]
-struct NotificationBody<'a> {
-    id: &'a str,
-    payment_id: String,
-    account_id: &'a str,
-    message: &'a str,
-}
-
-/// The delay before attempt `attempts + 1`: uniform in `0..=min(cap, base * 2^attempts)`.
-pub fn full_jitter_backoff(
-    rng: &mut SmallRng,
-    base: Duration,
-    cap: Duration,
-    attempts: u32,
-) -> Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempts.min(30)).unwrap_or(u32::MAX));
-    let ceiling = exp.min(cap);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rng.gen_range(0..=ms))
+/// The outbox's delay before attempt `attempts + 1`: uniform in `0..=min(cap, base * 2^attempts)`,
+/// from the same backoff the client's retries use.
+pub fn outbox_backoff(cfg: &PaymentSettings) -> Result<Backoff, InvalidBackoff> {
+    Backoff::try_new(
+        Duration::from_millis(cfg.outbox_backoff_base_ms),
+        Duration::from_millis(cfg.outbox_backoff_max_ms),
+        Jitter::Full,
+        cfg.seed,
+    )
 }
 
 /// Like [`tick`], but also ends early when a payment succeeded (`kick`): a new outbox row is due
@@ -167,14 +157,18 @@ async fn tick_or_kick(
 
 pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(engine.cfg.outbox_interval_ms);
-    let rng = std::sync::Mutex::new(match engine.cfg.seed {
-        Some(seed) => SmallRng::seed_from_u64(seed),
-        None => SmallRng::from_entropy(),
-    });
+    // The settings were validated (base >= 1, cap >= base), so this cannot fail.
+    let backoff = match outbox_backoff(&engine.cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "outbox: invalid backoff; the dispatcher does not run");
+            return;
+        }
+    };
     // Kicked passes can run back to back under load; the gauge's COUNT need not run with each.
     let mut gauge_at: Option<tokio::time::Instant> = None;
     loop {
-        let full = dispatch_once(&engine, &rng).await;
+        let full = dispatch_once(&engine, &backoff).await;
         if gauge_at.is_none_or(|at| at.elapsed() >= period) {
             gauge_at = Some(tokio::time::Instant::now());
             if let Ok(pending) = engine.store.outbox_pending().await {
@@ -191,7 +185,7 @@ pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receive
 }
 
 /// One pass; `true` when the batch was full and every delivery went through (more may be due).
-pub async fn dispatch_once(engine: &Arc<Engine>, rng: &std::sync::Mutex<SmallRng>) -> bool {
+pub async fn dispatch_once(engine: &Arc<Engine>, backoff: &Backoff) -> bool {
     let batch = engine.cfg.outbox_batch;
     let due = match engine
         .store
@@ -214,7 +208,7 @@ pub async fn dispatch_once(engine: &Arc<Engine>, rng: &std::sync::Mutex<SmallRng
         .for_each_concurrent(engine.cfg.outbox_concurrency, |m| {
             let (failures, delivered) = (&failures, &delivered);
             async move {
-                match deliver(engine, rng, m).await {
+                match deliver(engine, backoff, m).await {
                     Some(done) => delivered
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -240,33 +234,17 @@ struct Delivered {
 }
 
 /// Delivers one message; `Some` when the notification service has it now (to be marked delivered).
-async fn deliver(
-    engine: &Engine,
-    rng: &std::sync::Mutex<SmallRng>,
-    m: OutboxMessage,
-) -> Option<Delivered> {
-    let body = NotificationBody {
-        id: m.id.as_str(),
-        payment_id: m.payment_id.to_string(),
-        account_id: m.account_id.as_str(),
-        message: &m.message,
+async fn deliver(engine: &Engine, backoff: &Backoff, m: OutboxMessage) -> Option<Delivered> {
+    let body = CreateNotification {
+        id: m.id.clone(),
+        payment_id: m.payment_id,
+        account_id: m.account_id.clone(),
+        message: m.message.clone(),
     };
-    let bytes = serde_json::to_vec(&body)
-        .map(bytes::Bytes::from)
-        .unwrap_or_default();
-    let mut req = http::Request::new(bytes);
-    *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static("/v1/notifications");
-    req.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
     // The notification id is the inbox's dedup key, so a repeated delivery stores nothing new.
-    if let Ok(v) = http::HeaderValue::from_str(m.id.as_str()) {
-        req.headers_mut().insert("idempotency-key", v);
-    }
+    let req = json_request(notification::NOTIFICATIONS, &body, Some(m.id.as_str()));
     let deadline = Deadline::after(Duration::from_millis(engine.cfg.outbox_deadline_ms));
-    let (error, floor) = match engine.notification.call(req, deadline).await {
+    let (error, floor) = match engine.deps.notification.call(req, deadline).await {
         Ok(resp) if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK => {
             return Some(Delivered {
                 id: m.id,
@@ -287,15 +265,8 @@ async fn deliver(
         Err(e) => (e.to_string(), e.retry_after()),
     };
     let attempts = m.attempts.saturating_add(1);
-    let delay = {
-        let mut r = rng.lock().unwrap_or_else(|p| p.into_inner());
-        full_jitter_backoff(
-            &mut r,
-            Duration::from_millis(engine.cfg.outbox_backoff_base_ms),
-            Duration::from_millis(engine.cfg.outbox_backoff_max_ms),
-            m.attempts,
-        )
-    };
+    // Retry number `attempts` of this message: the sleep before it grows with the failures so far.
+    let delay = backoff.delay(attempts, Duration::ZERO);
     let delay = floor.map_or(delay, |f| delay.max(f));
     let next = finpay_ledger::now_ms()
         .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
@@ -341,14 +312,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn full_jitter_stays_under_the_capped_exponential() {
-        let mut rng = SmallRng::seed_from_u64(1);
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_millis(5_000);
-        for attempts in 0..40 {
+    fn outbox_backoff_stays_under_the_capped_exponential_of_its_settings() {
+        let cfg = PaymentSettings {
+            outbox_backoff_base_ms: 100,
+            outbox_backoff_max_ms: 5_000,
+            seed: Some(1),
+            ..PaymentSettings::default()
+        };
+        let backoff = outbox_backoff(&cfg).expect("valid settings");
+        let (base, cap) = (Duration::from_millis(100), Duration::from_millis(5_000));
+        for attempts in 0..40u32 {
             let ceiling = (base * 2u32.saturating_pow(attempts.min(20))).min(cap);
             for _ in 0..50 {
-                let d = full_jitter_backoff(&mut rng, base, cap, attempts);
+                let d = backoff.delay(attempts + 1, Duration::ZERO);
                 assert!(d <= ceiling, "attempt {attempts}: {d:?} > {ceiling:?}");
             }
         }

@@ -10,8 +10,7 @@
 //! succeeded` and queues its notification ([`PaymentStatus::move_via`]): `debited` on its own would
 //! be a durable state nobody needs, since a crash before that write leaves the payment in
 //! `fraud_checked`, and repeating the wallet step re-sends the same transfer id, which the wallet
-//! replays without a second debit. Payments already in `debited` (written by an older build) are
-//! still driven on from there.
+//! replays without a second debit. A payment a store holds in `debited` is driven on from there.
 //!
 //! Every step is safe to repeat, which is what lets the request path and the resumer share it: a
 //! fraud check is a read; the wallet transfer's id is derived from the payment id, so re-sending it
@@ -27,15 +26,18 @@ use std::time::Duration;
 
 use axum::http::{header, Method, Request, StatusCode};
 use bytes::Bytes;
+use finpay_api::fraud::{self, CheckRequest, CheckResponse, Verdict};
+use finpay_api::headers::{IDEMPOTENCY_KEY, REQUEST_ID as REQUEST_ID_HEADER};
+use finpay_api::problem::{slug, Problem};
+use finpay_api::wallet::{self, CreateTransfer};
 use finpay_core::{AccountId, Amount, Currency, PaymentId, PaymentStatus};
 use finpay_ledger::payments::{OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote};
-use finpay_resilience::{CallError, Deadline, Idempotent, ResilientClient};
+use finpay_resilience::{CallError, Deadline, Idempotent};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::deps::Dependencies;
 use super::settings::{FraudFallback, PaymentSettings};
-use crate::fraud::{CheckResponse, Verdict};
-use crate::wallet::problem_types;
 
 /// Keys and payment ids being driven in this process right now.
 #[derive(Debug, Clone, Default)]
@@ -136,29 +138,10 @@ enum WalletAnswer {
     Unavailable(String),
 }
 
-#[derive(Serialize)]
-struct CheckBody<'a> {
-    payment_id: PaymentId,
-    account_id: &'a AccountId,
-    amount_minor: Amount,
-    currency: Currency,
-}
-
-#[derive(Serialize)]
-struct TransferBody<'a> {
-    id: &'a str,
-    debit_account_id: &'a AccountId,
-    credit_account_id: &'a AccountId,
-    amount_minor: Amount,
-    currency: Currency,
-}
-
 /// The payment flow and everything it needs.
 pub struct Engine {
     pub store: Arc<dyn PaymentStore>,
-    pub fraud: ResilientClient,
-    pub wallet: ResilientClient,
-    pub notification: ResilientClient,
+    pub deps: Dependencies,
     pub inflight: InFlight,
     pub cfg: PaymentSettings,
     /// Wakes the outbox dispatcher when a payment succeeded, so delivery need not wait for the poll.
@@ -182,7 +165,8 @@ pub fn format_amount(amount: Amount, currency: Currency) -> String {
     )
 }
 
-fn json_request<T: Serialize>(
+/// A JSON POST to `path` of a dependency, with the driving request's id passed on.
+pub(crate) fn json_request<T: Serialize>(
     path: &'static str,
     body: &T,
     idempotency_key: Option<&str>,
@@ -198,12 +182,11 @@ fn json_request<T: Serialize>(
         http::HeaderValue::from_static("application/json"),
     );
     if let Some(key) = idempotency_key.and_then(|k| http::HeaderValue::from_str(k).ok()) {
-        req.headers_mut().insert("idempotency-key", key);
+        req.headers_mut().insert(IDEMPOTENCY_KEY, key);
     }
     // The caller's request id travels on, so one payment can be followed through every service's log.
     if let Ok(Some(id)) = REQUEST_ID.try_with(Clone::clone) {
-        req.headers_mut()
-            .insert(crate::http::server::REQUEST_ID_HEADER, id);
+        req.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
     req
 }
@@ -213,15 +196,10 @@ tokio::task_local! {
     pub static REQUEST_ID: Option<http::HeaderValue>;
 }
 
+/// The slug and detail of a problem answer, for logs and decline reasons.
 fn problem_type(body: &[u8]) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let slug = v["type"]
-        .as_str()
-        .and_then(|t| t.strip_prefix("urn:finpay:problem:"))
-        .unwrap_or("")
-        .to_owned();
-    let detail = v["detail"].as_str().unwrap_or("").to_owned();
-    (slug, detail)
+    let p = Problem::parse(body).unwrap_or_default();
+    (p.slug().to_owned(), p.detail)
 }
 
 fn call_error_text(e: &CallError) -> String {
@@ -234,17 +212,13 @@ fn call_error_text(e: &CallError) -> String {
 impl Engine {
     pub fn new(
         store: Arc<dyn PaymentStore>,
-        fraud: ResilientClient,
-        wallet: ResilientClient,
-        notification: ResilientClient,
+        deps: Dependencies,
         cfg: PaymentSettings,
         fallback: FraudFallback,
     ) -> Self {
         Self {
             store,
-            fraud,
-            wallet,
-            notification,
+            deps,
             inflight: InFlight::default(),
             cfg,
             outbox_kick: tokio::sync::Notify::new(),
@@ -350,16 +324,16 @@ impl Engine {
     }
 
     async fn check_fraud(&self, p: &Payment, deadline: Deadline) -> FraudAnswer {
-        let body = CheckBody {
+        let body = CheckRequest {
             payment_id: p.id,
-            account_id: &p.account_id,
+            account_id: p.account_id.clone(),
             amount_minor: p.amount_minor,
             currency: p.currency,
         };
-        let mut req = json_request("/v1/checks", &body, None);
+        let mut req = json_request(fraud::CHECKS, &body, None);
         // A check is a pure read: safe to retry and hedge.
         req.extensions_mut().insert(Idempotent);
-        match self.fraud.call(req, deadline).await {
+        match self.deps.fraud.call(req, deadline).await {
             Ok(resp) if resp.status() == StatusCode::OK => {
                 match serde_json::from_slice::<CheckResponse>(resp.body()) {
                     Ok(CheckResponse {
@@ -426,37 +400,30 @@ impl Engine {
 
     async fn debit(&self, p: &Payment, deadline: Deadline) -> WalletAnswer {
         let transfer_id = p.id.debit_transfer_id();
-        let body = TransferBody {
-            id: transfer_id.as_str(),
-            debit_account_id: &p.account_id,
-            credit_account_id: &p.merchant_account_id,
+        let body = CreateTransfer {
+            id: transfer_id.clone(),
+            debit_account_id: p.account_id.clone(),
+            credit_account_id: p.merchant_account_id.clone(),
             amount_minor: p.amount_minor,
             currency: p.currency,
         };
         // The transfer id is the idempotency key: a retry after a lost answer applies it at most once.
-        let req = json_request("/v1/transfers", &body, Some(transfer_id.as_str()));
-        match self.wallet.call(req, deadline).await {
+        let req = json_request(wallet::TRANSFERS, &body, Some(transfer_id.as_str()));
+        match self.deps.wallet.call(req, deadline).await {
             Ok(resp) if resp.status() == StatusCode::CREATED || resp.status() == StatusCode::OK => {
                 WalletAnswer::Debited
             }
             Ok(resp) => {
-                let (slug, detail) = problem_type(resp.body());
-                let business = [
-                    problem_types::INSUFFICIENT_FUNDS,
-                    problem_types::UNKNOWN_ACCOUNT,
-                    problem_types::CURRENCY_MISMATCH,
-                    problem_types::SAME_ACCOUNT,
-                    problem_types::BALANCE_OVERFLOW,
-                ];
+                let (kind, detail) = problem_type(resp.body());
                 if resp.status() == StatusCode::UNPROCESSABLE_ENTITY
-                    && business.contains(&slug.as_str())
+                    && slug::WALLET_DECLINES.contains(&kind.as_str())
                 {
-                    WalletAnswer::Refused { slug, detail }
+                    WalletAnswer::Refused { slug: kind, detail }
                 } else {
                     // A 409 (the transfer id holds another body) or a 400 is a bug, not a decline: keep
                     // the payment where it is, loudly, rather than guess about money.
-                    tracing::error!(payment_id = %p.id, status = %resp.status(), %slug, %detail, "unexpected wallet answer");
-                    WalletAnswer::Unavailable(format!("wallet answered {} {slug}", resp.status()))
+                    tracing::error!(payment_id = %p.id, status = %resp.status(), slug = %kind, %detail, "unexpected wallet answer");
+                    WalletAnswer::Unavailable(format!("wallet answered {} {kind}", resp.status()))
                 }
             }
             Err(e) => WalletAnswer::Unavailable(call_error_text(&e)),

@@ -5,12 +5,12 @@ use std::time::Duration;
 use finpay_core::{AccountId, Amount, Currency};
 use finpay_resilience::client::BalanceStrategy;
 use finpay_resilience::ClientPolicy;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::http::config::{config_err, CommonSettings, ServiceSettings};
-use crate::ServeError;
+use crate::{ServeError, ServiceKind};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// The keys every service has (extracted separately; see `http::config::load`).
@@ -41,12 +41,11 @@ impl Default for Settings {
 
 /// One downstream service that is written to (wallet, notification): its replicas and the resilience
 /// policy of the client that calls them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dependency {
     /// Base URLs of the replicas, e.g. `["http://127.0.0.1:9001"]`.
     pub urls: Vec<String>,
-    #[serde(default = "write_policy")]
     pub client: ClientPolicy,
 }
 
@@ -69,8 +68,8 @@ pub fn write_policy() -> ClientPolicy {
     p.per_try_timeout_ms = 500;
     // Without hedges every round is one try, so the rounds alone must carry the failure rate this
     // system lives with: at p = 0.3 per try, 8 tries fail together with 0.3^8 ≈ 0.0066%, where 4
-    // would fail 0.81% (what a 30% commit-then-fail wallet showed). The retry budget still bounds
-    // the load when the wallet is down for real.
+    // would fail together with 0.3^4 ≈ 0.81%, far more than a payment path can show its users. The
+    // retry budget still bounds the load when the wallet is down for real.
     p.max_attempts = 8;
     p
 }
@@ -99,7 +98,7 @@ pub fn wallet_policy() -> ClientPolicy {
 pub const WALLET_HEDGE_DELAY_MS: u64 = 100;
 
 /// The fraud dependency, which may also have a fallback policy.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FraudDependency {
     pub urls: Vec<String>,
@@ -112,7 +111,7 @@ pub struct FraudDependency {
 /// When enabled, a payment of at most `max_amount_minor` from an account that got a SAFE verdict in
 /// the last `safe_verdict_max_age_ms` passes without a fresh verdict, and is recorded with
 /// `needs_review = true` so a person looks at it later.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FraudFallback {
     pub enabled: bool,
@@ -133,7 +132,7 @@ impl Default for FraudFallback {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PaymentSettings {
     /// One end-to-end deadline per payment, passed to every call.
@@ -190,7 +189,7 @@ impl PaymentSettings {
 }
 
 /// The payment `GET /pay` makes (the design note's demo).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoSettings {
     pub customer_account: String,
@@ -279,27 +278,6 @@ fn check_range(field: &str, value: u64, lo: u64, hi: u64) -> Result<(), ServeErr
 }
 
 impl ServiceSettings for Settings {
-    const EXTRA_KEYS: &'static [&'static str] =
-        &["fraud", "wallet", "notification", "payment", "demo"];
-    // Keep in step with `write_policy()` and `wallet_policy()` (a test checks).
-    const DEFAULTS_TOML: &'static str = "\
-[wallet.client]
-per_try_timeout_ms = 500
-max_attempts = 8
-[wallet.client.balancer]
-strategy = \"failover\"
-[wallet.client.hedge]
-enabled = true
-max_hedges = 1
-percentile = 0.0
-delay_ms = 100
-[notification.client]
-per_try_timeout_ms = 500
-max_attempts = 8
-[notification.client.hedge]
-enabled = false
-";
-
     fn common(&self) -> &CommonSettings {
         &self.common
     }
@@ -309,93 +287,108 @@ enabled = false
     }
 
     fn validate(&self) -> Result<(), ServeError> {
-        parse_urls("fraud", &self.fraud.urls)?;
-        parse_urls("wallet", &self.wallet.urls)?;
-        parse_urls("notification", &self.notification.urls)?;
-        for (name, policy) in [
-            ("fraud", &self.fraud.client),
-            ("wallet", &self.wallet.client),
-            ("notification", &self.notification.client),
-        ] {
-            policy
+        for (kind, dep) in self.dependencies() {
+            let name = kind.as_str();
+            parse_urls(name, &dep.urls)?;
+            dep.client
                 .validate()
                 .map_err(|e| config_err(&format!("{name}.client.{}", e.field), e.reason))?;
         }
-        let p = &self.payment;
-        check_range("payment.deadline_ms", p.deadline_ms, 1, 600_000)?;
-        check_range(
-            "payment.resume_interval_ms",
-            p.resume_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        check_range("payment.resume_batch", p.resume_batch.into(), 1, 10_000)?;
-        check_range(
-            "payment.resume_concurrency",
-            p.resume_concurrency as u64,
-            1,
-            1_000,
-        )?;
-        check_range(
-            "payment.outbox_interval_ms",
-            p.outbox_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        check_range("payment.outbox_batch", p.outbox_batch.into(), 1, 10_000)?;
-        check_range(
-            "payment.outbox_concurrency",
-            p.outbox_concurrency as u64,
-            1,
-            1_000,
-        )?;
-        check_range(
-            "payment.outbox_deadline_ms",
-            p.outbox_deadline_ms,
-            1,
-            600_000,
-        )?;
-        check_range(
-            "payment.outbox_backoff_base_ms",
-            p.outbox_backoff_base_ms,
-            1,
-            600_000,
-        )?;
-        check_range(
-            "payment.outbox_backoff_max_ms",
-            p.outbox_backoff_max_ms,
-            p.outbox_backoff_base_ms,
-            86_400_000,
-        )?;
-        check_range(
-            "payment.description_max_chars",
-            p.description_max_chars as u64,
-            1,
-            10_000,
-        )?;
-        check_range("payment.retry_after_s", p.retry_after_s, 1, 3_600)?;
-        let f = &self.fraud.fallback;
-        if f.enabled {
-            check_range(
-                "fraud.fallback.max_amount_minor",
-                f.max_amount_minor,
+        self.payment.validate()?;
+        self.fraud.fallback.validate()?;
+        self.demo.parse()?;
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Each dependency's replicas and client policy, by the service it names.
+    pub fn dependencies(&self) -> [(ServiceKind, Dependency); 3] {
+        [
+            (
+                ServiceKind::Fraud,
+                Dependency {
+                    urls: self.fraud.urls.clone(),
+                    client: self.fraud.client.clone(),
+                },
+            ),
+            (ServiceKind::Wallet, self.wallet.clone()),
+            (ServiceKind::Notification, self.notification.clone()),
+        ]
+    }
+}
+
+impl PaymentSettings {
+    fn validate(&self) -> Result<(), ServeError> {
+        let ranges: [(&str, u64, u64, u64); 12] = [
+            ("deadline_ms", self.deadline_ms, 1, 600_000),
+            ("resume_interval_ms", self.resume_interval_ms, 10, 3_600_000),
+            ("resume_batch", self.resume_batch.into(), 1, 10_000),
+            (
+                "resume_concurrency",
+                self.resume_concurrency as u64,
+                1,
+                1_000,
+            ),
+            ("outbox_interval_ms", self.outbox_interval_ms, 10, 3_600_000),
+            ("outbox_batch", self.outbox_batch.into(), 1, 10_000),
+            (
+                "outbox_concurrency",
+                self.outbox_concurrency as u64,
+                1,
+                1_000,
+            ),
+            ("outbox_deadline_ms", self.outbox_deadline_ms, 1, 600_000),
+            (
+                "outbox_backoff_base_ms",
+                self.outbox_backoff_base_ms,
+                1,
+                600_000,
+            ),
+            (
+                "outbox_backoff_max_ms",
+                self.outbox_backoff_max_ms,
+                self.outbox_backoff_base_ms,
+                86_400_000,
+            ),
+            (
+                "description_max_chars",
+                self.description_max_chars as u64,
+                1,
+                10_000,
+            ),
+            ("retry_after_s", self.retry_after_s, 1, 3_600),
+        ];
+        for (field, value, lo, hi) in ranges {
+            check_range(&format!("payment.{field}"), value, lo, hi)?;
+        }
+        Ok(())
+    }
+}
+
+impl FraudFallback {
+    fn validate(&self) -> Result<(), ServeError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let ranges: [(&str, u64, u64, u64); 3] = [
+            (
+                "max_amount_minor",
+                self.max_amount_minor,
                 1,
                 Amount::MAX_MINOR,
-            )?;
-            check_range(
-                "fraud.fallback.safe_verdict_max_age_ms",
-                f.safe_verdict_max_age_ms,
+            ),
+            (
+                "safe_verdict_max_age_ms",
+                self.safe_verdict_max_age_ms,
                 1,
                 86_400_000,
-            )?;
-            check_range(
-                "fraud.fallback.max_accounts",
-                f.max_accounts as u64,
-                1,
-                10_000_000,
-            )?;
+            ),
+            ("max_accounts", self.max_accounts as u64, 1, 10_000_000),
+        ];
+        for (field, value, lo, hi) in ranges {
+            check_range(&format!("fraud.fallback.{field}"), value, lo, hi)?;
         }
-        self.demo.parse()?;
         Ok(())
     }
 }
@@ -433,10 +426,7 @@ mod tests {
         );
         let h = &s.wallet.client.hedge;
         assert!(h.enabled && h.max_hedges == 1 && h.percentile == 0.0);
-        assert_eq!(
-            h.delay_ms, WALLET_HEDGE_DELAY_MS,
-            "the TOML defaults say the same"
-        );
+        assert_eq!(h.delay_ms, WALLET_HEDGE_DELAY_MS);
     }
 
     #[test]

@@ -23,6 +23,9 @@ use tokio::time::Instant;
 
 use crate::plan::splitmix64;
 
+mod args;
+pub use args::LoadArgs;
+
 /// Slowest latency the histogram distinguishes; slower ones are recorded as this.
 const LATENCY_MAX_US: u64 = 600_000_000;
 /// At most this many seconds of timeline are kept (a day).
