@@ -11,20 +11,25 @@
 //! same seed send the same payments whatever the scheduling; keys carry a per-run random prefix so two
 //! runs never replay each other.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+
 use tokio::time::Instant;
+
+use finpay_api::headers::IDEMPOTENCY_KEY;
+use finpay_api::payment::CreatePayment;
+use finpay_core::{AccountId, Amount};
 
 use crate::plan::splitmix64;
 
 mod args;
+mod report;
 pub use args::LoadArgs;
+use report::Aggregate;
+pub use report::{classify, Class, Latency, LoadReport, Outcome, Progress, Second};
 
 /// Slowest latency the histogram distinguishes; slower ones are recorded as this.
 const LATENCY_MAX_US: u64 = 600_000_000;
@@ -103,10 +108,23 @@ impl LoadConfig {
                 self.accounts
             ));
         }
-        if self.amount_min_minor == 0 || self.amount_min_minor > self.amount_max_minor {
+        if self.amount_min_minor == 0
+            || self.amount_min_minor > self.amount_max_minor
+            || self.amount_max_minor > Amount::MAX_MINOR
+        {
             return err(format!(
-                "amounts must satisfy 1 <= --amount-min ({}) <= --amount-max ({})",
-                self.amount_min_minor, self.amount_max_minor
+                "amounts must satisfy 1 <= --amount-min ({}) <= --amount-max ({}) <= {}",
+                self.amount_min_minor,
+                self.amount_max_minor,
+                Amount::MAX_MINOR
+            ));
+        }
+        if AccountId::try_from(self.merchant.as_str()).is_err()
+            || self.currency.parse::<finpay_core::Currency>().is_err()
+        {
+            return err(format!(
+                "the merchant {:?} and currency {:?} must be a valid account id and currency",
+                self.merchant, self.currency
             ));
         }
         if let Some(rate) = self.rate_per_s {
@@ -128,6 +146,18 @@ impl LoadConfig {
             .map(|rate| Duration::from_secs_f64((n as f64 / rate).min(1e9)))
     }
 
+    /// The body of a payment from `account` of `amount` minor units to the merchant.
+    pub fn body(&self, account: &str, amount: u64) -> anyhow::Result<CreatePayment> {
+        Ok(CreatePayment {
+            account_id: AccountId::try_from(account).context("account id")?,
+            merchant_account_id: AccountId::try_from(self.merchant.as_str())
+                .context("merchant id")?,
+            amount_minor: Amount::try_new(amount).context("amount")?,
+            currency: self.currency.parse().context("currency")?,
+            description: Some("finpay load".into()),
+        })
+    }
+
     /// Customer and amount of request `n`: a pure function of the seed and `n`.
     pub fn request(&self, n: u64) -> (String, u64) {
         let h = splitmix64(self.seed ^ splitmix64(n));
@@ -138,234 +168,6 @@ impl LoadConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-/// One second of the run (by completion time).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Second {
-    pub second: u64,
-    pub requests: u64,
-    pub succeeded: u64,
-    /// None when no request completed in this second.
-    pub success_rate: Option<f64>,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-/// What happened to one request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub n: u64,
-    pub idempotency_key: String,
-    pub account_id: String,
-    pub amount_minor: u64,
-    /// HTTP status, None for a transport error.
-    pub http_status: Option<u16>,
-    pub payment_id: Option<String>,
-    pub payment_status: Option<String>,
-    /// When the request was due (open loop) or sent, in µs after the start of the run.
-    #[serde(default)]
-    pub started_us: u64,
-    /// From `started_us` to the answer (or the transport error), in µs.
-    #[serde(default)]
-    pub latency_us: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoadReport {
-    pub requests: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub declined: u64,
-    pub success_rate: f64,
-    pub throughput_rps: f64,
-    pub elapsed_s: f64,
-    pub latency_ms: Latency,
-    pub errors: BTreeMap<String, u64>,
-    /// Sum of the amounts of payments answered `succeeded`.
-    pub succeeded_amount_minor: u64,
-    pub timeline: Vec<Second>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outcomes: Vec<Outcome>,
-}
-
-/// A live view for progress bars: how far the run is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub done: u64,
-    pub succeeded: u64,
-    pub elapsed: Duration,
-    /// The last complete second, if any.
-    pub last_second: Option<(f64, f64)>,
-}
-
-/// How one response is counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Class {
-    Succeeded,
-    Declined,
-    Failed(String),
-}
-
-/// Classifies a response: HTTP status (None = transport error) and the payment's `status` field.
-pub fn classify(http_status: Option<u16>, payment_status: Option<&str>) -> Class {
-    match (http_status, payment_status) {
-        (None, _) => Class::Failed("transport".into()),
-        (Some(code), Some("succeeded")) if (200..300).contains(&code) => Class::Succeeded,
-        (Some(code), Some("declined")) if (200..300).contains(&code) => Class::Declined,
-        (Some(code), Some(other)) if (200..300).contains(&code) => {
-            Class::Failed(format!("{code}:{other}"))
-        }
-        (Some(code), None) if (200..300).contains(&code) => {
-            Class::Failed(format!("{code}:unparsed"))
-        }
-        (Some(code), _) => Class::Failed(code.to_string()),
-    }
-}
-
-/// The running totals; one lock, held for a few hundred nanoseconds per request.
-struct Aggregate {
-    start: Instant,
-    all: Histogram<u64>,
-    requests: u64,
-    succeeded: u64,
-    declined: u64,
-    succeeded_amount_minor: u64,
-    errors: BTreeMap<String, u64>,
-    second: u64,
-    second_hist: Histogram<u64>,
-    second_requests: u64,
-    second_succeeded: u64,
-    timeline: Vec<Second>,
-    outcomes: Vec<Outcome>,
-}
-
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).context("latency histogram")
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-impl Aggregate {
-    fn new(start: Instant) -> anyhow::Result<Self> {
-        Ok(Self {
-            start,
-            all: histogram()?,
-            requests: 0,
-            succeeded: 0,
-            declined: 0,
-            succeeded_amount_minor: 0,
-            errors: BTreeMap::new(),
-            second: 0,
-            second_hist: histogram()?,
-            second_requests: 0,
-            second_succeeded: 0,
-            timeline: Vec::new(),
-            outcomes: Vec::new(),
-        })
-    }
-
-    fn record(&mut self, latency: Duration, class: &Class, amount_minor: u64) {
-        let sec = self.start.elapsed().as_secs();
-        while self.second < sec {
-            self.close_second();
-        }
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(LATENCY_MAX_US)
-            .clamp(1, LATENCY_MAX_US);
-        let _ = self.all.record(us);
-        let _ = self.second_hist.record(us);
-        self.requests += 1;
-        self.second_requests += 1;
-        match class {
-            Class::Succeeded => {
-                self.succeeded += 1;
-                self.second_succeeded += 1;
-                self.succeeded_amount_minor =
-                    self.succeeded_amount_minor.saturating_add(amount_minor);
-            }
-            Class::Declined => {
-                self.succeeded += 1;
-                self.second_succeeded += 1;
-                self.declined += 1;
-            }
-            Class::Failed(key) => *self.errors.entry(key.clone()).or_insert(0) += 1,
-        }
-    }
-
-    fn close_second(&mut self) {
-        if self.timeline.len() < TIMELINE_MAX {
-            self.timeline.push(Second {
-                second: self.second,
-                requests: self.second_requests,
-                succeeded: self.second_succeeded,
-                success_rate: (self.second_requests > 0)
-                    .then(|| self.second_succeeded as f64 / self.second_requests as f64),
-                p50_ms: ms(self.second_hist.value_at_quantile(0.5)),
-                p99_ms: ms(self.second_hist.value_at_quantile(0.99)),
-            });
-        }
-        self.second_hist.reset();
-        self.second_requests = 0;
-        self.second_succeeded = 0;
-        self.second += 1;
-    }
-
-    fn progress(&self) -> Progress {
-        Progress {
-            done: self.requests,
-            succeeded: self.succeeded,
-            elapsed: self.start.elapsed(),
-            last_second: self
-                .timeline
-                .last()
-                .map(|s| (s.success_rate.unwrap_or(0.0), s.p99_ms)),
-        }
-    }
-
-    fn report(mut self, elapsed: Duration) -> LoadReport {
-        if self.second_requests > 0 {
-            self.close_second();
-        }
-        let secs = elapsed.as_secs_f64().max(1e-9);
-        let q = |p: f64| ms(self.all.value_at_quantile(p));
-        LoadReport {
-            requests: self.requests,
-            succeeded: self.succeeded,
-            failed: self.requests - self.succeeded,
-            declined: self.declined,
-            success_rate: if self.requests == 0 {
-                0.0
-            } else {
-                self.succeeded as f64 / self.requests as f64
-            },
-            throughput_rps: self.requests as f64 / secs,
-            elapsed_s: elapsed.as_secs_f64(),
-            latency_ms: Latency {
-                p50: q(0.5),
-                p90: q(0.9),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: ms(self.all.max()),
-            },
-            errors: self.errors,
-            succeeded_amount_minor: self.succeeded_amount_minor,
-            timeline: self.timeline,
-            outcomes: self.outcomes,
-        }
-    }
-}
-
-/// Runs the load and returns its report.
 pub async fn run(cfg: LoadConfig) -> anyhow::Result<LoadReport> {
     run_observed(cfg, |_| {}).await
 }
@@ -388,72 +190,22 @@ pub async fn run_observed(
     let start = Instant::now();
     let deadline = cfg.duration.map(|d| start + d);
     let limit = cfg.requests.unwrap_or(u64::MAX);
-    let next = Arc::new(AtomicU64::new(0));
-    let agg = Arc::new(Mutex::new(Aggregate::new(start)?));
-    let cfg = Arc::new(cfg);
 
+    let run = Arc::new(Run {
+        client,
+        endpoint,
+        prefix,
+        next: AtomicU64::new(0),
+        agg: Mutex::new(Aggregate::new(start)?),
+        cfg,
+        start,
+        deadline,
+        limit,
+    });
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..cfg.concurrency {
-        let (client, endpoint, prefix, next, agg, cfg) = (
-            client.clone(),
-            endpoint.clone(),
-            prefix.clone(),
-            next.clone(),
-            agg.clone(),
-            cfg.clone(),
-        );
-        workers.spawn(async move {
-            loop {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= limit {
-                    break;
-                }
-                let due = cfg.due_after_start(n).map(|d| start + d);
-                if let Some(due) = due {
-                    if deadline.is_some_and(|d| due >= d) {
-                        break;
-                    }
-                    tokio::time::sleep_until(due).await;
-                }
-                let (account, amount) = cfg.request(n);
-                let key = format!("{prefix}-{n}");
-                let body = serde_json::json!({
-                    "account_id": account,
-                    "merchant_account_id": cfg.merchant,
-                    "amount_minor": amount,
-                    "currency": cfg.currency,
-                    "description": "finpay load",
-                });
-                let sent = due.unwrap_or_else(Instant::now);
-                let (http_status, payment) = send(&client, &endpoint, &key, &body).await;
-                let latency = sent.elapsed();
-                let (payment_id, payment_status) = payment.unwrap_or_default();
-                let class = classify(http_status, payment_status.as_deref());
-                let mut a = agg.lock().unwrap_or_else(PoisonError::into_inner);
-                a.record(latency, &class, amount);
-                if cfg.record_outcomes && a.outcomes.len() < OUTCOMES_MAX {
-                    a.outcomes.push(Outcome {
-                        n,
-                        idempotency_key: key,
-                        account_id: account,
-                        amount_minor: amount,
-                        http_status,
-                        payment_id,
-                        payment_status,
-                        started_us: u64::try_from(
-                            sent.saturating_duration_since(start).as_micros(),
-                        )
-                        .unwrap_or(u64::MAX),
-                        latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                    });
-                }
-            }
-        });
+    for _ in 0..run.cfg.concurrency {
+        workers.spawn(worker(run.clone()));
     }
-
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -463,14 +215,15 @@ pub async fn run_observed(
                 Some(Ok(())) => {}
             },
             _ = tick.tick() => {
-                let p = agg.lock().unwrap_or_else(PoisonError::into_inner).progress();
+                let p = run.agg.lock().unwrap_or_else(PoisonError::into_inner).progress();
                 observe(&p);
             }
         }
     }
     let elapsed = start.elapsed();
-    let agg = Arc::try_unwrap(agg)
+    let agg = Arc::try_unwrap(run)
         .map_err(|_| anyhow::anyhow!("load workers still hold the aggregate"))?
+        .agg
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     observe(&agg.progress());
@@ -479,17 +232,82 @@ pub async fn run_observed(
     Ok(report)
 }
 
+/// What the workers of one run share.
+struct Run {
+    client: reqwest::Client,
+    endpoint: String,
+    prefix: String,
+    next: AtomicU64,
+    agg: Mutex<Aggregate>,
+    cfg: LoadConfig,
+    start: Instant,
+    deadline: Option<Instant>,
+    limit: u64,
+}
+
+/// One worker: takes the next request number until the count or the time is spent.
+async fn worker(run: Arc<Run>) {
+    let cfg = &run.cfg;
+    loop {
+        if run.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let n = run.next.fetch_add(1, Ordering::Relaxed);
+        if n >= run.limit {
+            break;
+        }
+        let due = cfg.due_after_start(n).map(|d| run.start + d);
+        if let Some(due) = due {
+            if run.deadline.is_some_and(|d| due >= d) {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+        let (account, amount) = cfg.request(n);
+        let key = format!("{}-{n}", run.prefix);
+        let body = match cfg.body(&account, amount) {
+            Ok(b) => b,
+            Err(e) => {
+                // `validate` keeps every request of the run inside the contract's bounds.
+                tracing::error!(error = %e, n, "load: request outside the contract; worker stops");
+                break;
+            }
+        };
+        let sent = due.unwrap_or_else(Instant::now);
+        let (http_status, payment) = send(&run.client, &run.endpoint, &key, &body).await;
+        let latency = sent.elapsed();
+        let (payment_id, payment_status) = payment.unwrap_or_default();
+        let class = classify(http_status, payment_status.as_deref());
+        let mut a = run.agg.lock().unwrap_or_else(PoisonError::into_inner);
+        a.record(latency, &class, amount);
+        if cfg.record_outcomes && a.outcomes.len() < OUTCOMES_MAX {
+            a.outcomes.push(Outcome {
+                n,
+                idempotency_key: key,
+                account_id: account,
+                amount_minor: amount,
+                http_status,
+                payment_id,
+                payment_status,
+                started_us: u64::try_from(sent.saturating_duration_since(run.start).as_micros())
+                    .unwrap_or(u64::MAX),
+                latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+}
+
 /// Sends one payment. Returns the HTTP status (None when no response arrived) and, when the body is
 /// a payment, its id and status.
 async fn send(
     client: &reqwest::Client,
     endpoint: &str,
     key: &str,
-    body: &serde_json::Value,
+    body: &CreatePayment,
 ) -> (Option<u16>, Option<(Option<String>, Option<String>)>) {
     let resp = match client
         .post(endpoint)
-        .header("Idempotency-Key", key)
+        .header(IDEMPOTENCY_KEY, key)
         .json(body)
         .send()
         .await
@@ -510,51 +328,6 @@ async fn send(
             (field("id").or_else(|| field("payment_id")), field("status"))
         });
     (Some(status), payment)
-}
-
-impl LoadReport {
-    /// The report for a person.
-    pub fn human(&self, url: &str, concurrency: usize) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "finpay load: {} requests to {url} in {:.2} s, {:.1} req/s (concurrency {concurrency})",
-            self.requests, self.elapsed_s, self.throughput_rps
-        );
-        let _ = writeln!(
-            out,
-            "  succeeded   {} ({:.2}%), of which declined {}",
-            self.succeeded,
-            self.success_rate * 100.0,
-            self.declined
-        );
-        let _ = writeln!(out, "  failed      {}", self.failed);
-        if !self.errors.is_empty() {
-            let errs: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            let _ = writeln!(out, "  errors      {}", errs.join(", "));
-        }
-        let l = &self.latency_ms;
-        let _ = writeln!(
-            out,
-            "  latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        );
-        out
-    }
-
-    /// The one JSON object of `finpay load --json` (outcomes are written elsewhere).
-    pub fn summary_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        if let Some(o) = v.as_object_mut() {
-            o.remove("outcomes");
-        }
-        v
-    }
 }
 
 #[cfg(test)]

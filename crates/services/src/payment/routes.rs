@@ -146,38 +146,9 @@ async fn pay(
         record("in_progress", started);
         return Err(in_progress());
     };
-    let new = NewPayment {
-        id: PaymentId::new_v7(),
-        idempotency_key: key,
-        fingerprint: fingerprint.clone(),
-        account_id: body.account_id,
-        merchant_account_id: body.merchant_account_id,
-        amount: body.amount_minor,
-        currency: body.currency,
-        description: body.description,
-    };
-    let (payment, replayed) = match engine
-        .store
-        .begin(new)
-        .await
-        .map_err(|e| ApiError::storage(&e))?
-    {
-        Begin::Created(p) => (p, false),
-        Begin::Existing(p) => {
-            if p.fingerprint != fingerprint {
-                record("key_reused", started);
-                return Err(key_reused(&p));
-            }
-            if p.status.is_terminal() {
-                record("replayed", started);
-                return Ok(Outcome {
-                    payment: p,
-                    replayed: true,
-                    pending_why: None,
-                });
-            }
-            (p, true)
-        }
+    let (payment, replayed) = match begin(&engine, key, body, fingerprint, started).await? {
+        Begun::Drive(p, replayed) => (p, replayed),
+        Begun::Done(outcome) => return Ok(outcome),
     };
     if !claim.add(payment_slot(payment.id)) {
         // The resumer is driving it right now.
@@ -220,6 +191,53 @@ async fn pay(
     };
     record(label, started);
     Ok(outcome)
+}
+
+/// What `begin` found: a payment to drive (and whether it existed), or an outcome to answer at once.
+enum Begun {
+    Drive(Payment, bool),
+    Done(Outcome),
+}
+
+/// Stores the payment in `received`, or finds the one this key already made.
+async fn begin(
+    engine: &Engine,
+    key: IdempotencyKey,
+    body: CreatePayment,
+    fingerprint: Fingerprint,
+    started: Instant,
+) -> Result<Begun, ApiError> {
+    let new = NewPayment {
+        id: PaymentId::new_v7(),
+        idempotency_key: key,
+        fingerprint: fingerprint.clone(),
+        account_id: body.account_id,
+        merchant_account_id: body.merchant_account_id,
+        amount: body.amount_minor,
+        currency: body.currency,
+        description: body.description,
+    };
+    match engine
+        .store
+        .begin(new)
+        .await
+        .map_err(|e| ApiError::storage(&e))?
+    {
+        Begin::Created(p) => Ok(Begun::Drive(p, false)),
+        Begin::Existing(p) if p.fingerprint != fingerprint => {
+            record("key_reused", started);
+            Err(key_reused(&p))
+        }
+        Begin::Existing(p) if p.status.is_terminal() => {
+            record("replayed", started);
+            Ok(Begun::Done(Outcome {
+                payment: p,
+                replayed: true,
+                pending_why: None,
+            }))
+        }
+        Begin::Existing(p) => Ok(Begun::Drive(p, true)),
+    }
 }
 
 fn key_reused(existing: &Payment) -> ApiError {

@@ -17,45 +17,24 @@
 //! "Out of rotation" is a verdict the supervisor records (`ready: false` in cluster.json); the
 //! routing itself is done by payment's client (outlier ejection over the fixed replica list).
 
+mod output;
+mod probe;
+mod process;
+
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::cluster::{self, ClusterState, ReplicaState};
-
-/// Probe timings. See the module docs for the Kubernetes mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbePolicy {
-    pub startup_period: Duration,
-    pub startup_failure_threshold: u32,
-    pub period: Duration,
-    pub timeout: Duration,
-    pub liveness_failure_threshold: u32,
-    pub grace: Duration,
-}
-
-impl Default for ProbePolicy {
-    fn default() -> Self {
-        Self {
-            startup_period: Duration::from_millis(100),
-            startup_failure_threshold: 300,
-            period: Duration::from_secs(1),
-            timeout: Duration::from_millis(800),
-            liveness_failure_threshold: 3,
-            grace: Duration::from_secs(10),
-        }
-    }
-}
+pub use output::{listening_addr, LOG_BYTES_MAX};
+pub use probe::ProbePolicy;
+pub use process::terminate;
 
 /// The cluster state shared by the replica tasks and the state-file writer.
 pub struct Shared {
@@ -163,7 +142,7 @@ pub async fn run_replica(
     backoff: BackoffPolicy,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match probe_client(probes.timeout) {
+    let client = match probe::probe_client(probes.timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(replica = %cmd.name, error = format!("{e:#}"), "cannot build probe client");
@@ -172,78 +151,13 @@ pub async fn run_replica(
     };
     let mut schedule = RestartBackoff::new(backoff);
     let mut generation: u32 = 0;
-    loop {
-        if *stop.borrow() {
-            break;
-        }
+    while !*stop.borrow() {
         let started = Instant::now();
-        let ended = match spawn(&cmd, generation) {
-            Err(e) => Ended::Exited(format!("spawn failed: {e:#}")),
-            Ok(mut child) => {
-                let pid = child.id();
-                tracing::info!(replica = %cmd.name, pid, generation, "started");
-                shared.update_replica(&cmd.name, |r| {
-                    r.pid = pid;
-                    r.phase = "starting".into();
-                    r.live = false;
-                    r.ready = false;
-                    r.liveness_failures = 0;
-                    r.started_at_ms = Some(cluster::now_ms());
-                });
-                if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
-                    tokio::spawn(forward_output(
-                        cmd.name.clone(),
-                        cmd.port,
-                        out,
-                        err,
-                        cmd.log_path.clone(),
-                    ));
-                }
-                let ended = tokio::select! {
-                    status = child.wait() => match status {
-                        Ok(s) if s.code() == Some(i32::from(crate::EXIT_CONFIG)) => Ended::BadConfig(s.to_string()),
-                        Ok(s) => Ended::Exited(s.to_string()),
-                        Err(e) => Ended::Exited(format!("wait failed: {e}")),
-                    },
-                    reason = probe(&shared, &cmd, &client, probes) => Ended::Unhealthy(reason),
-                    _ = stop.wait_for(|v| *v) => Ended::Stopping,
-                };
-                match ended {
-                    Ended::Unhealthy(reason) => {
-                        tracing::warn!(replica = %cmd.name, %reason, "killing unhealthy replica");
-                        let status = force_kill(&mut child, probes.grace).await;
-                        Ended::Unhealthy(format!("killed ({status}): {reason}"))
-                    }
-                    Ended::Stopping => {
-                        shared.update_replica(&cmd.name, |r| r.phase = "stopping".into());
-                        let status = terminate(&mut child, probes.grace).await;
-                        shared.update_replica(&cmd.name, |r| {
-                            r.pid = None;
-                            r.phase = "stopped".into();
-                            r.live = false;
-                            r.ready = false;
-                            r.last_exit = Some(status);
-                        });
-                        break;
-                    }
-                    Ended::BadConfig(status) => {
-                        tracing::error!(replica = %cmd.name, %status, log = %cmd.log_path.display(), "replica refused its config; not restarting");
-                        shared.update_replica(&cmd.name, |r| {
-                            r.pid = None;
-                            r.phase = "failed".into();
-                            r.live = false;
-                            r.ready = false;
-                            r.last_exit = Some(format!("{status} (bad config, not restarted)"));
-                        });
-                        break;
-                    }
-                    exited => exited,
-                }
-            }
-        };
-        let last_exit = match ended {
-            Ended::Exited(s) | Ended::Unhealthy(s) | Ended::BadConfig(s) => s,
-            Ended::Stopping => "stopped".to_owned(),
+        let last_exit = match run_once(&shared, &cmd, &client, probes, generation, &mut stop).await
+        {
+            Ended::Exited(s) | Ended::Unhealthy(s) => s,
+            // Stopped on purpose, or refused its config (the same config would fail again).
+            Ended::Stopping | Ended::BadConfig(_) => return,
         };
         let delay = schedule.next_delay(started.elapsed());
         tracing::warn!(replica = %cmd.name, %last_exit, delay_ms = delay.as_millis() as u64, "replica ended; restarting");
@@ -260,260 +174,99 @@ pub async fn run_replica(
         };
         if stopping {
             shared.update_replica(&cmd.name, |r| r.phase = "stopped".into());
-            break;
+            return;
         }
         generation = generation.saturating_add(1);
         shared.update_replica(&cmd.name, |r| r.restarts = r.restarts.saturating_add(1));
     }
 }
 
-fn probe_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    // No connection reuse: like the kubelet, every probe is a fresh connection, so a stale pooled
-    // connection to a previous process can never answer for a new one.
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .pool_max_idle_per_host(0)
-        .build()?)
-}
-
-fn spawn(cmd: &ReplicaCommand, generation: u32) -> anyhow::Result<Child> {
-    let mut c = Command::new(&cmd.program);
-    c.args(&cmd.args)
-        .args((cmd.per_generation)(generation))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Ctrl-C in a terminal goes to the foreground process group; in their own group the
-        // children hear it only from the supervisor, in order (payment first).
-        .process_group(0)
-        .kill_on_drop(true);
-    Ok(c.spawn()?)
-}
-
-async fn get_ok(client: &reqwest::Client, url: &str) -> bool {
-    matches!(client.get(url).send().await, Ok(r) if r.status().is_success())
-}
-
-/// Probes one process. Returns only when it should be killed, with the reason; otherwise records
-/// `live`/`ready` in the shared state forever (the caller's select ends it).
-async fn probe(
+/// One process of the replica, from its start to its end. A stopped or refused replica has its
+/// final state recorded here.
+async fn run_once(
     shared: &Shared,
     cmd: &ReplicaCommand,
     client: &reqwest::Client,
-    policy: ProbePolicy,
-) -> String {
-    let live_url = format!("http://127.0.0.1:{}/health/live", cmd.port);
-    let ready_url = format!("http://127.0.0.1:{}/health/ready", cmd.port);
-
-    // Startup probe: until the first success, liveness does not count.
-    let mut interval = tokio::time::interval(policy.startup_period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut failures = 0u32;
-    loop {
-        interval.tick().await;
-        if get_ok(client, &live_url).await {
-            break;
+    probes: ProbePolicy,
+    generation: u32,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut child = match process::spawn(cmd, generation) {
+        Err(e) => return Ended::Exited(format!("spawn failed: {e:#}")),
+        Ok(child) => child,
+    };
+    started(shared, cmd, &mut child, generation);
+    let ended = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.code() == Some(i32::from(crate::EXIT_CONFIG)) => Ended::BadConfig(s.to_string()),
+            Ok(s) => Ended::Exited(s.to_string()),
+            Err(e) => Ended::Exited(format!("wait failed: {e}")),
+        },
+        reason = probe::probe(shared, cmd, client, probes) => Ended::Unhealthy(reason),
+        _ = stop.wait_for(|v| *v) => Ended::Stopping,
+    };
+    match ended {
+        Ended::Unhealthy(reason) => {
+            tracing::warn!(replica = %cmd.name, %reason, "killing unhealthy replica");
+            let status = process::force_kill(&mut child, probes.grace).await;
+            Ended::Unhealthy(format!("killed ({status}): {reason}"))
         }
-        failures += 1;
-        if failures >= policy.startup_failure_threshold {
-            return format!("startup probe failed {failures} times");
+        Ended::Stopping => {
+            shared.update_replica(&cmd.name, |r| r.phase = "stopping".into());
+            let status = terminate(&mut child, probes.grace).await;
+            shared.update_replica(&cmd.name, |r| {
+                r.pid = None;
+                r.phase = "stopped".into();
+                r.live = false;
+                r.ready = false;
+                r.last_exit = Some(status);
+            });
+            Ended::Stopping
         }
+        Ended::BadConfig(status) => {
+            tracing::error!(replica = %cmd.name, %status, log = %cmd.log_path.display(), "replica refused its config; not restarting");
+            shared.update_replica(&cmd.name, |r| {
+                r.pid = None;
+                r.phase = "failed".into();
+                r.live = false;
+                r.ready = false;
+                r.last_exit = Some(format!("{status} (bad config, not restarted)"));
+            });
+            Ended::BadConfig(status)
+        }
+        exited => exited,
     }
+}
+
+/// Records a freshly started process and starts copying its output into its log.
+fn started(shared: &Shared, cmd: &ReplicaCommand, child: &mut Child, generation: u32) {
+    let pid = child.id();
+    tracing::info!(replica = %cmd.name, pid, generation, "started");
     shared.update_replica(&cmd.name, |r| {
-        r.live = true;
-        r.phase = "running".into();
+        r.pid = pid;
+        r.phase = "starting".into();
+        r.live = false;
+        r.ready = false;
+        r.liveness_failures = 0;
+        r.started_at_ms = Some(cluster::now_ms());
     });
-
-    // Readiness every tick (every `startup_period` until first ready, then every `period`);
-    // liveness once per `period`, counted in ticks so timer jitter never skips one.
-    let mut ever_ready = false;
-    let mut liveness_failures = 0u32;
-    let fast_ticks_per_period =
-        u32::try_from(policy.period.as_millis() / policy.startup_period.as_millis().max(1))
-            .unwrap_or(u32::MAX)
-            .max(1);
-    let mut ticks = 0u32;
-    let mut interval = tokio::time::interval(policy.startup_period);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        ticks = ticks.wrapping_add(1);
-        let due = ever_ready || ticks.is_multiple_of(fast_ticks_per_period);
-        let (ready, live) = if due {
-            let (ready, live) = tokio::join!(get_ok(client, &ready_url), get_ok(client, &live_url));
-            (ready, Some(live))
-        } else {
-            (get_ok(client, &ready_url).await, None)
-        };
-        if let Some(live) = live {
-            liveness_failures = if live { 0 } else { liveness_failures + 1 };
-        }
-        if ready && !ever_ready {
-            ever_ready = true;
-            interval = tokio::time::interval_at(Instant::now() + policy.period, policy.period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        }
-        shared.update_replica(&cmd.name, |r| {
-            r.ready = ready;
-            r.live = liveness_failures == 0;
-            r.liveness_failures = liveness_failures;
-        });
-        if liveness_failures >= policy.liveness_failure_threshold {
-            return format!("liveness probe failed {liveness_failures} times");
-        }
-    }
-}
-
-/// SIGKILL, then reap (bounded).
-async fn force_kill(child: &mut Child, bound: Duration) -> String {
-    let _ = child.start_kill();
-    match tokio::time::timeout(bound, child.wait()).await {
-        Ok(Ok(s)) => s.to_string(),
-        Ok(Err(e)) => format!("wait failed: {e}"),
-        Err(_) => "did not exit after SIGKILL".to_owned(),
-    }
-}
-
-/// SIGTERM, wait up to `grace`, then SIGKILL.
-pub async fn terminate(child: &mut Child, grace: Duration) -> String {
-    // `id()` is None once the child was reaped, so the signal never reaches a recycled pid.
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(s)) => s.to_string(),
-        Ok(Err(e)) => format!("wait failed: {e}"),
-        Err(_) => format!(
-            "no exit {} s after SIGTERM, {}",
-            grace.as_secs(),
-            force_kill(child, grace).await
-        ),
-    }
-}
-
-/// Largest log file before it is rotated to `<name>.log.1`.
-pub const LOG_BYTES_MAX: u64 = 64 * 1024 * 1024;
-
-/// Copies a child's stdout and stderr, line by line, into its log file (rotated at
-/// [`LOG_BYTES_MAX`]), and checks the listening line against the planned port.
-async fn forward_output(
-    name: String,
-    port: u16,
-    stdout: tokio::process::ChildStdout,
-    stderr: tokio::process::ChildStderr,
-    log_path: PathBuf,
-) {
-    let mut out = BufReader::new(stdout).lines();
-    let mut err = BufReader::new(stderr).lines();
-    let (mut out_open, mut err_open) = (true, true);
-    let mut file = LogFile::open(&log_path).await;
-    if let Some(f) = file.as_mut() {
-        // A marker per start, so a person reading the log sees where each process begins.
-        f.write_line(&format!(
-            "# finpay up: {name} started at {} (unix ms)",
-            cluster::now_ms()
-        ))
-        .await;
-    }
-    let mut seen_listening = false;
-    while out_open || err_open {
-        let line = tokio::select! {
-            l = out.next_line(), if out_open => match l {
-                Ok(Some(l)) => l,
-                _ => { out_open = false; continue; }
-            },
-            l = err.next_line(), if err_open => match l {
-                Ok(Some(l)) => l,
-                _ => { err_open = false; continue; }
-            },
-        };
-        if !seen_listening {
-            if let Some(addr) = listening_addr(&line) {
-                seen_listening = true;
-                if !addr.ends_with(&format!(":{port}")) {
-                    tracing::warn!(replica = %name, %addr, port, "replica listens on an unexpected address");
-                } else {
-                    tracing::debug!(replica = %name, %addr, "listening");
-                }
-            }
-        }
-        if let Some(f) = file.as_mut() {
-            f.write_line(&line).await;
-        }
-    }
-}
-
-/// The `addr` of a `{"event":"listening",...}` line.
-pub fn listening_addr(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("event")?.as_str()? != "listening" {
-        return None;
-    }
-    Some(v.get("addr")?.as_str()?.to_owned())
-}
-
-struct LogFile {
-    path: PathBuf,
-    file: tokio::fs::File,
-    bytes: u64,
-}
-
-impl LogFile {
-    async fn open(path: &Path) -> Option<Self> {
-        let file = match tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot open log file; output dropped");
-                return None;
-            }
-        };
-        let bytes = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        Some(Self {
-            path: path.to_owned(),
-            file,
-            bytes,
-        })
-    }
-
-    async fn write_line(&mut self, line: &str) {
-        if self.bytes >= LOG_BYTES_MAX {
-            let mut rotated = self.path.clone().into_os_string();
-            rotated.push(".1");
-            let _ = tokio::fs::rename(&self.path, &rotated).await;
-            if let Some(fresh) = LogFile::open(&self.path).await {
-                *self = fresh;
-            }
-        }
-        let mut buf = Vec::with_capacity(line.len() + 1);
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        if self.file.write_all(&buf).await.is_ok() {
-            self.bytes += buf.len() as u64;
-        }
+    if let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) {
+        tokio::spawn(output::forward_output(
+            cmd.name.clone(),
+            cmd.port,
+            out,
+            err,
+            cmd.log_path.clone(),
+        ));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_line_is_recognised() {
-        assert_eq!(
-            listening_addr(
-                r#"{"event":"listening","service":"fraud","addr":"127.0.0.1:40123","pid":1}"#
-            ),
-            Some("127.0.0.1:40123".into())
-        );
-        assert_eq!(listening_addr(r#"{"event":"other"}"#), None);
-        assert_eq!(listening_addr("not json"), None);
-    }
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    use tokio::io::AsyncWriteExt as _;
 
     fn state(name: &str) -> ClusterState {
         ClusterState {
