@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/checks`.
 pub const CHECKS: &str = "/v1/checks";
-/// The design note's fraud endpoint: `GET /check` answers `SAFE`.
+/// The demo's fraud endpoint (docs/scenarios.md): `GET /check` answers `SAFE`.
 pub const LEGACY_CHECK: &str = "/check";
 
 /// `POST /v1/checks` body.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const PAYMENTS: &str = "/v1/payments";
 /// `GET /v1/payments/{id}`, as an axum route.
 pub const PAYMENT: &str = "/v1/payments/{id}";
-/// The design note's demo: `GET /pay` makes a small payment and answers one line of text.
+/// The demo of docs/scenarios.md: `GET /pay` makes a small payment and answers one line of text.
 pub const DEMO_PAY: &str = "/pay";
 
 /// The path of one payment.

@@ -1,4 +1,4 @@
-//! The demo accounts `finpay up` opens in the wallet before any wallet replica starts (docs/CONTRACTS.md).
+//! The demo accounts `finpay up` opens in the wallet before any wallet replica starts.
 //!
 //! Seeding is idempotent: the ledger's `open_account` rules make opening an existing account with the
 //! same currency and opening balance a no-op, so `finpay up` on an existing data dir changes nothing.

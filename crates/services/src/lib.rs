@@ -1,6 +1,6 @@
 //! FinPay's four HTTP services and the HTTP plumbing they share.
 //!
-//! - [`fraud`]: deterministic fraud rules behind `POST /v1/checks` (and the design note's `GET /check`).
+//! - [`fraud`]: deterministic fraud rules behind `POST /v1/checks` (and the demo's `GET /check`).
 //! - [`wallet`]: the double-entry ledger over HTTP; the transfer id is the idempotency key.
 //! - [`notification`]: an inbox that stores each notification once, however often it is delivered.
 //! - [`payment`]: the orchestrator. It persists a payment first, checks fraud (failing closed), debits
@@ -21,8 +21,10 @@
 //! # Settings
 //!
 //! Layers, later wins: defaults -> TOML file -> `FINPAY_*` env (`__` splits tables) -> overrides
-//! (dotted key = TOML value). Every table refuses unknown keys; validation names the field and
-//! [`serve`] answers [`ServeError::Config`] (the binary exits 64).
+//! (dotted key = TOML value). The defaults are each settings type's `Default`, written once; the
+//! block below shows them, and a test (`tests/defaults.rs`) checks every value in it against them.
+//! Every table refuses unknown keys; validation names the field and [`serve`] answers
+//! [`ServeError::Config`] (the binary exits 64).
 //!
 //! ```toml
 //! # every service
@@ -43,7 +45,7 @@
 //! crash_rate = 0.0                # std::process::exit(137) mid-request
 //! crash_after_ms = 0              # ... but only once the process has run this long
 //! down = false                    # every business request 503
-//! commit_then_fail_rate = 0.0     # wallet only: commit, then 500 or a dropped connection
+//! commit_then_fail_rate = 0.0     # a successful write loses its answer: 500 or a dropped connection
 //! [storage]                       # wallet, payment and notification
 //! backend = "sqlite"              # sqlite | postgres
 //! synchronous = "full"            # sqlite: full | normal | off

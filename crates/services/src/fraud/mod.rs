@@ -2,7 +2,8 @@
 //!
 //! The rules are pure functions of the request and the settings, so a check is a read: asking twice
 //! gives the same verdict, which is why the payment service may retry and hedge it freely.
-//! `GET /check` answers `SAFE` as the design note's fraud service did.
+//! `GET /check` answers `SAFE`, as the fraud service of the design note's first demo does
+//! (docs/scenarios.md).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The payment service's routes: `POST /v1/payments`, `GET /v1/payments/{id}` and the design note's
+//! The payment service's routes: `POST /v1/payments`, `GET /v1/payments/{id}` and the demo's
 //! `GET /pay` (docs/scenarios.md), all through one request path, [`pay`].
 
 use std::sync::Arc;
@@ -328,7 +328,7 @@ async fn get_payment(
     }
 }
 
-/// The design note's `GET /pay`: a small demo payment with a fresh key, answered in one line of text.
+/// The demo's `GET /pay` (docs/scenarios.md): a small demo payment with a fresh key, answered in one line of text.
 async fn demo_pay(
     State(st): State<Arc<AppState>>,
     deadline: Option<Extension<RequestDeadline>>,

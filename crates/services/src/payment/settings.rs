@@ -76,9 +76,9 @@ pub fn write_policy() -> ClientPolicy {
 
 /// The wallet's policy: [`write_policy`] with failover balancing. Every wallet replica of `finpay up`
 /// writes to one SQLite file, which takes one writer at a time; two active replicas would queue on
-/// its lock (SQLite's busy handler sleeps 1, 2, 5, 10, 15... ms while it waits), which measured as a
-/// p99 of ~100 ms. So one replica takes the writes and the others stand by; with the PostgreSQL
-/// backend `balancer.strategy = "p2c_ewma"` spreads them instead.
+/// its lock (SQLite's busy handler sleeps 1, 2, 5, 10, 15... ms while it waits), which puts a p99
+/// of about 100 ms on every write (docs/bench-payments.md). So one replica takes the writes and the
+/// others stand by; with the PostgreSQL backend `balancer.strategy = "p2c_ewma"` spreads them.
 ///
 /// A frozen primary (a stopped process, a stalled disk) would then hold every write for the whole
 /// per-try timeout until it is ejected; so a write still unanswered after a fixed 100 ms, far above
@@ -188,7 +188,7 @@ impl PaymentSettings {
     }
 }
 
-/// The payment `GET /pay` makes (the design note's demo).
+/// The payment `GET /pay` makes (the demo of docs/scenarios.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoSettings {
