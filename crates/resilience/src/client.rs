@@ -32,12 +32,8 @@ use crate::retry::budget::{BudgetMode, RetryBudget};
 use crate::retry::{RetryConfig, RetryLayer};
 use crate::telemetry::LazyCounter;
 
+pub use crate::classify::{is_idempotent, Idempotent};
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
-
-/// Request extension marking a request safe to retry and hedge even though its method is not
-/// idempotent (for example a POST whose handler deduplicates by a key in the body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Idempotent;
 
 /// Retry budget settings (`[client.budget]`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -675,26 +671,6 @@ impl CallError {
             CallError::BreakerOpen { retry_after } => Some(*retry_after),
             CallError::BulkheadFull => Some(Duration::from_secs(1)),
             _ => None,
-        }
-    }
-}
-
-/// The header that marks a non-idempotent request as safe to repeat.
-static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
-
-/// Whether a request may be sent more than once.
-pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
-    use http::Method;
-    match *req.method() {
-        Method::GET
-        | Method::HEAD
-        | Method::OPTIONS
-        | Method::TRACE
-        | Method::PUT
-        | Method::DELETE => true,
-        _ => {
-            req.extensions().get::<Idempotent>().is_some()
-                || req.headers().contains_key(&IDEMPOTENCY_KEY)
         }
     }
 }
