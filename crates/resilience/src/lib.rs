@@ -131,14 +131,17 @@ pub mod bulkhead;
 pub mod classify;
 pub mod client;
 pub mod deadline;
+pub mod endpoint;
 pub mod fallback;
 pub mod hedge;
 pub mod outbound;
 pub mod outcome;
+pub mod policy;
 pub mod retry;
 mod telemetry;
 
-pub use client::{
-    CallError, ClientPolicy, Deadline, Idempotent, InvalidConfig, ResilientClient, DEADLINE_HEADER,
-};
+pub use classify::Idempotent;
+pub use client::{CallError, ResilientClient};
+pub use deadline::{Deadline, DEADLINE_HEADER};
 pub use outbound::Outbound;
+pub use policy::{ClientPolicy, InvalidConfig};
