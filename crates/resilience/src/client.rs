@@ -6,23 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::balance::health::{self, HealthCheckConfig};
+use crate::balance::health;
 use crate::balance::{Balance, EndpointSet, NoEndpoint};
 use crate::breaker::{Breaker, BreakerOpen, CircuitBreakerLayer, State as BreakerState};
-use crate::bulkhead::{Aimd, BulkheadConfig, BulkheadFull, BulkheadLayer, Limiter};
+use crate::bulkhead::{BulkheadFull, BulkheadLayer, Limiter};
 use crate::classify::{BoxError, HttpClassify};
 use crate::deadline::{DeadlineExceeded, DeadlineLayer, PerTryTimeoutLayer};
-use crate::endpoint::{check_urls, hyper_client, join_uri, HttpRequestEndpoint};
-use crate::hedge::{HedgeConfig, HedgeDelay, HedgeLayer, RollingHistogram};
+use crate::endpoint::{check_urls, http_probe, hyper_client, HttpRequestEndpoint};
+use crate::hedge::HedgeLayer;
 use crate::outbound::Outbound;
 use crate::policy::bad;
-use crate::retry::backoff::Backoff;
-use crate::retry::budget::RetryBudget;
-use crate::retry::{RetryConfig, RetryLayer};
+use crate::retry::RetryLayer;
 use crate::telemetry::LazyCounter;
 
 pub use crate::classify::{is_idempotent, Idempotent};
@@ -132,41 +129,9 @@ where
     S::Future: Send + 'static,
 {
     policy.validate()?;
-    let budget =
-        RetryBudget::try_new(policy.budget_mode()).map_err(|e| bad("budget", e.to_string()))?;
-    let backoff = Backoff::try_new(
-        Duration::from_millis(policy.backoff_base_ms),
-        Duration::from_millis(policy.backoff_max_ms),
-        policy.jitter,
-        policy.seed,
-    )
-    .map_err(|e| bad("backoff_base_ms", e.to_string()))?;
-    let h = &policy.hedge;
-    let delay = if h.percentile > 0.0 {
-        let histogram = RollingHistogram::new(Duration::from_secs(10), h.percentile, h.min_samples)
-            .map_err(|e| bad("hedge.percentile", e))?;
-        HedgeDelay::Percentile {
-            histogram,
-            min: Duration::from_millis(h.min_delay_ms),
-            max: Duration::from_millis(h.max_delay_ms),
-            fallback: Duration::from_millis(h.delay_ms),
-        }
-    } else {
-        HedgeDelay::Fixed(Duration::from_millis(h.delay_ms))
-    };
-    let hedge = HedgeConfig {
-        max_hedges: if h.enabled { h.max_hedges } else { 0 },
-        delay,
-        budget: Some(budget.clone()),
-        label: name,
-    };
-    let retry = RetryConfig {
-        max_attempts: policy.max_attempts,
-        backoff,
-        budget,
-        retry_after_max: Duration::from_millis(policy.retry_after_max_ms),
-        label: name,
-    };
+    let budget = policy.retry_budget()?;
+    let retry = policy.retry_config(name, budget.clone())?;
+    let hedge = policy.hedge_config(name, budget)?;
     let breaker = if policy.breaker.enabled {
         Some(
             Breaker::try_new(breaker_config(name, policy))
@@ -175,17 +140,7 @@ where
     } else {
         None
     };
-    let bh = &policy.bulkhead;
-    let limiter = Limiter::try_new(BulkheadConfig {
-        max_concurrent: bh.max_concurrent,
-        max_wait: Duration::from_millis(bh.max_wait_ms),
-        adaptive: bh.adaptive.then_some(Aimd {
-            min_limit: bh.min_concurrent,
-            latency_target: Duration::from_millis(bh.latency_target_ms),
-            backoff_ratio: 0.9,
-        }),
-    })
-    .map_err(|e| bad("bulkhead", e))?;
+    let limiter = Limiter::try_new(policy.bulkhead_config()).map_err(|e| bad("bulkhead", e))?;
     let balance = Balance::new(set, HttpClassify);
     let stack = ServiceBuilder::new()
         // Every wait below is bounded by the deadline (per-try timeout, retry backoff, bulkhead
@@ -224,63 +179,15 @@ impl ResilientClient {
             );
         }
         let (stack, breaker) = build_stack(name, &policy, set.clone())?;
-        let hc = &policy.health_check;
-        let health = if hc.enabled && tokio::runtime::Handle::try_current().is_ok() {
-            let client = http.clone();
-            let path = hc.path.clone();
-            let task = health::spawn(
-                &set,
-                HealthCheckConfig {
-                    interval: Duration::from_millis(hc.interval_ms),
-                    timeout: Duration::from_millis(hc.timeout_ms),
-                    unhealthy_threshold: hc.unhealthy_threshold,
-                    healthy_threshold: hc.healthy_threshold,
-                },
-                move |base: http::Uri| {
-                    let client = client.clone();
-                    let uri = join_uri(
-                        &base,
-                        &http::Uri::from_maybe_shared(path.clone()).unwrap_or_default(),
-                    );
-                    Box::pin(async move {
-                        let Ok(uri) = uri else { return false };
-                        let mut req = http::Request::new(Full::new(Bytes::new()));
-                        *req.uri_mut() = uri;
-                        matches!(client.request(req).await, Ok(r) if r.status().is_success())
-                    })
-                },
-            );
-            Some(AbortOnDrop(task))
-        } else {
-            None
-        };
-        let max_body = policy.max_response_bytes;
-        let set_for_update = set.clone();
-        let update: Box<UpdateFn> = Box::new(move |uris: Vec<http::Uri>| {
-            let current: Vec<http::Uri> = set_for_update
-                .snapshot()
-                .iter()
-                .map(|e| e.key().clone())
-                .collect();
-            for u in &current {
-                if !uris.contains(u) {
-                    set_for_update.remove(u);
-                }
-            }
-            for u in uris {
-                if !current.contains(&u) {
-                    set_for_update.insert(u.clone(), HttpEndpoint::new(u, http.clone(), max_body));
-                }
-            }
-        });
-        let set_for_count = set;
+        let health = start_health_checks(&set, &policy, &http);
+        let update = endpoint_updater(set.clone(), http, policy.max_response_bytes);
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
                 requests: LazyCounter::new("finpay_client_requests_total", name),
                 stack,
                 breaker,
-                ejected: Box::new(move || set_for_count.ejected()),
+                ejected: Box::new(move || set.ejected()),
                 update: Some(update),
                 _health: health,
             }),
@@ -376,6 +283,47 @@ impl ResilientClient {
             Err(e) => Err(map_error(e)),
         }
     }
+}
+
+/// Starts the active health checks of `policy` over `set`, if they are enabled and a tokio runtime
+/// is running; the task ends when the returned guard is dropped.
+fn start_health_checks(
+    set: &EndpointSet<http::Uri, HttpEndpoint>,
+    policy: &ClientPolicy,
+    http: &HyperClient,
+) -> Option<AbortOnDrop> {
+    let hc = &policy.health_check;
+    if !hc.enabled || tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    let probe = http_probe(http.clone(), hc.path.clone());
+    Some(AbortOnDrop(health::spawn(
+        set,
+        policy.health_check_config(),
+        probe,
+    )))
+}
+
+/// What [`ResilientClient::update_endpoints`] runs: removes the endpoints not in the new list and
+/// adds the new ones, so the endpoints kept keep their statistics.
+fn endpoint_updater(
+    set: EndpointSet<http::Uri, HttpEndpoint>,
+    http: HyperClient,
+    max_body: usize,
+) -> Box<UpdateFn> {
+    Box::new(move |uris: Vec<http::Uri>| {
+        let current: Vec<http::Uri> = set.snapshot().iter().map(|e| e.key().clone()).collect();
+        for u in &current {
+            if !uris.contains(u) {
+                set.remove(u);
+            }
+        }
+        for u in uris {
+            if !current.contains(&u) {
+                set.insert(u.clone(), HttpEndpoint::new(u, http.clone(), max_body));
+            }
+        }
+    })
 }
 
 fn map_error(e: BoxError) -> CallError {

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
+use crate::balance::health::ProbeFuture;
 use crate::classify::BoxError;
 use crate::outbound::Outbound;
 use crate::policy::{bad, ClientPolicy, InvalidConfig};
@@ -113,6 +114,27 @@ where
     fn call(&mut self, req: Outbound) -> Self::Future {
         self.0
             .call(req.to_http(req.head().uri.clone(), req.body().clone()))
+    }
+}
+
+/// The active health check of an HTTP endpoint: `GET` of `path` on the endpoint's base URI through
+/// `client`'s pool; healthy when the answer is a 2xx.
+pub(crate) fn http_probe(
+    client: HyperClient,
+    path: String,
+) -> impl Fn(http::Uri) -> ProbeFuture + Send + Sync + 'static {
+    move |base: http::Uri| {
+        let client = client.clone();
+        let uri = join_uri(
+            &base,
+            &http::Uri::from_maybe_shared(path.clone()).unwrap_or_default(),
+        );
+        Box::pin(async move {
+            let Ok(uri) = uri else { return false };
+            let mut req = http::Request::new(Full::new(Bytes::new()));
+            *req.uri_mut() = uri;
+            matches!(client.request(req).await, Ok(r) if r.status().is_success())
+        })
     }
 }
 
