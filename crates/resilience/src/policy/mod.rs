@@ -11,7 +11,7 @@ mod sections;
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::convert::{balance_config, breaker_config};
 pub use self::sections::{
@@ -23,7 +23,7 @@ use crate::retry::backoff::Jitter;
 /// Every knob of one dependency's client. Deserialized from the service's TOML; `validate()` at start.
 /// The defaults are sized for a dependency that fails 30% of calls independently; see the crate docs
 /// for the arithmetic.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientPolicy {
     /// Longest one try may take; the effective value is `min(per_try, deadline remaining)`.
@@ -46,7 +46,9 @@ pub struct ClientPolicy {
     pub pool_idle_timeout_ms: u64,
     /// Largest response body accepted.
     pub max_response_bytes: usize,
-    /// Seed for every random choice (jitter, balancer); absent = from entropy.
+    /// Seed for every random choice (jitter, balancer); absent = from entropy. Left out when
+    /// serialized while absent, since TOML has no null.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Retry budget shared by retries and hedges.
     pub budget: BudgetPolicy,
@@ -187,5 +189,101 @@ impl ClientPolicy {
     /// Per-try timeout as a `Duration`.
     pub fn per_try_timeout(&self) -> Duration {
         Duration::from_millis(self.per_try_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(p: &ClientPolicy) -> ClientPolicy {
+        let text = toml::to_string(p).unwrap();
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn the_default_policy_survives_a_toml_round_trip() {
+        let p = ClientPolicy::default();
+        assert_eq!(round_trip(&p), p);
+    }
+
+    #[test]
+    fn a_non_default_policy_survives_a_toml_round_trip() {
+        let mut p = ClientPolicy::default();
+        p.balancer.strategy = BalanceStrategy::Failover;
+        p.hedge.percentile = 0.0;
+        p.seed = Some(42);
+        p.jitter = Jitter::Decorrelated;
+        p.budget.mode = BudgetModeName::InFlight;
+        p.breaker.window = WindowKind::Time;
+        p.health_check.path = "/health/live".to_owned();
+        p.validate().unwrap();
+        let back = round_trip(&p);
+        assert_eq!(back, p);
+        assert_ne!(back, ClientPolicy::default());
+    }
+
+    #[test]
+    fn serialized_names_are_the_ones_the_settings_files_use() {
+        let mut p = ClientPolicy::default();
+        p.balancer.strategy = BalanceStrategy::Failover;
+        let text = toml::to_string(&p).unwrap();
+        for line in [
+            "per_try_timeout_ms = 60",
+            "jitter = \"full\"",
+            "[balancer]",
+            "strategy = \"failover\"",
+            "[health_check]",
+            "mode = \"ratio\"",
+            "window = \"count\"",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+        }
+        assert!(!text.contains("seed"), "an absent seed is left out");
+    }
+
+    #[test]
+    fn the_default_policy_is_valid() {
+        ClientPolicy::default().validate().unwrap();
+    }
+
+    #[test]
+    fn each_section_names_its_bad_field_by_its_dotted_key() {
+        type Spoil = fn(&mut ClientPolicy);
+        let cases: [(Spoil, &str); 9] = [
+            (|p| p.max_attempts = 0, "max_attempts"),
+            (|p| p.max_response_bytes = 0, "max_response_bytes"),
+            (|p| p.budget.ttl_ms = 0, "budget.ttl_ms"),
+            (|p| p.breaker.minimum_calls = 1_000, "breaker.minimum_calls"),
+            (|p| p.bulkhead.min_concurrent = 0, "bulkhead.min_concurrent"),
+            (|p| p.hedge.percentile = 1.0, "hedge.percentile"),
+            (|p| p.balancer.default_rtt_ms = 0, "balancer.default_rtt_ms"),
+            (
+                |p| p.outlier.max_ejected_percent = 101,
+                "outlier.max_ejected_percent",
+            ),
+            (
+                |p| p.health_check.path = "health".to_owned(),
+                "health_check.path",
+            ),
+        ];
+        for (spoil, field) in cases {
+            let mut p = ClientPolicy::default();
+            spoil(&mut p);
+            assert_eq!(p.validate().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn the_first_bad_field_in_section_order_is_reported() {
+        let mut p = ClientPolicy::default();
+        p.health_check.interval_ms = 0;
+        p.hedge.max_hedges = 11;
+        p.budget.ratio = -1.0;
+        assert_eq!(p.validate().unwrap_err().field, "budget.ratio");
+        p.budget.ratio = 0.5;
+        assert_eq!(p.validate().unwrap_err().field, "hedge.max_hedges");
+        p.hedge.max_hedges = 4;
+        assert_eq!(p.validate().unwrap_err().field, "health_check.interval_ms");
     }
 }

@@ -1,12 +1,12 @@
 //! The sections of a [`super::ClientPolicy`], one TOML table each (`[client.budget]`,
 //! `[client.breaker]`, ...): the type, its defaults and the bounds of its fields.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{check, unit, InvalidConfig};
 
 /// Retry budget settings (`[client.budget]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetPolicy {
     /// `"ratio"` (Finagle/Linkerd) or `"in_flight"` (Envoy).
@@ -24,7 +24,7 @@ pub struct BudgetPolicy {
 }
 
 /// Budget mode names in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetModeName {
     /// Finagle/Linkerd ratio over a time window.
@@ -70,7 +70,7 @@ impl BudgetPolicy {
 }
 
 /// Circuit breaker settings (`[client.breaker]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerPolicy {
     /// Off means calls are never rejected by the per-service breaker.
@@ -102,7 +102,7 @@ pub struct BreakerPolicy {
 }
 
 /// Breaker window kinds in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowKind {
     /// The last N calls.
@@ -189,7 +189,7 @@ impl BreakerPolicy {
 }
 
 /// Bulkhead settings (`[client.bulkhead]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BulkheadPolicy {
     /// Calls in flight at most (the starting limit when adaptive).
@@ -244,7 +244,7 @@ impl BulkheadPolicy {
 }
 
 /// Hedging settings (`[client.hedge]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HedgePolicy {
     /// Hedge idempotent requests at all.
@@ -298,7 +298,7 @@ impl HedgePolicy {
 }
 
 /// Load balancing settings (`[client.balancer]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BalancerPolicy {
     /// `"p2c_ewma"`, `"round_robin"` or `"failover"` (first usable endpoint in the configured
@@ -311,7 +311,7 @@ pub struct BalancerPolicy {
 }
 
 /// Balancer strategies in config.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceStrategy {
     /// Power of two choices over peak-EWMA latency times load.
@@ -351,7 +351,7 @@ impl BalancerPolicy {
 }
 
 /// Passive outlier ejection settings (`[client.outlier]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierPolicy {
     /// Eject after this many failures in a row (0 = off).
@@ -425,7 +425,7 @@ impl OutlierPolicy {
 }
 
 /// Active health check settings (`[client.health_check]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckPolicy {
     /// Probe endpoints in the background.
