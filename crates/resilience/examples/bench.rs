@@ -182,7 +182,7 @@ impl Args {
 // ---------------------------------------------------------------------------------------------
 // Client counters of the fraud hop (dependency "fraud"), to tell failure causes apart: budget
 // rejections, retries, hedges, breaker transitions. The overhead scenario's clients are named
-// "bench" and get no-op handles, so the overhead is measured without a recorder, as before.
+// "bench" and get no-op handles, so the overhead is measured without a recorder.
 
 #[derive(Default)]
 struct CountingRecorder {

@@ -1,7 +1,7 @@
 //! The bottom of the client stack: one replica reached over HTTP through a pooled hyper client.
 //!
 //! [`HttpEndpoint`] is what [`crate::ResilientClient::new`] puts in its endpoint set, one per
-//! replica, all sharing one [`HyperClient`]; [`HttpRequestEndpoint`] adapts a caller's own
+//! replica, all sharing one [`HyperClient`]; `HttpRequestEndpoint` adapts a caller's own
 //! `http::Request` service (a simulation, another transport) to the [`Outbound`] the stack carries.
 
 use std::future::Future;
