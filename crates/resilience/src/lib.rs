@@ -16,8 +16,11 @@
 //! | hedge | [`hedge`] | a copy to another replica after a latency percentile; first good answer wins; paid from the same budget |
 //! | balance | [`balance`] | p2c over peak-EWMA (or round robin, or failover to standbys) on a dynamic endpoint set, outlier ejection, active health checks, panic mode |
 //! | fallback | [`fallback`] | a typed answer for chosen errors (opt-in; money fails closed) |
-//! | client | [`client`] | all of the above composed over a pooled hyper client: [`ResilientClient`] |
+//! | policy | [`policy`] | what a client may do: [`ClientPolicy`] and its sections (serde, one TOML table each), their validation, and their translation into each layer's config |
+//! | client | [`client`] | all of the above composed from a [`ClientPolicy`] over the endpoints: [`ResilientClient`], [`client::build_stack`], [`CallError`] |
+//! | endpoint | [`endpoint`] | the bottom of the client's stack: [`endpoint::HttpEndpoint`], one replica reached through a pooled hyper client |
 //! | request | [`outbound`] | what the client's stack carries between its layers: [`Outbound`], whose copies (a retry's, a hedge's) are reference counts |
+//! | classification | [`classify`] | what counts as a failure and what may be retried; which requests may be sent twice ([`Idempotent`], [`classify::is_idempotent`]) |
 //!
 //! Every layer is a plain `tower::Layer` generic over the request and response: outcomes are judged
 //! by a [`classify::Classify`] (HTTP rules in [`classify::HttpClassify`]), so the layers stack in front
