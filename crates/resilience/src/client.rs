@@ -1,6 +1,11 @@
 //! The ready-made HTTP client stack: every layer of this crate composed in front of a pooled hyper
 //! client, over a set of replicas. This is what `finpay-services` uses for fraud, wallet and
 //! notification.
+//!
+//! This module composes; what the layers are set to comes from a [`ClientPolicy`]
+//! ([`crate::policy`]), and the bottom of the stack is an [`HttpEndpoint`] per replica
+//! ([`crate::endpoint`]). It re-exports both modules' public items (and [`Idempotent`],
+//! [`Deadline`]), so `client::ClientPolicy` and `policy::ClientPolicy` name the same type.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -326,6 +331,7 @@ fn endpoint_updater(
     })
 }
 
+/// The [`CallError`] for what the stack failed with: its typed cause, else the whole error chain.
 fn map_error(e: BoxError) -> CallError {
     if e.is::<DeadlineExceeded>() {
         return CallError::DeadlineExceeded;
@@ -347,6 +353,7 @@ fn map_error(e: BoxError) -> CallError {
     }
 }
 
+/// `e` and each of its sources, joined by `: `.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
