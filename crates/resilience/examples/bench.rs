@@ -182,7 +182,7 @@ impl Args {
 // ---------------------------------------------------------------------------------------------
 // Client counters of the fraud hop (dependency "fraud"), to tell failure causes apart: budget
 // rejections, retries, hedges, breaker transitions. The overhead scenario's clients are named
-// "bench" and get no-op handles, so the overhead is measured without a recorder, as before.
+// "bench" and get no-op handles, so the overhead is measured without a recorder.
 
 #[derive(Default)]
 struct CountingRecorder {
@@ -677,8 +677,95 @@ struct WorkerStats {
     latency_us: Histogram<u64>,
 }
 
+impl WorkerStats {
+    /// Nothing counted yet; `stopped` starts at `at` (the window's start).
+    fn empty(at: Instant) -> Result<Self, BoxError> {
+        Ok(Self {
+            calls: 0,
+            ok: 0,
+            completed_in_window: 0,
+            made: 0,
+            stuck: 0,
+            failures: BTreeMap::new(),
+            stopped: at,
+            latency_us: histogram()?,
+        })
+    }
+
+    /// Adds another worker's counts; `stopped` becomes the later of the two.
+    fn add(&mut self, w: WorkerStats) -> Result<(), BoxError> {
+        self.calls += w.calls;
+        self.ok += w.ok;
+        self.completed_in_window += w.completed_in_window;
+        self.made += w.made;
+        self.stuck += w.stuck;
+        for (k, n) in w.failures {
+            *self.failures.entry(k).or_insert(0) += n;
+        }
+        self.stopped = self.stopped.max(w.stopped);
+        self.latency_us.add(&w.latency_us)?;
+        Ok(())
+    }
+}
+
 fn histogram() -> Result<Histogram<u64>, BoxError> {
     Ok(Histogram::new_with_bounds(1, 120_000_000, 3)?)
+}
+
+/// The times of one run: warm-up until `start`, measured until `end`; every call has `deadline`,
+/// and a worker makes at most `cap` calls.
+#[derive(Clone, Copy)]
+struct RunWindow {
+    start: Instant,
+    end: Instant,
+    deadline: Duration,
+    cap: u64,
+}
+
+/// One closed-loop worker: calls `driver` back to back until the window ends (or `cap` calls),
+/// counting the calls that started in the window and the ones that completed in it.
+async fn worker(driver: Arc<Driver>, w: RunWindow, mut latency_us: Histogram<u64>) -> WorkerStats {
+    let (mut calls, mut ok, mut completed_in_window, mut made) = (0u64, 0u64, 0u64, 0u64);
+    let mut stuck = 0u64;
+    let mut failures = BTreeMap::new();
+    while made < w.cap {
+        let t0 = Instant::now();
+        if t0 >= w.end {
+            break;
+        }
+        let outcome =
+            match tokio::time::timeout(w.deadline + STUCK_GRACE, driver.call(w.deadline)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    stuck += 1;
+                    Err("stuck")
+                }
+            };
+        let t1 = Instant::now();
+        made += 1;
+        if t1 >= w.start && t1 < w.end {
+            completed_in_window += 1;
+        }
+        if t0 >= w.start {
+            calls += 1;
+            match outcome {
+                Ok(()) => ok += 1,
+                Err(kind) => *failures.entry(kind).or_insert(0u64) += 1,
+            }
+            let us = u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX);
+            latency_us.saturating_record(us.max(1));
+        }
+    }
+    WorkerStats {
+        calls,
+        ok,
+        completed_in_window,
+        made,
+        stuck,
+        failures,
+        stopped: Instant::now(),
+        latency_us,
+    }
 }
 
 async fn measure(
@@ -691,6 +778,12 @@ async fn measure(
     let window_start = start + Duration::from_secs(args.warmup_secs);
     let window_end = window_start + Duration::from_secs(args.duration_secs);
     let cap = args.max_calls_per_run / args.concurrency as u64;
+    let run = RunWindow {
+        start: window_start,
+        end: window_end,
+        deadline,
+        cap,
+    };
     let checks_before = checks.load(Ordering::Relaxed);
     let cpu_probe = tokio::spawn(async move {
         tokio::time::sleep_until(window_start).await;
@@ -701,76 +794,18 @@ async fn measure(
     });
     let mut workers = JoinSet::new();
     for _ in 0..args.concurrency {
-        let driver = driver.clone();
-        let mut latency_us = histogram()?;
-        workers.spawn(async move {
-            let (mut calls, mut ok, mut completed_in_window, mut made) = (0u64, 0u64, 0u64, 0u64);
-            let mut stuck = 0u64;
-            let mut failures = BTreeMap::new();
-            while made < cap {
-                let t0 = Instant::now();
-                if t0 >= window_end {
-                    break;
-                }
-                let outcome =
-                    match tokio::time::timeout(deadline + STUCK_GRACE, driver.call(deadline)).await
-                    {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            stuck += 1;
-                            Err("stuck")
-                        }
-                    };
-                let t1 = Instant::now();
-                made += 1;
-                if t1 >= window_start && t1 < window_end {
-                    completed_in_window += 1;
-                }
-                if t0 >= window_start {
-                    calls += 1;
-                    match outcome {
-                        Ok(()) => ok += 1,
-                        Err(kind) => *failures.entry(kind).or_insert(0u64) += 1,
-                    }
-                    let us = u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX);
-                    latency_us.saturating_record(us.max(1));
-                }
-            }
-            WorkerStats {
-                calls,
-                ok,
-                completed_in_window,
-                made,
-                stuck,
-                failures,
-                stopped: Instant::now(),
-                latency_us,
-            }
-        });
+        workers.spawn(worker(driver.clone(), run, histogram()?));
     }
-    let mut latency_us = histogram()?;
-    let (mut calls, mut ok, mut completed, mut made) = (0u64, 0u64, 0u64, 0u64);
-    let mut stuck = 0u64;
-    let mut failures: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut last_stop = window_start;
+    let mut total = WorkerStats::empty(window_start)?;
     while let Some(w) = workers.join_next().await {
-        let w = w?;
-        calls += w.calls;
-        ok += w.ok;
-        completed += w.completed_in_window;
-        made += w.made;
-        stuck += w.stuck;
-        for (k, n) in w.failures {
-            *failures.entry(k).or_insert(0) += n;
-        }
-        last_stop = last_stop.max(w.stopped);
-        latency_us.add(&w.latency_us)?;
+        total.add(w?)?;
     }
-    if made >= cap * args.concurrency as u64 {
+    if total.made >= cap * args.concurrency as u64 {
         eprintln!("warning: --max-calls-per-run reached before the time was up");
     }
     // Normally the whole window; shorter only when the count bound stopped the run early.
-    let window = last_stop
+    let window = total
+        .stopped
         .min(window_end)
         .saturating_duration_since(window_start);
     let checks_sent = checks.load(Ordering::Relaxed) - checks_before;
@@ -781,16 +816,17 @@ async fn measure(
     if disturbed {
         eprintln!("warning: the run took longer than it can; the process was stopped or starved");
     }
+    let completed = total.completed_in_window;
     #[allow(clippy::cast_precision_loss)]
     let stats = RunStats {
-        calls,
-        ok,
+        calls: total.calls,
+        ok: total.ok,
         throughput: completed as f64 / window.as_secs_f64().max(1e-9),
-        latency_us,
-        load: checks_sent as f64 / made.max(1) as f64,
-        stuck,
+        latency_us: total.latency_us,
+        load: checks_sent as f64 / total.made.max(1) as f64,
+        stuck: total.stuck,
         disturbed,
-        failures,
+        failures: total.failures,
         counters: "-".to_owned(),
         cpu_us_per_call: cpu.map_or(f64::NAN, |c| {
             c.as_secs_f64() * 1e6 / completed.max(1) as f64
@@ -858,52 +894,7 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     eprintln!("scenario overhead");
     let checks = Arc::new(AtomicU64::new(0));
     let server = start_replica(0, args.seed, Fault::None, checks.clone()).await?;
-    let uri: http::Uri = format!("http://{}", server.addr).parse()?;
-    let check_uri: http::Uri = format!("http://{}{CHECK_PATH}", server.addr).parse()?;
-    let finpay = ResilientClient::new("bench", vec![uri.clone()], policy.clone())?;
-    let mut contenders = vec![
-        (
-            "bare",
-            Arc::new(Driver::Bare(Box::new(bare_client(policy)), check_uri)),
-        ),
-        ("finpay", Arc::new(Driver::Finpay(finpay))),
-    ];
-    if args.breakdown {
-        let mut no_hedge = policy.clone();
-        no_hedge.hedge.enabled = false;
-        let mut bare_bones = no_hedge.clone();
-        bare_bones.breaker.enabled = false;
-        bare_bones.health_check.enabled = false;
-        contenders.push((
-            "finpay, hedging off",
-            Arc::new(Driver::Finpay(ResilientClient::new(
-                "bench",
-                vec![uri.clone()],
-                no_hedge,
-            )?)),
-        ));
-        contenders.push((
-            "finpay, hedging, breaker, health checks off",
-            Arc::new(Driver::Finpay(ResilientClient::new(
-                "bench",
-                vec![uri.clone()],
-                bare_bones,
-            )?)),
-        ));
-        // The floor: the balancer over the same endpoint, type-erased and fed the same `Outbound`
-        // as ResilientClient's stack, with no other layer: what a balanced call costs at least.
-        let set = EndpointSet::new(balance_config("bench", policy));
-        let endpoint =
-            HttpEndpoint::new(uri.clone(), bare_client(policy), policy.max_response_bytes);
-        set.insert(uri, endpoint);
-        contenders.push((
-            "balancer and endpoint only (no other layer)",
-            Arc::new(Driver::Stack(BoxCloneSyncService::new(Balance::new(
-                set,
-                HttpClassify,
-            )))),
-        ));
-    }
+    let mut contenders = overhead_contenders(args, policy, server.addr)?;
     if let Some(only) = &args.only {
         contenders.retain(|(name, _)| name == only);
         let stats = rounds(&contenders, args, &checks).await?;
@@ -916,7 +907,83 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     }
     let stats = rounds(&contenders, args, &checks).await?;
     let (bare, fin) = (&stats[0], &stats[1]);
+    print_overhead(policy, bare, fin);
+    if args.breakdown {
+        print_breakdown(&contenders, &stats, bare);
+    }
+    let named: Vec<(&str, &Vec<RunStats>)> = contenders
+        .iter()
+        .map(|(n, _)| *n)
+        .zip(stats.iter())
+        .collect();
+    stuck_note(&named);
+    drop(server);
+    Ok(())
+}
 
+/// The overhead scenario's contenders against the server at `addr`: the bare client first, then
+/// FinPay's default stack; with `--breakdown` also the stack with parts turned off and the floor.
+fn overhead_contenders(
+    args: &Args,
+    policy: &ClientPolicy,
+    addr: SocketAddr,
+) -> Result<Vec<(&'static str, Arc<Driver>)>, BoxError> {
+    let uri: http::Uri = format!("http://{addr}").parse()?;
+    let check_uri: http::Uri = format!("http://{addr}{CHECK_PATH}").parse()?;
+    let finpay = ResilientClient::new("bench", vec![uri.clone()], policy.clone())?;
+    let mut contenders = vec![
+        (
+            "bare",
+            Arc::new(Driver::Bare(Box::new(bare_client(policy)), check_uri)),
+        ),
+        ("finpay", Arc::new(Driver::Finpay(finpay))),
+    ];
+    if !args.breakdown {
+        return Ok(contenders);
+    }
+    let mut no_hedge = policy.clone();
+    no_hedge.hedge.enabled = false;
+    let mut bare_bones = no_hedge.clone();
+    bare_bones.breaker.enabled = false;
+    bare_bones.health_check.enabled = false;
+    contenders.push((
+        "finpay, hedging off",
+        Arc::new(Driver::Finpay(ResilientClient::new(
+            "bench",
+            vec![uri.clone()],
+            no_hedge,
+        )?)),
+    ));
+    contenders.push((
+        "finpay, hedging, breaker, health checks off",
+        Arc::new(Driver::Finpay(ResilientClient::new(
+            "bench",
+            vec![uri.clone()],
+            bare_bones,
+        )?)),
+    ));
+    // The floor: the balancer over the same endpoint, type-erased and fed the same `Outbound`
+    // as ResilientClient's stack, with no other layer: what a balanced call costs at least.
+    let set = EndpointSet::new(balance_config("bench", policy));
+    let endpoint = HttpEndpoint::new(uri.clone(), bare_client(policy), policy.max_response_bytes);
+    set.insert(uri, endpoint);
+    contenders.push((
+        "balancer and endpoint only (no other layer)",
+        Arc::new(Driver::Stack(BoxCloneSyncService::new(Balance::new(
+            set,
+            HttpClassify,
+        )))),
+    ));
+    Ok(contenders)
+}
+
+/// The median over runs of the `q` latency quantile, milliseconds.
+fn median_p_ms(v: &[RunStats], q: f64) -> f64 {
+    median(v.iter().map(|s| s.p_ms(q)).collect())
+}
+
+/// Section 1 of the report: bare against FinPay per round, the medians and the verdict.
+fn print_overhead(policy: &ClientPolicy, bare: &[RunStats], fin: &[RunStats]) {
     println!("## 1. Stack overhead: ResilientClient vs bare hyper-util client\n");
     println!(
         "One loopback hyper server answering at once (no faults); both clients use the same \
@@ -946,15 +1013,14 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     }
     let bare_med = median(bare.iter().map(|s| s.throughput).collect());
     let fin_med = median(fin.iter().map(|s| s.throughput).collect());
-    let med = |v: &[RunStats], q: f64| median(v.iter().map(|s| s.p_ms(q)).collect());
     println!(
         "| **median** | **{bare_med:.0}** | **{fin_med:.0}** | **{:.1}%** (ratio of medians {:.1}%) | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} |\n",
         median(overheads.clone()) * 100.0,
         (1.0 - fin_med / bare_med) * 100.0,
-        med(bare, 0.5),
-        med(bare, 0.99),
-        med(fin, 0.5),
-        med(fin, 0.99),
+        median_p_ms(bare, 0.5),
+        median_p_ms(bare, 0.99),
+        median_p_ms(fin, 0.5),
+        median_p_ms(fin, 0.99),
         median(fin.iter().map(|s| s.load).collect()),
     );
     let verdict = if median(overheads) <= 0.10 {
@@ -963,42 +1029,36 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
         "NOT met"
     };
     println!("Target: overhead <= 10% (median of per-round overheads): **{verdict}**.\n");
-    if args.breakdown {
-        println!("Breakdown (diagnostic; same rounds, same server):\n");
-        println!("| client | req/s (median) | overhead vs bare (median of rounds) | p50 / p99 ms (median) | CPU us/call (median) | CPU overhead vs bare (median of rounds) |");
-        println!("|---|---|---|---|---|---|");
-        for ((name, _), runs) in contenders.iter().zip(&stats) {
-            let o: Vec<f64> = runs
-                .iter()
-                .zip(bare)
-                .map(|(r, b)| 1.0 - r.throughput / b.throughput)
-                .collect();
-            // The throughput a CPU-bound closed loop loses to the extra CPU per call.
-            let co: Vec<f64> = runs
-                .iter()
-                .zip(bare)
-                .map(|(r, b)| 1.0 - b.cpu_us_per_call / r.cpu_us_per_call)
-                .collect();
-            println!(
-                "| {name} | {:.0} | {:.1}% | {:.2} / {:.2} | {:.1} | {:.1}% |",
-                median(runs.iter().map(|s| s.throughput).collect()),
-                median(o) * 100.0,
-                med(runs, 0.5),
-                med(runs, 0.99),
-                median(runs.iter().map(|s| s.cpu_us_per_call).collect()),
-                median(co) * 100.0,
-            );
-        }
-        println!();
+}
+
+/// The `--breakdown` table: every contender against the bare client, in throughput and in CPU.
+fn print_breakdown(contenders: &[(&str, Arc<Driver>)], stats: &[Vec<RunStats>], bare: &[RunStats]) {
+    println!("Breakdown (diagnostic; same rounds, same server):\n");
+    println!("| client | req/s (median) | overhead vs bare (median of rounds) | p50 / p99 ms (median) | CPU us/call (median) | CPU overhead vs bare (median of rounds) |");
+    println!("|---|---|---|---|---|---|");
+    for ((name, _), runs) in contenders.iter().zip(stats) {
+        let o: Vec<f64> = runs
+            .iter()
+            .zip(bare)
+            .map(|(r, b)| 1.0 - r.throughput / b.throughput)
+            .collect();
+        // The throughput a CPU-bound closed loop loses to the extra CPU per call.
+        let co: Vec<f64> = runs
+            .iter()
+            .zip(bare)
+            .map(|(r, b)| 1.0 - b.cpu_us_per_call / r.cpu_us_per_call)
+            .collect();
+        println!(
+            "| {name} | {:.0} | {:.1}% | {:.2} / {:.2} | {:.1} | {:.1}% |",
+            median(runs.iter().map(|s| s.throughput).collect()),
+            median(o) * 100.0,
+            median_p_ms(runs, 0.5),
+            median_p_ms(runs, 0.99),
+            median(runs.iter().map(|s| s.cpu_us_per_call).collect()),
+            median(co) * 100.0,
+        );
     }
-    let named: Vec<(&str, &Vec<RunStats>)> = contenders
-        .iter()
-        .map(|(n, _)| *n)
-        .zip(stats.iter())
-        .collect();
-    stuck_note(&named);
-    drop(server);
-    Ok(())
+    println!();
 }
 
 /// An endpoint that answers 200 at once, for [`inproc`].
@@ -1091,8 +1151,9 @@ async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(), BoxError> {
-    let (title, what) = match fault {
+/// The fraud hop's section title and what its replicas do, for the report.
+fn fault_description(fault: Fault) -> (&'static str, String) {
+    match fault {
         Fault::Hang(p, d) => (
             "3. Fraud hop, hangs",
             format!(
@@ -1106,18 +1167,54 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
             format!("{:.0}% of checks fail with 500", p * 100.0),
         ),
         Fault::None => ("Fraud hop, no faults", "no faults".to_owned()),
-    };
+    }
+}
+
+async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(), BoxError> {
+    let (title, what) = fault_description(fault);
     eprintln!("scenario {title}");
+    let timeout_server = Duration::from_millis(
+        args.haproxy_timeout_server_ms
+            .unwrap_or(policy.per_try_timeout_ms),
+    );
+    let stats = fraud_hop_rounds(args, policy, fault, timeout_server).await?;
+    let (fin, hap) = (&stats[0], &stats[1]);
+
+    println!("## {title}: FinPay client vs HAProxy\n");
+    println!(
+        "3 loopback replicas; {what} (seeded, independent per request). FinPay: \
+         `ResilientClient` (default policy: per-try {} ms, {} rounds of tries, up to {} hedges, \
+         budget ratio {}) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
+         `retries 3`, `option redispatch 1`, `retry-on all-retryable-errors 500 503 \
+         response-timeout conn-failure`, `timeout server {} ms`, driven by the bare hyper-util \
+         client. Every call has a {} ms deadline. Latency covers failed calls too.\n",
+        policy.per_try_timeout_ms,
+        policy.max_attempts,
+        policy.hedge.max_hedges,
+        policy.budget.ratio,
+        timeout_server.as_millis(),
+        args.deadline_ms,
+    );
+    print_fraud_hop_rounds(fin, hap);
+    print_fraud_hop_summary(fin, hap);
+    stuck_note(&[("finpay", fin), ("haproxy", hap)]);
+    Ok(())
+}
+
+/// The fraud hop's rounds: 3 replicas with `fault`, FinPay's client over them against HAProxy in
+/// front of them (`timeout server` = `timeout_server`); stats per contender, FinPay first.
+async fn fraud_hop_rounds(
+    args: &Args,
+    policy: &ClientPolicy,
+    fault: Fault,
+    timeout_server: Duration,
+) -> Result<Vec<Vec<RunStats>>, BoxError> {
     let checks = Arc::new(AtomicU64::new(0));
     let mut replicas = Vec::new();
     for i in 0..3 {
         replicas.push(start_replica(i, args.seed, fault, checks.clone()).await?);
     }
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
-    let timeout_server = Duration::from_millis(
-        args.haproxy_timeout_server_ms
-            .unwrap_or(policy.per_try_timeout_ms),
-    );
     let mut haproxy = Haproxy::start(&args.haproxy, &addrs, timeout_server, policy).await?;
     let result = async {
         let uris = addrs
@@ -1138,24 +1235,11 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
     .await;
     haproxy.stop().await;
     drop(replicas);
-    let stats = result?;
-    let (fin, hap) = (&stats[0], &stats[1]);
+    result
+}
 
-    println!("## {title}: FinPay client vs HAProxy\n");
-    println!(
-        "3 loopback replicas; {what} (seeded, independent per request). FinPay: \
-         `ResilientClient` (default policy: per-try {} ms, {} rounds of tries, up to {} hedges, \
-         budget ratio {}) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
-         `retries 3`, `option redispatch 1`, `retry-on all-retryable-errors 500 503 \
-         response-timeout conn-failure`, `timeout server {} ms`, driven by the bare hyper-util \
-         client. Every call has a {} ms deadline. Latency covers failed calls too.\n",
-        policy.per_try_timeout_ms,
-        policy.max_attempts,
-        policy.hedge.max_hedges,
-        policy.budget.ratio,
-        timeout_server.as_millis(),
-        args.deadline_ms,
-    );
+/// The fraud hop's per-round table, FinPay and HAProxy side by side.
+fn print_fraud_hop_rounds(fin: &[RunStats], hap: &[RunStats]) {
     println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective | failures by kind | FinPay client counters (whole run) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, (f, h)) in fin.iter().zip(hap).enumerate() {
@@ -1178,6 +1262,10 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         }
     }
     println!();
+}
+
+/// The fraud hop's summary: success over all rounds, medians, and FinPay / HAProxy ratios.
+fn print_fraud_hop_summary(fin: &[RunStats], hap: &[RunStats]) {
     println!("| client | success, all rounds pooled | req/s (median) | p50 ms (median) | p99 ms (median) | actual/effective (median) |");
     println!("|---|---|---|---|---|---|");
     let summary = |v: &[RunStats]| {
@@ -1214,8 +1302,6 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         f.p99 / h.p99,
         failure_ratio(&f, &h),
     );
-    stuck_note(&[("finpay", fin), ("haproxy", hap)]);
-    Ok(())
 }
 
 struct Summary {

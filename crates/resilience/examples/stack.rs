@@ -29,6 +29,7 @@ use finpay_resilience::fallback::FallbackLayer;
 use finpay_resilience::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
 use finpay_resilience::retry::{Backoff, BudgetMode, Jitter, RetryBudget, RetryConfig, RetryLayer};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::{ServiceBuilder, ServiceExt};
@@ -55,61 +56,12 @@ async fn main() -> Result<(), BoxError> {
         let b = base.clone();
         endpoints.insert(
             base,
-            tower::service_fn(move |req: http::Request<Bytes>| {
-                let client = client.clone();
-                let b = b.clone();
-                async move {
-                    let (mut parts, body) = req.into_parts();
-                    let pq = parts
-                        .uri
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_owned();
-                    parts.uri = format!("{b}{}", pq.trim_start_matches('/')).parse()?;
-                    let resp = client
-                        .request(http::Request::from_parts(parts, Full::new(body)))
-                        .await?;
-                    let (p, body) = resp.into_parts();
-                    let bytes = body.collect().await?.to_bytes();
-                    Ok::<_, BoxError>(http::Response::from_parts(p, bytes))
-                }
-            }),
+            tower::service_fn(move |req| send(client.clone(), b.clone(), req)),
         );
     }
 
     // 3. The layers. Retries and hedges share one budget.
-    let budget = RetryBudget::try_new(BudgetMode::Ratio {
-        ratio: 0.5,
-        min_per_second: 10,
-        ttl: Duration::from_secs(10),
-    })?;
-    let retry = RetryConfig {
-        max_attempts: 4,
-        backoff: Backoff::try_new(
-            Duration::from_millis(5),
-            Duration::from_millis(100),
-            Jitter::Full,
-            Some(1),
-        )?,
-        budget: budget.clone(),
-        retry_after_max: Duration::from_secs(1),
-        label: "demo",
-    };
-    let hedge = HedgeConfig {
-        max_hedges: 2,
-        delay: HedgeDelay::Fixed(Duration::from_millis(15)),
-        budget: Some(budget),
-        label: "demo",
-    };
-    let breaker = Breaker::try_new(BreakerConfig {
-        label: "demo",
-        ..BreakerConfig::default()
-    })?;
-    let limiter = Limiter::try_new(BulkheadConfig {
-        max_concurrent: 64,
-        max_wait: Duration::ZERO,
-        adaptive: None,
-    })?;
+    let (retry, hedge, breaker, limiter) = settings()?;
     let svc = ServiceBuilder::new()
         .layer(FallbackLayer::on(|open: &BreakerOpen| {
             let mut r = http::Response::new(Bytes::from_static(b"dependency unavailable"));
@@ -146,6 +98,65 @@ async fn main() -> Result<(), BoxError> {
         success * 100.0
     );
     Ok(())
+}
+
+/// "Your" client's call: `req` sent to the endpoint at `base`, the answer read whole.
+async fn send(
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: http::Uri,
+    req: http::Request<Bytes>,
+) -> Result<http::Response<Bytes>, BoxError> {
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    parts.uri = format!("{base}{}", pq.trim_start_matches('/')).parse()?;
+    let resp = client
+        .request(http::Request::from_parts(parts, Full::new(body)))
+        .await?;
+    let (p, body) = resp.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    Ok(http::Response::from_parts(p, bytes))
+}
+
+/// The settings of the layers: retries and hedges paid from one budget, a breaker, a bulkhead
+/// that rejects rather than queues.
+fn settings() -> Result<(RetryConfig, HedgeConfig, Breaker, Limiter), BoxError> {
+    let budget = RetryBudget::try_new(BudgetMode::Ratio {
+        ratio: 0.5,
+        min_per_second: 10,
+        ttl: Duration::from_secs(10),
+    })?;
+    let retry = RetryConfig {
+        max_attempts: 4,
+        backoff: Backoff::try_new(
+            Duration::from_millis(5),
+            Duration::from_millis(100),
+            Jitter::Full,
+            Some(1),
+        )?,
+        budget: budget.clone(),
+        retry_after_max: Duration::from_secs(1),
+        label: "demo",
+    };
+    let hedge = HedgeConfig {
+        max_hedges: 2,
+        delay: HedgeDelay::Fixed(Duration::from_millis(15)),
+        budget: Some(budget),
+        label: "demo",
+    };
+    let breaker = Breaker::try_new(BreakerConfig {
+        label: "demo",
+        ..BreakerConfig::default()
+    })?;
+    let limiter = Limiter::try_new(BulkheadConfig {
+        max_concurrent: 64,
+        max_wait: Duration::ZERO,
+        adaptive: None,
+    })?;
+    Ok((retry, hedge, breaker, limiter))
 }
 
 async fn flaky_replica(sent: Arc<AtomicU64>) -> Result<http::Uri, BoxError> {

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::client::{is_idempotent, Deadline};
 use crate::deadline::error::{DeadlineExceeded, PerTryTimeout};
+use crate::deadline::Deadline;
 
 /// A type-erased error, as tower uses between layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +53,32 @@ pub trait Classify<Req, Res>: Clone + Send + Sync + 'static {
     /// The request's absolute deadline, if it carries one.
     fn deadline(&self, _req: &Req) -> Option<Deadline> {
         None
+    }
+}
+
+/// Request extension marking a request safe to retry and hedge even though its method is not
+/// idempotent (for example a POST whose handler deduplicates by a key in the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Idempotent;
+
+/// The header that marks a non-idempotent request as safe to repeat.
+static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+/// Whether a request may be sent more than once: its method is idempotent, or it carries the
+/// [`Idempotent`] extension or an `Idempotency-Key` header.
+pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
+    use http::Method;
+    match *req.method() {
+        Method::GET
+        | Method::HEAD
+        | Method::OPTIONS
+        | Method::TRACE
+        | Method::PUT
+        | Method::DELETE => true,
+        _ => {
+            req.extensions().get::<Idempotent>().is_some()
+                || req.headers().contains_key(&IDEMPOTENCY_KEY)
+        }
     }
 }
 

@@ -1,643 +1,40 @@
 //! The ready-made HTTP client stack: every layer of this crate composed in front of a pooled hyper
 //! client, over a set of replicas. This is what `finpay-services` uses for fraud, wallet and
 //! notification.
+//!
+//! This module composes; what the layers are set to comes from a [`ClientPolicy`]
+//! ([`crate::policy`]), and the bottom of the stack is an [`HttpEndpoint`] per replica
+//! ([`crate::endpoint`]). It re-exports both modules' public items (and [`Idempotent`],
+//! [`Deadline`]), so `client::ClientPolicy` and `policy::ClientPolicy` name the same type.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::balance::health::{self, HealthCheckConfig};
-use crate::balance::{Balance, BalanceConfig, EndpointSet, NoEndpoint, OutlierConfig, Strategy};
-use crate::breaker::{
-    Breaker, BreakerConfig, BreakerOpen, CircuitBreakerLayer, State as BreakerState, WindowSpec,
-};
-use crate::bulkhead::{Aimd, BulkheadConfig, BulkheadFull, BulkheadLayer, Limiter};
+use crate::balance::health;
+use crate::balance::{Balance, EndpointSet, NoEndpoint};
+use crate::breaker::{Breaker, BreakerOpen, CircuitBreakerLayer, State as BreakerState};
+use crate::bulkhead::{BulkheadFull, BulkheadLayer, Limiter};
 use crate::classify::{BoxError, HttpClassify};
 use crate::deadline::{DeadlineExceeded, DeadlineLayer, PerTryTimeoutLayer};
-use crate::hedge::{HedgeConfig, HedgeDelay, HedgeLayer, RollingHistogram};
+use crate::endpoint::{check_urls, http_probe, hyper_client, HttpRequestEndpoint};
+use crate::hedge::HedgeLayer;
 use crate::outbound::Outbound;
-use crate::retry::backoff::{Backoff, Jitter};
-use crate::retry::budget::{BudgetMode, RetryBudget};
-use crate::retry::{RetryConfig, RetryLayer};
+use crate::policy::bad;
+use crate::retry::RetryLayer;
 use crate::telemetry::LazyCounter;
 
+pub use crate::classify::{is_idempotent, Idempotent};
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
-
-/// Request extension marking a request safe to retry and hedge even though its method is not
-/// idempotent (for example a POST whose handler deduplicates by a key in the body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Idempotent;
-
-/// Retry budget settings (`[client.budget]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BudgetPolicy {
-    /// `"ratio"` (Finagle/Linkerd) or `"in_flight"` (Envoy).
-    pub mode: BudgetModeName,
-    /// Ratio mode: extra load allowed as a share of requests.
-    pub ratio: f64,
-    /// Ratio mode: retries always allowed per second.
-    pub min_per_second: u32,
-    /// Ratio mode: how long a request's deposit counts.
-    pub ttl_ms: u64,
-    /// In-flight mode: share of requests in flight that may be retries or hedges.
-    pub in_flight_share: f64,
-    /// In-flight mode: retries in flight always allowed.
-    pub min_concurrency: usize,
-}
-
-/// Budget mode names in config.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BudgetModeName {
-    /// Finagle/Linkerd ratio over a time window.
-    #[default]
-    Ratio,
-    /// Envoy share of requests in flight.
-    InFlight,
-}
-
-impl Default for BudgetPolicy {
-    fn default() -> Self {
-        Self {
-            mode: BudgetModeName::Ratio,
-            ratio: 0.5,
-            min_per_second: 10,
-            ttl_ms: 10_000,
-            in_flight_share: 0.5,
-            min_concurrency: 3,
-        }
-    }
-}
-
-/// Circuit breaker settings (`[client.breaker]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BreakerPolicy {
-    /// Off means calls are never rejected by the per-service breaker.
-    pub enabled: bool,
-    /// Also keep one breaker per endpoint (same thresholds); the balancer routes around open ones.
-    /// Off by default: outlier ejection already plays that part, with a cap on how many endpoints
-    /// may be out at once.
-    pub per_endpoint: bool,
-    /// `"count"` (last N calls) or `"time"` (calls in the last `window_ms`).
-    pub window: WindowKind,
-    /// Count window: number of calls remembered.
-    pub window_size: u32,
-    /// Time window: span remembered.
-    pub window_ms: u64,
-    /// No decision before this many calls are in the window.
-    pub minimum_calls: u32,
-    /// Open when failures / calls >= this.
-    pub failure_rate_threshold: f64,
-    /// A call slower than this counts as slow.
-    pub slow_call_ms: u64,
-    /// Open when slow calls / calls >= this.
-    pub slow_call_rate_threshold: f64,
-    /// How long to stay open before probing.
-    pub open_wait_ms: u64,
-    /// Open wait is multiplied by a random factor in `[1 - j, 1 + j]`.
-    pub open_wait_jitter: f64,
-    /// Probes admitted in half-open; all must succeed to close.
-    pub half_open_probes: u32,
-}
-
-/// Breaker window kinds in config.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum WindowKind {
-    /// The last N calls.
-    #[default]
-    Count,
-    /// Calls within a time span.
-    Time,
-}
-
-impl Default for BreakerPolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            per_endpoint: false,
-            window: WindowKind::Count,
-            window_size: 100,
-            window_ms: 10_000,
-            minimum_calls: 40,
-            failure_rate_threshold: 0.6,
-            slow_call_ms: 2_000,
-            slow_call_rate_threshold: 0.9,
-            open_wait_ms: 3_000,
-            open_wait_jitter: 0.2,
-            half_open_probes: 3,
-        }
-    }
-}
-
-/// Bulkhead settings (`[client.bulkhead]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BulkheadPolicy {
-    /// Calls in flight at most (the starting limit when adaptive).
-    pub max_concurrent: usize,
-    /// How long a call may wait for a slot; 0 rejects at once.
-    pub max_wait_ms: u64,
-    /// AIMD adaptive limit between `min_concurrent` and `max_concurrent`.
-    pub adaptive: bool,
-    /// Adaptive floor.
-    pub min_concurrent: usize,
-    /// Adaptive: calls slower than this (or failing) shrink the limit.
-    pub latency_target_ms: u64,
-}
-
-impl Default for BulkheadPolicy {
-    fn default() -> Self {
-        Self {
-            max_concurrent: 256,
-            max_wait_ms: 0,
-            adaptive: false,
-            min_concurrent: 8,
-            latency_target_ms: 200,
-        }
-    }
-}
-
-/// Hedging settings (`[client.hedge]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HedgePolicy {
-    /// Hedge idempotent requests at all.
-    pub enabled: bool,
-    /// Extra copies per try, each to a different replica while there are any.
-    pub max_hedges: u32,
-    /// Latency percentile (0..1) of recent successful tries after which a hedge fires; 0 = fixed delay.
-    pub percentile: f64,
-    /// The delay used before `min_samples` latencies are recorded, or when `percentile` is 0.
-    pub delay_ms: u64,
-    /// The percentile delay is clamped to at least this.
-    pub min_delay_ms: u64,
-    /// The percentile delay is clamped to at most this.
-    pub max_delay_ms: u64,
-    /// Samples needed before the percentile is trusted.
-    pub min_samples: u64,
-}
-
-impl Default for HedgePolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_hedges: 4,
-            percentile: 0.95,
-            delay_ms: 15,
-            min_delay_ms: 10,
-            max_delay_ms: 20,
-            min_samples: 100,
-        }
-    }
-}
-
-/// Load balancing settings (`[client.balancer]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BalancerPolicy {
-    /// `"p2c_ewma"`, `"round_robin"` or `"failover"` (first usable endpoint in the configured
-    /// order; the rest are standbys).
-    pub strategy: BalanceStrategy,
-    /// Peak-EWMA decay.
-    pub ewma_decay_ms: u64,
-    /// Latency assumed for an endpoint with no sample.
-    pub default_rtt_ms: u64,
-}
-
-/// Balancer strategies in config.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BalanceStrategy {
-    /// Power of two choices over peak-EWMA latency times load.
-    #[default]
-    P2cEwma,
-    /// Each endpoint in turn.
-    RoundRobin,
-    /// The first usable endpoint in the configured order; the others are standbys.
-    Failover,
-}
-
-impl Default for BalancerPolicy {
-    fn default() -> Self {
-        Self {
-            strategy: BalanceStrategy::P2cEwma,
-            ewma_decay_ms: 10_000,
-            default_rtt_ms: 20,
-        }
-    }
-}
-
-/// Passive outlier ejection settings (`[client.outlier]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutlierPolicy {
-    /// Eject after this many failures in a row (0 = off).
-    pub consecutive_failures: u32,
-    /// Eject when an endpoint's failure share over `interval_ms` reaches this (1.0 or more = off).
-    pub failure_rate_threshold: f64,
-    /// Tries an endpoint needs in the interval before its failure share is judged.
-    pub failure_rate_min_requests: u32,
-    /// Window of the failure-share check.
-    pub interval_ms: u64,
-    /// First ejection lasts this; the n-th lasts n times as long.
-    pub base_ejection_ms: u64,
-    /// Ejections never last longer than this.
-    pub max_ejection_ms: u64,
-    /// At most this share of endpoints (percent) is ejected at once.
-    pub max_ejected_percent: u32,
-    /// When fewer than this percent of endpoints are usable, route to all of them (panic mode).
-    pub panic_threshold_percent: u32,
-}
-
-impl Default for OutlierPolicy {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 10,
-            failure_rate_threshold: 0.85,
-            failure_rate_min_requests: 50,
-            interval_ms: 10_000,
-            base_ejection_ms: 5_000,
-            max_ejection_ms: 300_000,
-            max_ejected_percent: 34,
-            panic_threshold_percent: 50,
-        }
-    }
-}
-
-/// Active health check settings (`[client.health_check]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthCheckPolicy {
-    /// Probe endpoints in the background.
-    pub enabled: bool,
-    /// Path probed with GET; 2xx means healthy.
-    pub path: String,
-    /// Time between probes of one endpoint.
-    pub interval_ms: u64,
-    /// A probe slower than this failed.
-    pub timeout_ms: u64,
-    /// Failed probes in a row before an endpoint is marked unhealthy.
-    pub unhealthy_threshold: u32,
-    /// Good probes in a row before it is healthy again.
-    pub healthy_threshold: u32,
-}
-
-impl Default for HealthCheckPolicy {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            path: "/health/ready".to_owned(),
-            interval_ms: 1_000,
-            timeout_ms: 250,
-            unhealthy_threshold: 2,
-            healthy_threshold: 1,
-        }
-    }
-}
-
-/// Every knob of one dependency's client. Deserialized from the service's TOML; `validate()` at start.
-/// The defaults are sized for a dependency that fails 30% of calls independently; see the crate docs
-/// for the arithmetic.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClientPolicy {
-    /// Longest one try may take; the effective value is `min(per_try, deadline remaining)`.
-    pub per_try_timeout_ms: u64,
-    /// Tries per call (each try may be hedged), including the first.
-    pub max_attempts: u32,
-    /// First backoff.
-    pub backoff_base_ms: u64,
-    /// Backoff cap.
-    pub backoff_max_ms: u64,
-    /// `"full"`, `"equal"`, `"decorrelated"` or `"none"`.
-    pub jitter: Jitter,
-    /// Wait what a 429/503 `Retry-After` asks, up to this (0 = ignore the header).
-    pub retry_after_max_ms: u64,
-    /// TCP connect timeout.
-    pub connect_timeout_ms: u64,
-    /// Idle pooled connections per host.
-    pub pool_max_idle_per_host: usize,
-    /// Idle pooled connections are closed after this.
-    pub pool_idle_timeout_ms: u64,
-    /// Largest response body accepted.
-    pub max_response_bytes: usize,
-    /// Seed for every random choice (jitter, balancer); absent = from entropy.
-    pub seed: Option<u64>,
-    /// Retry budget shared by retries and hedges.
-    pub budget: BudgetPolicy,
-    /// Circuit breaker around the whole call.
-    pub breaker: BreakerPolicy,
-    /// Concurrency limit for the dependency.
-    pub bulkhead: BulkheadPolicy,
-    /// Hedged requests.
-    pub hedge: HedgePolicy,
-    /// Endpoint choice.
-    pub balancer: BalancerPolicy,
-    /// Passive outlier ejection.
-    pub outlier: OutlierPolicy,
-    /// Active health checks.
-    pub health_check: HealthCheckPolicy,
-}
-
-impl Default for ClientPolicy {
-    fn default() -> Self {
-        Self {
-            per_try_timeout_ms: 60,
-            max_attempts: 4,
-            backoff_base_ms: 5,
-            backoff_max_ms: 100,
-            jitter: Jitter::Full,
-            retry_after_max_ms: 1_000,
-            connect_timeout_ms: 100,
-            pool_max_idle_per_host: 64,
-            pool_idle_timeout_ms: 30_000,
-            max_response_bytes: 1 << 20,
-            seed: None,
-            budget: BudgetPolicy::default(),
-            breaker: BreakerPolicy::default(),
-            bulkhead: BulkheadPolicy::default(),
-            hedge: HedgePolicy::default(),
-            balancer: BalancerPolicy::default(),
-            outlier: OutlierPolicy::default(),
-            health_check: HealthCheckPolicy::default(),
-        }
-    }
-}
-
-/// A policy value out of range; `field` is the dotted TOML key.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid client policy: {field}: {reason}")]
-pub struct InvalidConfig {
-    /// Dotted key, e.g. `budget.ratio`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-fn bad(field: &'static str, reason: impl Into<String>) -> InvalidConfig {
-    InvalidConfig {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn check(ok: bool, field: &'static str, reason: &str) -> Result<(), InvalidConfig> {
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(field, reason))
-    }
-}
-
-fn unit(x: f64) -> bool {
-    (0.0..=1.0).contains(&x)
-}
-
-impl ClientPolicy {
-    /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), InvalidConfig> {
-        check(
-            (1..=60_000).contains(&self.per_try_timeout_ms),
-            "per_try_timeout_ms",
-            "must be within 1..=60000",
-        )?;
-        check(
-            (1..=20).contains(&self.max_attempts),
-            "max_attempts",
-            "must be within 1..=20",
-        )?;
-        check(
-            (1..=60_000).contains(&self.backoff_base_ms),
-            "backoff_base_ms",
-            "must be within 1..=60000",
-        )?;
-        check(
-            self.backoff_max_ms >= self.backoff_base_ms && self.backoff_max_ms <= 600_000,
-            "backoff_max_ms",
-            "must be >= backoff_base_ms and <= 600000",
-        )?;
-        check(
-            self.retry_after_max_ms <= 600_000,
-            "retry_after_max_ms",
-            "must be <= 600000",
-        )?;
-        check(
-            (1..=60_000).contains(&self.connect_timeout_ms),
-            "connect_timeout_ms",
-            "must be within 1..=60000",
-        )?;
-        check(
-            self.pool_idle_timeout_ms <= 3_600_000,
-            "pool_idle_timeout_ms",
-            "must be <= 3600000",
-        )?;
-        check(
-            self.max_response_bytes >= 1,
-            "max_response_bytes",
-            "must be >= 1",
-        )?;
-        let b = &self.budget;
-        check(
-            (0.0..=10.0).contains(&b.ratio),
-            "budget.ratio",
-            "must be within 0..=10",
-        )?;
-        check(
-            (1_000..=60_000).contains(&b.ttl_ms),
-            "budget.ttl_ms",
-            "must be within 1000..=60000",
-        )?;
-        check(
-            (0.0..=10.0).contains(&b.in_flight_share),
-            "budget.in_flight_share",
-            "must be within 0..=10",
-        )?;
-        let br = &self.breaker;
-        check(
-            (1..=100_000).contains(&br.window_size),
-            "breaker.window_size",
-            "must be within 1..=100000",
-        )?;
-        check(
-            (100..=600_000).contains(&br.window_ms),
-            "breaker.window_ms",
-            "must be within 100..=600000",
-        )?;
-        check(
-            br.minimum_calls >= 1,
-            "breaker.minimum_calls",
-            "must be >= 1",
-        )?;
-        check(
-            br.window != WindowKind::Count || br.minimum_calls <= br.window_size,
-            "breaker.minimum_calls",
-            "must be <= window_size for a count window",
-        )?;
-        check(
-            br.failure_rate_threshold > 0.0 && br.failure_rate_threshold <= 1.0,
-            "breaker.failure_rate_threshold",
-            "must be within (0, 1]",
-        )?;
-        check(
-            br.slow_call_rate_threshold > 0.0 && br.slow_call_rate_threshold <= 1.0,
-            "breaker.slow_call_rate_threshold",
-            "must be within (0, 1]",
-        )?;
-        check(br.slow_call_ms >= 1, "breaker.slow_call_ms", "must be >= 1")?;
-        check(
-            (1..=3_600_000).contains(&br.open_wait_ms),
-            "breaker.open_wait_ms",
-            "must be within 1..=3600000",
-        )?;
-        check(
-            (0.0..1.0).contains(&br.open_wait_jitter),
-            "breaker.open_wait_jitter",
-            "must be within [0, 1)",
-        )?;
-        check(
-            (1..=1000).contains(&br.half_open_probes),
-            "breaker.half_open_probes",
-            "must be within 1..=1000",
-        )?;
-        let bh = &self.bulkhead;
-        check(
-            (1..=1_000_000).contains(&bh.max_concurrent),
-            "bulkhead.max_concurrent",
-            "must be within 1..=1000000",
-        )?;
-        check(
-            bh.max_wait_ms <= 60_000,
-            "bulkhead.max_wait_ms",
-            "must be <= 60000",
-        )?;
-        check(
-            bh.min_concurrent >= 1 && bh.min_concurrent <= bh.max_concurrent,
-            "bulkhead.min_concurrent",
-            "must be within 1..=max_concurrent",
-        )?;
-        check(
-            bh.latency_target_ms >= 1,
-            "bulkhead.latency_target_ms",
-            "must be >= 1",
-        )?;
-        let h = &self.hedge;
-        check(h.max_hedges <= 10, "hedge.max_hedges", "must be <= 10")?;
-        check(
-            unit(h.percentile) && h.percentile < 1.0,
-            "hedge.percentile",
-            "must be within [0, 1)",
-        )?;
-        check(h.delay_ms >= 1, "hedge.delay_ms", "must be >= 1")?;
-        check(h.min_delay_ms >= 1, "hedge.min_delay_ms", "must be >= 1")?;
-        check(
-            h.max_delay_ms >= h.min_delay_ms,
-            "hedge.max_delay_ms",
-            "must be >= hedge.min_delay_ms",
-        )?;
-        let bl = &self.balancer;
-        check(
-            bl.ewma_decay_ms >= 1,
-            "balancer.ewma_decay_ms",
-            "must be >= 1",
-        )?;
-        check(
-            bl.default_rtt_ms >= 1,
-            "balancer.default_rtt_ms",
-            "must be >= 1",
-        )?;
-        let o = &self.outlier;
-        check(
-            o.failure_rate_threshold > 0.0,
-            "outlier.failure_rate_threshold",
-            "must be > 0",
-        )?;
-        check(
-            o.interval_ms >= 100,
-            "outlier.interval_ms",
-            "must be >= 100",
-        )?;
-        check(
-            o.base_ejection_ms >= 1,
-            "outlier.base_ejection_ms",
-            "must be >= 1",
-        )?;
-        check(
-            o.max_ejection_ms >= o.base_ejection_ms,
-            "outlier.max_ejection_ms",
-            "must be >= outlier.base_ejection_ms",
-        )?;
-        check(
-            o.max_ejected_percent <= 100,
-            "outlier.max_ejected_percent",
-            "must be within 0..=100",
-        )?;
-        check(
-            o.panic_threshold_percent <= 100,
-            "outlier.panic_threshold_percent",
-            "must be within 0..=100",
-        )?;
-        let hc = &self.health_check;
-        check(
-            hc.path.starts_with('/'),
-            "health_check.path",
-            "must start with '/'",
-        )?;
-        check(
-            hc.interval_ms >= 10,
-            "health_check.interval_ms",
-            "must be >= 10",
-        )?;
-        check(
-            hc.timeout_ms >= 1,
-            "health_check.timeout_ms",
-            "must be >= 1",
-        )?;
-        check(
-            hc.unhealthy_threshold >= 1,
-            "health_check.unhealthy_threshold",
-            "must be >= 1",
-        )?;
-        check(
-            hc.healthy_threshold >= 1,
-            "health_check.healthy_threshold",
-            "must be >= 1",
-        )?;
-        Ok(())
-    }
-
-    /// Per-try timeout as a `Duration`.
-    pub fn per_try_timeout(&self) -> Duration {
-        Duration::from_millis(self.per_try_timeout_ms)
-    }
-
-    pub(crate) fn budget_mode(&self) -> BudgetMode {
-        match self.budget.mode {
-            BudgetModeName::Ratio => BudgetMode::Ratio {
-                ratio: self.budget.ratio,
-                min_per_second: self.budget.min_per_second,
-                ttl: Duration::from_millis(self.budget.ttl_ms),
-            },
-            BudgetModeName::InFlight => BudgetMode::InFlight {
-                share: self.budget.in_flight_share,
-                min_concurrency: self.budget.min_concurrency,
-            },
-        }
-    }
-}
+pub use crate::endpoint::{HttpEndpoint, HyperClient};
+pub use crate::policy::{
+    balance_config, breaker_config, BalanceStrategy, BalancerPolicy, BreakerPolicy, BudgetModeName,
+    BudgetPolicy, BulkheadPolicy, ClientPolicy, HealthCheckPolicy, HedgePolicy, InvalidConfig,
+    OutlierPolicy, WindowKind,
+};
 
 /// Why a call produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -679,111 +76,8 @@ impl CallError {
     }
 }
 
-/// The header that marks a non-idempotent request as safe to repeat.
-static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
-
-/// Whether a request may be sent more than once.
-pub fn is_idempotent<B>(req: &http::Request<B>) -> bool {
-    use http::Method;
-    match *req.method() {
-        Method::GET
-        | Method::HEAD
-        | Method::OPTIONS
-        | Method::TRACE
-        | Method::PUT
-        | Method::DELETE => true,
-        _ => {
-            req.extensions().get::<Idempotent>().is_some()
-                || req.headers().contains_key(&IDEMPOTENCY_KEY)
-        }
-    }
-}
-
-/// The pooled hyper client every [`HttpEndpoint`] of a [`ResilientClient`] shares.
-pub type HyperClient = Client<HttpConnector, Full<Bytes>>;
-
 /// The type-erased layer stack every call goes through.
 pub type Stack = BoxCloneSyncService<Outbound, http::Response<Bytes>, BoxError>;
-
-/// One replica reached through the pooled hyper client: builds the try's request on the endpoint's
-/// base URI ([`Outbound::to_http`]), sends it, and reads the body (bounded). Cloning is one `Arc`.
-#[derive(Clone, Debug)]
-pub struct HttpEndpoint(Arc<EndpointInner>);
-
-#[derive(Debug)]
-struct EndpointInner {
-    base: http::Uri,
-    client: HyperClient,
-    max_body: usize,
-}
-
-impl HttpEndpoint {
-    /// An endpoint at `base` (scheme, authority and an optional base path) using `client`'s pool,
-    /// reading at most `max_body` bytes of an answer. For a stack of your own over an
-    /// [`EndpointSet`]; [`ResilientClient::new`] makes its endpoints with it.
-    pub fn new(base: http::Uri, client: HyperClient, max_body: usize) -> Self {
-        Self(Arc::new(EndpointInner {
-            base,
-            client,
-            max_body,
-        }))
-    }
-}
-
-impl Service<Outbound> for HttpEndpoint {
-    type Response = http::Response<Bytes>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Outbound) -> Self::Future {
-        let ep = &self.0;
-        let uri = match join_uri(&ep.base, &req.head().uri) {
-            Ok(uri) => uri,
-            Err(e) => return Box::pin(std::future::ready(Err(BoxError::from(e)))),
-        };
-        // Started here, so the future owns nothing of the endpoint's but its body limit.
-        let sent = ep
-            .client
-            .request(req.to_http(uri, Full::new(req.body().clone())));
-        drop(req);
-        let max_body = ep.max_body;
-        Box::pin(async move {
-            let (p, b) = sent.await?.into_parts();
-            let bytes = http_body_util::Limited::new(b, max_body)
-                .collect()
-                .await?
-                .to_bytes();
-            Ok(http::Response::from_parts(p, bytes))
-        })
-    }
-}
-
-/// An endpoint service of the caller's (a simulation, another transport) that takes an
-/// `http::Request`: each try is built with [`Outbound::to_http`] on the request's own URI.
-#[derive(Clone, Debug)]
-struct HttpRequestEndpoint<S>(S);
-
-impl<S> Service<Outbound> for HttpRequestEndpoint<S>
-where
-    S: Service<http::Request<Bytes>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Outbound) -> Self::Future {
-        self.0
-            .call(req.to_http(req.head().uri.clone(), req.body().clone()))
-    }
-}
 
 type UpdateFn = dyn Fn(Vec<http::Uri>) + Send + Sync;
 
@@ -824,18 +118,6 @@ impl std::fmt::Debug for ResilientClient {
     }
 }
 
-fn check_urls(endpoints: &[http::Uri]) -> Result<(), InvalidConfig> {
-    if endpoints.is_empty() {
-        return Err(bad("urls", "at least one endpoint is needed"));
-    }
-    for e in endpoints {
-        if e.scheme_str() != Some("http") || e.authority().is_none() {
-            return Err(bad("urls", format!("{e} is not an absolute http:// URL")));
-        }
-    }
-    Ok(())
-}
-
 /// Builds the layer stack of `policy` over `set`. Public so other clients (and simulations) can reuse
 /// exactly what [`ResilientClient`] uses.
 pub fn build_stack<S>(
@@ -852,41 +134,9 @@ where
     S::Future: Send + 'static,
 {
     policy.validate()?;
-    let budget =
-        RetryBudget::try_new(policy.budget_mode()).map_err(|e| bad("budget", e.to_string()))?;
-    let backoff = Backoff::try_new(
-        Duration::from_millis(policy.backoff_base_ms),
-        Duration::from_millis(policy.backoff_max_ms),
-        policy.jitter,
-        policy.seed,
-    )
-    .map_err(|e| bad("backoff_base_ms", e.to_string()))?;
-    let h = &policy.hedge;
-    let delay = if h.percentile > 0.0 {
-        let histogram = RollingHistogram::new(Duration::from_secs(10), h.percentile, h.min_samples)
-            .map_err(|e| bad("hedge.percentile", e))?;
-        HedgeDelay::Percentile {
-            histogram,
-            min: Duration::from_millis(h.min_delay_ms),
-            max: Duration::from_millis(h.max_delay_ms),
-            fallback: Duration::from_millis(h.delay_ms),
-        }
-    } else {
-        HedgeDelay::Fixed(Duration::from_millis(h.delay_ms))
-    };
-    let hedge = HedgeConfig {
-        max_hedges: if h.enabled { h.max_hedges } else { 0 },
-        delay,
-        budget: Some(budget.clone()),
-        label: name,
-    };
-    let retry = RetryConfig {
-        max_attempts: policy.max_attempts,
-        backoff,
-        budget,
-        retry_after_max: Duration::from_millis(policy.retry_after_max_ms),
-        label: name,
-    };
+    let budget = policy.retry_budget()?;
+    let retry = policy.retry_config(name, budget.clone())?;
+    let hedge = policy.hedge_config(name, budget)?;
     let breaker = if policy.breaker.enabled {
         Some(
             Breaker::try_new(breaker_config(name, policy))
@@ -895,17 +145,7 @@ where
     } else {
         None
     };
-    let bh = &policy.bulkhead;
-    let limiter = Limiter::try_new(BulkheadConfig {
-        max_concurrent: bh.max_concurrent,
-        max_wait: Duration::from_millis(bh.max_wait_ms),
-        adaptive: bh.adaptive.then_some(Aimd {
-            min_limit: bh.min_concurrent,
-            latency_target: Duration::from_millis(bh.latency_target_ms),
-            backoff_ratio: 0.9,
-        }),
-    })
-    .map_err(|e| bad("bulkhead", e))?;
+    let limiter = Limiter::try_new(policy.bulkhead_config()).map_err(|e| bad("bulkhead", e))?;
     let balance = Balance::new(set, HttpClassify);
     let stack = ServiceBuilder::new()
         // Every wait below is bounded by the deadline (per-try timeout, retry backoff, bulkhead
@@ -925,57 +165,6 @@ where
     Ok((BoxCloneSyncService::new(stack), breaker))
 }
 
-/// The breaker settings of a policy (per service; per endpoint adds the `endpoint` label).
-pub fn breaker_config(name: &'static str, policy: &ClientPolicy) -> BreakerConfig {
-    let br = &policy.breaker;
-    BreakerConfig {
-        window: match br.window {
-            WindowKind::Count => WindowSpec::Count(br.window_size),
-            WindowKind::Time => WindowSpec::Time(Duration::from_millis(br.window_ms)),
-        },
-        minimum_calls: br.minimum_calls,
-        failure_rate_threshold: br.failure_rate_threshold,
-        slow_call: Duration::from_millis(br.slow_call_ms),
-        slow_call_rate_threshold: br.slow_call_rate_threshold,
-        open_wait: Duration::from_millis(br.open_wait_ms),
-        open_wait_jitter: br.open_wait_jitter,
-        half_open_probes: br.half_open_probes,
-        label: name,
-        endpoint: None,
-        seed: policy.seed,
-    }
-}
-
-/// The balancer settings of a policy.
-pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfig {
-    let o = &policy.outlier;
-    BalanceConfig {
-        strategy: match policy.balancer.strategy {
-            BalanceStrategy::P2cEwma => Strategy::P2cPeakEwma,
-            BalanceStrategy::RoundRobin => Strategy::RoundRobin,
-            BalanceStrategy::Failover => Strategy::Failover,
-        },
-        decay: Duration::from_millis(policy.balancer.ewma_decay_ms),
-        default_rtt: Duration::from_millis(policy.balancer.default_rtt_ms),
-        outlier: OutlierConfig {
-            consecutive_failures: o.consecutive_failures,
-            failure_rate_threshold: o.failure_rate_threshold,
-            failure_rate_min_requests: o.failure_rate_min_requests,
-            interval: Duration::from_millis(o.interval_ms),
-            base_ejection: Duration::from_millis(o.base_ejection_ms),
-            max_ejection: Duration::from_millis(o.max_ejection_ms),
-            max_ejected_percent: o.max_ejected_percent,
-        },
-        panic_threshold_percent: o.panic_threshold_percent,
-        endpoint_breaker: policy
-            .breaker
-            .per_endpoint
-            .then(|| breaker_config(name, policy)),
-        label: name,
-        seed: policy.seed,
-    }
-}
-
 impl ResilientClient {
     /// Builds the client over real HTTP endpoints; the policy is validated here too. Active health
     /// checks start when enabled and a tokio runtime is running.
@@ -986,13 +175,7 @@ impl ResilientClient {
     ) -> Result<Self, InvalidConfig> {
         policy.validate()?;
         check_urls(&endpoints)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(policy.connect_timeout_ms)));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(policy.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(policy.pool_max_idle_per_host)
-            .build(connector);
+        let http = hyper_client(&policy);
         let set = EndpointSet::new(balance_config(name, &policy));
         for e in &endpoints {
             set.insert(
@@ -1001,63 +184,15 @@ impl ResilientClient {
             );
         }
         let (stack, breaker) = build_stack(name, &policy, set.clone())?;
-        let hc = &policy.health_check;
-        let health = if hc.enabled && tokio::runtime::Handle::try_current().is_ok() {
-            let client = http.clone();
-            let path = hc.path.clone();
-            let task = health::spawn(
-                &set,
-                HealthCheckConfig {
-                    interval: Duration::from_millis(hc.interval_ms),
-                    timeout: Duration::from_millis(hc.timeout_ms),
-                    unhealthy_threshold: hc.unhealthy_threshold,
-                    healthy_threshold: hc.healthy_threshold,
-                },
-                move |base: http::Uri| {
-                    let client = client.clone();
-                    let uri = join_uri(
-                        &base,
-                        &http::Uri::from_maybe_shared(path.clone()).unwrap_or_default(),
-                    );
-                    Box::pin(async move {
-                        let Ok(uri) = uri else { return false };
-                        let mut req = http::Request::new(Full::new(Bytes::new()));
-                        *req.uri_mut() = uri;
-                        matches!(client.request(req).await, Ok(r) if r.status().is_success())
-                    })
-                },
-            );
-            Some(AbortOnDrop(task))
-        } else {
-            None
-        };
-        let max_body = policy.max_response_bytes;
-        let set_for_update = set.clone();
-        let update: Box<UpdateFn> = Box::new(move |uris: Vec<http::Uri>| {
-            let current: Vec<http::Uri> = set_for_update
-                .snapshot()
-                .iter()
-                .map(|e| e.key().clone())
-                .collect();
-            for u in &current {
-                if !uris.contains(u) {
-                    set_for_update.remove(u);
-                }
-            }
-            for u in uris {
-                if !current.contains(&u) {
-                    set_for_update.insert(u.clone(), HttpEndpoint::new(u, http.clone(), max_body));
-                }
-            }
-        });
-        let set_for_count = set;
+        let health = start_health_checks(&set, &policy, &http);
+        let update = endpoint_updater(set.clone(), http, policy.max_response_bytes);
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
                 requests: LazyCounter::new("finpay_client_requests_total", name),
                 stack,
                 breaker,
-                ejected: Box::new(move || set_for_count.ejected()),
+                ejected: Box::new(move || set.ejected()),
                 update: Some(update),
                 _health: health,
             }),
@@ -1155,6 +290,48 @@ impl ResilientClient {
     }
 }
 
+/// Starts the active health checks of `policy` over `set`, if they are enabled and a tokio runtime
+/// is running; the task ends when the returned guard is dropped.
+fn start_health_checks(
+    set: &EndpointSet<http::Uri, HttpEndpoint>,
+    policy: &ClientPolicy,
+    http: &HyperClient,
+) -> Option<AbortOnDrop> {
+    let hc = &policy.health_check;
+    if !hc.enabled || tokio::runtime::Handle::try_current().is_err() {
+        return None;
+    }
+    let probe = http_probe(http.clone(), hc.path.clone());
+    Some(AbortOnDrop(health::spawn(
+        set,
+        policy.health_check_config(),
+        probe,
+    )))
+}
+
+/// What [`ResilientClient::update_endpoints`] runs: removes the endpoints not in the new list and
+/// adds the new ones, so the endpoints kept keep their statistics.
+fn endpoint_updater(
+    set: EndpointSet<http::Uri, HttpEndpoint>,
+    http: HyperClient,
+    max_body: usize,
+) -> Box<UpdateFn> {
+    Box::new(move |uris: Vec<http::Uri>| {
+        let current: Vec<http::Uri> = set.snapshot().iter().map(|e| e.key().clone()).collect();
+        for u in &current {
+            if !uris.contains(u) {
+                set.remove(u);
+            }
+        }
+        for u in uris {
+            if !current.contains(&u) {
+                set.insert(u.clone(), HttpEndpoint::new(u, http.clone(), max_body));
+            }
+        }
+    })
+}
+
+/// The [`CallError`] for what the stack failed with: its typed cause, else the whole error chain.
 fn map_error(e: BoxError) -> CallError {
     if e.is::<DeadlineExceeded>() {
         return CallError::DeadlineExceeded;
@@ -1176,6 +353,7 @@ fn map_error(e: BoxError) -> CallError {
     }
 }
 
+/// `e` and each of its sources, joined by `: `.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -1185,34 +363,4 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
-}
-
-/// `endpoint` (scheme + authority + optional base path) joined with the request's path and query.
-pub(crate) fn join_uri(endpoint: &http::Uri, req: &http::Uri) -> Result<http::Uri, String> {
-    let base = endpoint.path().trim_end_matches('/');
-    if base.is_empty() {
-        // The common case (no base path): reuse the parts as they are, no formatting or parsing.
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = endpoint.scheme().cloned();
-        parts.authority = endpoint.authority().cloned();
-        parts.path_and_query = Some(
-            req.path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        return http::Uri::from_parts(parts).map_err(|e| e.to_string());
-    }
-    let pq = req
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
-    let mut b = http::Uri::builder();
-    if let Some(s) = endpoint.scheme() {
-        b = b.scheme(s.clone());
-    }
-    if let Some(a) = endpoint.authority() {
-        b = b.authority(a.clone());
-    }
-    b.path_and_query(format!("{base}{pq}"))
-        .build()
-        .map_err(|e| e.to_string())
 }

@@ -16,8 +16,11 @@
 //! | hedge | [`hedge`] | a copy to another replica after a latency percentile; first good answer wins; paid from the same budget |
 //! | balance | [`balance`] | p2c over peak-EWMA (or round robin, or failover to standbys) on a dynamic endpoint set, outlier ejection, active health checks, panic mode |
 //! | fallback | [`fallback`] | a typed answer for chosen errors (opt-in; money fails closed) |
-//! | client | [`client`] | all of the above composed over a pooled hyper client: [`ResilientClient`] |
+//! | policy | [`policy`] | what a client may do: [`ClientPolicy`] and its sections (serde, one TOML table each), their validation, and their translation into each layer's config |
+//! | client | [`client`] | all of the above composed from a [`ClientPolicy`] over the endpoints: [`ResilientClient`], [`client::build_stack`], [`CallError`] |
+//! | endpoint | [`endpoint`] | the bottom of the client's stack: [`endpoint::HttpEndpoint`], one replica reached through a pooled hyper client |
 //! | request | [`outbound`] | what the client's stack carries between its layers: [`Outbound`], whose copies (a retry's, a hedge's) are reference counts |
+//! | classification | [`classify`] | what counts as a failure and what may be retried; which requests may be sent twice ([`Idempotent`], [`classify::is_idempotent`]) |
 //!
 //! Every layer is a plain `tower::Layer` generic over the request and response: outcomes are judged
 //! by a [`classify::Classify`] (HTTP rules in [`classify::HttpClassify`]), so the layers stack in front
@@ -61,7 +64,7 @@
 //! | `breaker.window` / `window_size` / `window_ms` / `minimum_calls` | `count` / 100 / 10000 / 40 | `window = "time"` uses `window_ms` |
 //! | `breaker.failure_rate_threshold` | 0.6 | a steady 30% never opens it (below) |
 //! | `breaker.slow_call_ms` / `slow_call_rate_threshold` | 2000 / 0.9 | |
-//! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s (the simulation: 2.6 s) |
+//! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s: 3 s x (1 + 0.2) of open wait, then the probes |
 //! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue |
 //! | `bulkhead.min_concurrent` / `latency_target_ms` | 8 / 200 | AIMD floor and the latency above which it shrinks |
 //! | `hedge.enabled` / `max_hedges` | true / 4 | all five tries of a round hang with probability 0.3^5 = 0.24%, well below the 1% a p99 allows (below) |
@@ -81,13 +84,13 @@
 //! limits success; the budget and the deadline are.
 //!
 //! **Load.** The expected number of tries until the first success is 1/(1-p) = 1.43, so
-//! actual/effective ~ 1.43 <= 1.5 (the simulation measures 1.445 over 100,000 calls).
+//! actual/effective ~ 1.43 <= 1.5 (`tests/simulation.rs` checks <= 1.5 over 100,000 calls).
 //!
 //! **Budget.** Retries and hedges need 1/(1-p) - 1 = 0.43 extra tries per call on average. A ratio
 //! budget of r allows r. With the industry default r = 0.2, only 0.2 of the 0.3 failed first tries
 //! per call can be retried at all, and success caps near 0.7 + 0.2 x 0.7 ~ 84%. With r = 0.5 the
 //! budget is not binding at p = 0.3 (0.43 < 0.5), yet a fully down dependency sees at most 1.5x its
-//! normal traffic before the breaker opens (then ~0: the simulation measures 0.01).
+//! normal traffic before the breaker opens, and ~0 after (`tests/simulation.rs` checks both).
 //!
 //! **Breaker.** It sits outside the retries, so it sees the after-retry failure rate (~0 at
 //! p = 0.3). Even fed raw tries at p = 0.3 it stays closed: P[Bin(40, 0.3) >= 24] ~ 2e-5 at the first
@@ -96,12 +99,15 @@
 //!
 //! **Hangs.** A hedge fires after clamp(p95, 10 ms, 20 ms) — 10 ms for a healthy fraud — to another
 //! replica, up to 4: all five tries of a round hang with probability 0.3^5 = 0.24%, so p99 is at
-//! most 4 x 10 ms plus one answer's latency (the simulation measures 34 ms). Rounds that do hang
-//! entirely are cut by the 60 ms per-try timeout of their last try and retried, ~100 ms in all:
-//! with 3 hedges that tier held 0.3^4 = 0.8% of calls, so close to 1% that the p99 of a busy
-//! machine fell into it (`finpay up`, 30% hangs: p99 102–114 ms with 3 hedges, 77–84 ms with 4, the
-//! same runs alternating). Hedges fire only for the 30% that are slow, so they cost about what
-//! retries would: load stays ~1.43 (1.44 with 3 hedges and with 4).
+//! most 4 x 10 ms plus one answer's latency (`tests/simulation.rs` checks p99 <= 100 ms). Rounds
+//! that do hang entirely are cut by the 60 ms per-try timeout of their last try and retried,
+//! ~100 ms in all. That tier holds 0.3^5 = 0.24% of calls with 4 hedges; with 3 it would hold
+//! 0.3^4 = 0.8%, so close to 1% that on a busy machine the p99 lands in it, which is why the
+//! default is 4. Hedges fire only for the 30% that are slow, so they cost about what retries
+//! would: load stays ~1.43.
+//!
+//! What the simulation and `finpay up` runs (with 3 and with 4 hedges) show against these numbers
+//! is in `docs/bench-resilience.md`, "Figures behind the crate docs".
 //!
 //! For a dependency that is written to (wallet, notification), raise `per_try_timeout_ms` (a durable
 //! commit waits for an fsync) and consider disabling hedging.
@@ -131,14 +137,17 @@ pub mod bulkhead;
 pub mod classify;
 pub mod client;
 pub mod deadline;
+pub mod endpoint;
 pub mod fallback;
 pub mod hedge;
 pub mod outbound;
 pub mod outcome;
+pub mod policy;
 pub mod retry;
 mod telemetry;
 
-pub use client::{
-    CallError, ClientPolicy, Deadline, Idempotent, InvalidConfig, ResilientClient, DEADLINE_HEADER,
-};
+pub use classify::Idempotent;
+pub use client::{CallError, ResilientClient};
+pub use deadline::{Deadline, DEADLINE_HEADER};
 pub use outbound::Outbound;
+pub use policy::{ClientPolicy, InvalidConfig};

@@ -18,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::balance::{TrackTried, TriedEndpoints};
-use crate::classify::{classify_http, http_retry_after, BoxError, Class, Classify, HttpClassify};
-use crate::client::is_idempotent;
+use crate::classify::{
+    classify_http, http_retry_after, is_idempotent, BoxError, Class, Classify, HttpClassify,
+};
 use crate::deadline::{CarryDeadline, Deadline, DEADLINE_HEADER};
 
 /// One call as the client stack carries it; cloning it is cheap (see the module docs).
@@ -35,7 +36,7 @@ pub struct Outbound {
 impl Outbound {
     /// Takes `req` apart (nothing is copied). The deadline is the earlier of `deadline` and a
     /// [`Deadline`] extension on `req`; idempotency is decided here, once (see
-    /// [`crate::client::is_idempotent`]).
+    /// [`crate::classify::is_idempotent`]).
     pub fn new(req: http::Request<Bytes>, deadline: Option<Deadline>) -> Self {
         let idempotent = is_idempotent(&req);
         let (head, body) = req.into_parts();

@@ -54,6 +54,27 @@ pub enum InvalidBackoff {
 }
 
 /// Validated backoff parameters. Cheap to clone; the RNG is shared.
+///
+/// Usable on its own, outside the retry layer (an outbox dispatcher, a reconnect loop). With
+/// attempts counted from 0, the delay before attempt `n + 1`, drawn uniformly from
+/// `0..=min(cap, base * 2^n)`, is
+///
+/// ```
+/// # use std::time::Duration;
+/// # use finpay_resilience::retry::backoff::{Backoff, Jitter};
+/// # let (base, cap, seed, n) = (Duration::from_millis(5), Duration::from_secs(60), Some(7), 3);
+/// let backoff = Backoff::try_new(base, cap, Jitter::Full, seed)?;
+/// let delay = backoff.delay(n + 1, Duration::ZERO);
+/// assert!(delay <= cap.min(base * 2u32.pow(n)));
+/// # Ok::<(), finpay_resilience::retry::backoff::InvalidBackoff>(())
+/// ```
+///
+/// that is, `retry` in [`Backoff::delay`] is the number of attempts made so far (1 after the first
+/// one), which is how the retry layer calls it. `previous` only matters for
+/// [`Jitter::Decorrelated`]; full jitter ignores it. The exponent stops growing at `2^31`, so for
+/// `n > 31` the bound is `min(cap, base * 2^31)`: the same as `min(cap, base * 2^n)` whenever
+/// `cap <= base * 2^31` (with a 1 ms base, any cap below 24 days). The same `seed` gives the same
+/// sequence of delays; clones share one RNG, so their draws interleave in that sequence.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
@@ -93,8 +114,9 @@ impl Backoff {
         self.max
     }
 
-    /// Sleep before retry number `retry` (1 for the first retry). `previous` is the last sleep, used by
-    /// decorrelated jitter.
+    /// Sleep before retry number `retry` (1 for the first retry, that is after the first attempt;
+    /// 0 is taken as 1), from `min(cap, base * 2^(retry - 1))` and the jitter. `previous` is the
+    /// last sleep, used by decorrelated jitter. See [`Backoff`] for the call per attempt number.
     pub fn delay(&self, retry: u32, previous: Duration) -> Duration {
         let exp = self.exponential(retry);
         let mut rng = match self.rng.lock() {
@@ -163,6 +185,30 @@ mod tests {
                 .min(Duration::from_millis(100));
             let d = b.delay(retry, Duration::ZERO);
             assert!(d <= cap, "retry {retry}: {d:?} > {cap:?}");
+        }
+    }
+
+    /// The call documented on [`Backoff`] for "the delay before attempt n + 1": bounded by
+    /// `min(cap, base * 2^n)` for every n, and spanning that range (the largest of many draws is
+    /// above half of it), so it is neither a doubling short nor a doubling over.
+    #[test]
+    fn full_jitter_before_attempt_n_plus_one_is_within_min_cap_base_times_two_to_the_n() {
+        let base = Duration::from_millis(1);
+        let cap = Duration::from_secs(3_600);
+        let backoff = Backoff::try_new(base, cap, Jitter::Full, Some(11)).unwrap();
+        for n in 0..40u32 {
+            let bound_ns = (base.as_nanos() << n).min(cap.as_nanos());
+            let bound = Duration::from_nanos(u64::try_from(bound_ns).unwrap());
+            let mut largest = Duration::ZERO;
+            for _ in 0..200 {
+                let d = backoff.delay(n + 1, Duration::ZERO);
+                assert!(d <= bound, "n {n}: {d:?} > {bound:?}");
+                largest = largest.max(d);
+            }
+            assert!(
+                largest > bound / 2,
+                "n {n}: largest {largest:?} of {bound:?}"
+            );
         }
     }
 
