@@ -6,6 +6,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Postgres};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
+use crate::error::BoxError;
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
@@ -64,7 +65,7 @@ impl PgPayments {
     }
 }
 
-fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PaymentStoreError {
+fn storage(e: impl Into<BoxError>) -> PaymentStoreError {
     PaymentStoreError::Storage(e.into())
 }
 

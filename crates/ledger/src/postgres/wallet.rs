@@ -6,6 +6,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
+use crate::error::BoxError;
 use crate::rows::{self, corrupt};
 use crate::wallet::{
     Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
@@ -72,7 +73,7 @@ impl PgWallet {
     }
 }
 
-fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WalletError {
+fn storage(e: impl Into<BoxError>) -> WalletError {
     WalletError::Storage(e.into())
 }
 

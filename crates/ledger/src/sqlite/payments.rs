@@ -7,8 +7,9 @@ use finpay_core::{IdempotencyKey, NotificationId, PaymentId, PaymentStatus};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 
-use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::error::BoxError;
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
@@ -81,12 +82,6 @@ impl SqlitePayments {
             writer: Writer::spawn("payments", opened.writer),
             readers: opened.readers,
         })
-    }
-}
-
-impl StorageError for PaymentStoreError {
-    fn storage(e: BoxError) -> Self {
-        PaymentStoreError::Storage(e)
     }
 }
 

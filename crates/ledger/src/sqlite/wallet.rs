@@ -8,8 +8,9 @@ use futures::future::BoxFuture;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::error::BoxError;
 use crate::rows::{self, corrupt};
 use crate::wallet::{
     Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
@@ -78,12 +79,6 @@ impl SqliteWallet {
         accounts: Vec<(AccountId, Currency, Balance)>,
     ) -> Result<Vec<Account>, WalletError> {
         self.writer.execute(OpenAccounts(accounts)).await
-    }
-}
-
-impl StorageError for WalletError {
-    fn storage(e: BoxError) -> Self {
-        WalletError::Storage(e)
     }
 }
 
