@@ -18,39 +18,9 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Opens `wallet.db` read-only, attaches `payments.db` as `p` and `notifications.db` as `n`, and
-    /// takes the three snapshots in causal order.
+    /// Opens the stores of `data_dir` and takes the three snapshots in causal order.
     pub(crate) async fn open(data_dir: &Path) -> Result<Self, AuditError> {
-        let wallet = data_dir.join(files::WALLET_DB);
-        let payments = data_dir.join(files::PAYMENTS_DB);
-        let notifications = data_dir.join(files::NOTIFICATIONS_DB);
-        for path in [&wallet, &payments, &notifications] {
-            if !path.is_file() {
-                return Err(AuditError::MissingFile { path: path.clone() });
-            }
-        }
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&wallet)
-            .read_only(true)
-            .create_if_missing(false)
-            .disable_statement_logging()
-            .connect()
-            .await
-            .map_err(|source| AuditError::Open {
-                path: wallet.clone(),
-                source,
-            })?;
-        for (path, schema) in [(&payments, "p"), (&notifications, "n")] {
-            // The schema names are constants; the path is bound, never spliced into the SQL.
-            sqlx::query(&format!("ATTACH DATABASE ?1 AS {schema}"))
-                .bind(path.to_string_lossy().into_owned())
-                .execute(&mut conn)
-                .await
-                .map_err(|source| AuditError::Open {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        let mut conn = connect(data_dir).await?;
         // One read transaction: each file is read at one moment for the whole audit.
         exec(&mut conn, "begin", "BEGIN").await?;
         // Taken before the payments snapshot: a transfer the wallet wrote after this moment may
@@ -62,19 +32,23 @@ impl Snapshot {
         // while the services run: a payment seen as debited or succeeded committed its transfer
         // before, and an outbox row seen as delivered was stored in the inbox before, so the later
         // snapshots contain them.
-        let t = tables();
+        let Tables {
+            wallet,
+            payments,
+            inbox,
+        } = tables();
         for (what, sql) in [
             (
                 "snapshot payments",
-                format!("SELECT count(*) FROM {}.payments", t.payments),
+                format!("SELECT count(*) FROM {payments}.payments"),
             ),
             (
                 "snapshot wallet",
-                format!("SELECT count(*) FROM {}.accounts", t.wallet),
+                format!("SELECT count(*) FROM {wallet}.accounts"),
             ),
             (
                 "snapshot inbox",
-                format!("SELECT count(*) FROM {}.notifications", t.inbox),
+                format!("SELECT count(*) FROM {inbox}.notifications"),
             ),
         ] {
             exec(&mut conn, what, &sql).await?;
@@ -104,7 +78,44 @@ impl Snapshot {
     }
 }
 
-/// The attached databases: the wallet file is `main`.
+/// `wallet.db` opened read-only, with `payments.db` and `notifications.db` attached under the names
+/// of [`tables`].
+async fn connect(data_dir: &Path) -> Result<SqliteConnection, AuditError> {
+    let wallet = data_dir.join(files::WALLET_DB);
+    let payments = data_dir.join(files::PAYMENTS_DB);
+    let notifications = data_dir.join(files::NOTIFICATIONS_DB);
+    for path in [&wallet, &payments, &notifications] {
+        if !path.is_file() {
+            return Err(AuditError::MissingFile { path: path.clone() });
+        }
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&wallet)
+        .read_only(true)
+        .create_if_missing(false)
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|source| AuditError::Open {
+            path: wallet.clone(),
+            source,
+        })?;
+    let t = tables();
+    for (path, schema) in [(&payments, t.payments), (&notifications, t.inbox)] {
+        // The schema names are constants ([`tables`]); the path is bound, never spliced into the SQL.
+        sqlx::query(&format!("ATTACH DATABASE ?1 AS {schema}"))
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&mut conn)
+            .await
+            .map_err(|source| AuditError::Open {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(conn)
+}
+
+/// The attached databases: the wallet file is `main`, the payments file `p`, the inbox file `n`.
 fn tables() -> Tables {
     Tables {
         wallet: "main".to_owned(),
