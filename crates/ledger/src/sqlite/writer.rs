@@ -22,7 +22,7 @@
 //!
 //! Why the savepoint statements ride in the command's own write query ([`OpConn::write_prefix`]):
 //! sqlx runs each SQLite connection on its own thread, so every round trip costs two thread
-//! switches, which (measured) dominate the cost of a small write. A command therefore reads in one
+//! switches, which dominate the cost of a small write. A command therefore reads in one
 //! query and writes in one multi-statement query that starts with the savepoint; a command refused
 //! before it writes costs no savepoint at all. The two alternating savepoint names make a broken
 //! chain loud: if `RELEASE op_a; SAVEPOINT op_b` stopped half way, `ROLLBACK TO op_b` finds no such
