@@ -46,9 +46,9 @@ impl TransferRequest {
         }
     }
 
-    /// The ledger rule every backend applies once it holds both accounts: both in the transfer's
+    /// The money rules of [`decide`], once both accounts are known: both in the transfer's
     /// currency, no overdraft on the debit side, no overflow on the credit side. Returns the two
-    /// balances after the transfer; the backend writes them and the two entries.
+    /// balances after the transfer.
     pub fn balances_after(
         &self,
         debit: &Account,
@@ -147,7 +147,8 @@ pub enum WalletError {
 }
 
 /// One account's balance before and after a transfer. A backend that does not lock the account
-/// guards its write with `before`, so the write fails rather than overwrite a balance it did not read.
+/// guards its update with `before`: a balance changed under it is left alone, and [`check_written`]
+/// then refuses the transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalanceChange {
     pub before: Balance,

@@ -142,10 +142,8 @@ async fn attempt_transfer(
     req: &TransferRequest,
 ) -> Result<Result<TransferOutcome, WalletError>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let decision = match read_for_transfer(&mut tx, req).await? {
-        Ok((existing, debit, credit)) => decide(req, existing, debit, credit),
-        Err(e) => Err(e),
-    };
+    let read = read_for_transfer(&mut tx, req).await?;
+    let decision = read.and_then(|(existing, debit, credit)| decide(req, existing, debit, credit));
     let (debit, credit) = match decision {
         Ok(Decision::Replay(t)) => return Ok(Ok(TransferOutcome::Replayed(t))),
         Ok(Decision::Apply { debit, credit }) => (debit, credit),
