@@ -67,6 +67,23 @@ impl PaymentStatus {
         )
     }
 
+    /// The states a payment can still leave, in [`PaymentStatus::ALL`] order: the resumer's work.
+    pub fn non_terminal() -> impl Iterator<Item = PaymentStatus> {
+        PaymentStatus::ALL.into_iter().filter(|s| !s.is_terminal())
+    }
+
+    /// `statuses` as the inside of an SQL `IN (...)` list, each name quoted:
+    /// `'received', 'fraud_checked', 'debited'`. The stores build every status list of their SQL
+    /// from this, so a new state cannot be forgotten in one query. The names are lowercase words and
+    /// underscores (a unit test holds them to that), so quoting needs no escaping.
+    pub fn sql_list(statuses: impl IntoIterator<Item = PaymentStatus>) -> String {
+        statuses
+            .into_iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether the wallet may hold a debit for a payment in this state. Only `debited` and
     /// `succeeded` may; `fraud_checked` may too transiently, while the debit is in flight.
     pub fn may_have_debit(self) -> bool {
@@ -204,6 +221,34 @@ mod tests {
                 .into_iter()
                 .flat_map(move |b| PaymentStatus::ALL.into_iter().map(move |c| (a, b, c)))
         })
+    }
+
+    #[test]
+    fn sql_lists_quote_each_name_in_state_machine_order() {
+        assert_eq!(
+            PaymentStatus::sql_list(PaymentStatus::non_terminal()),
+            "'received', 'fraud_checked', 'debited'"
+        );
+        assert_eq!(
+            PaymentStatus::sql_list(PaymentStatus::ALL),
+            "'received', 'fraud_checked', 'debited', 'succeeded', 'declined', 'failed'"
+        );
+        assert_eq!(PaymentStatus::sql_list([Succeeded]), "'succeeded'");
+        assert_eq!(PaymentStatus::sql_list([]), "");
+        for s in PaymentStatus::ALL {
+            assert!(
+                s.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s} needs no SQL escaping"
+            );
+        }
+        // Non-terminal means exactly: some legal move leads out.
+        let movable: Vec<_> = PaymentStatus::ALL
+            .into_iter()
+            .filter(|s| PaymentStatus::ALL.into_iter().any(|n| s.can_move_to(n)))
+            .collect();
+        assert_eq!(PaymentStatus::non_terminal().collect::<Vec<_>>(), movable);
     }
 
     #[test]

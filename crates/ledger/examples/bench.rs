@@ -9,7 +9,7 @@
 //! - `payment`: the whole storage path of one payment across the three stores: begin, fraud_checked,
 //!   the wallet debit, debited, succeeded + outbox row, the inbox delivery and outbox delivered
 //!   (7 durable writes, 5 of them in the payments store);
-//! - `payment2`: the same path as the payment service now writes it: `debited` and `succeeded` in one
+//! - `payment2`: the path as the payment service writes it: `debited` and `succeeded` in one
 //!   write (`succeed_from(fraud_checked)`), so 6 durable writes, 4 in the payments store (the service
 //!   also marks deliveries many at a time, which this per-payment loop does not show).
 //!

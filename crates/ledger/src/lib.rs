@@ -21,6 +21,7 @@
 //! Not for: HTTP, retries or anything that talks to another service.
 
 pub mod audit;
+mod error;
 pub mod inbox;
 pub mod payments;
 pub mod postgres;

@@ -189,3 +189,25 @@ pub trait PaymentStore: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), PaymentStoreError>;
 }
+
+/// Holds a schema's status lists to [`PaymentStatus`]: the `CHECK` on `status` lists every state and
+/// the resumer's partial index every non-terminal one, exactly, and there is no other status list.
+/// The DDL stays a plain string (it is the readable record of the table); this test keeps it honest.
+#[cfg(test)]
+pub(crate) fn assert_schema_status_lists(schema: &str) {
+    let lists: Vec<&str> = schema
+        .match_indices("status IN")
+        .map(|(at, marker)| {
+            let rest = schema[at + marker.len()..].trim_start();
+            let rest = rest.strip_prefix('(').expect("a parenthesised list");
+            &rest[..rest.find(')').expect("a closed list")]
+        })
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            PaymentStatus::sql_list(PaymentStatus::ALL),
+            PaymentStatus::sql_list(PaymentStatus::non_terminal()),
+        ]
+    );
+}

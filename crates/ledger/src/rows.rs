@@ -11,11 +11,10 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::error::BoxError;
 use crate::inbox::Notification;
 use crate::payments::{OutboxMessage, Payment};
 use crate::wallet::Transfer;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A stored value that does not parse back into its domain type: the file or table was changed
 /// behind the store's back. Reported as a storage failure, never papered over.

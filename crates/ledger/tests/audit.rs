@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use finpay_core::{Currency, Fingerprint, IdempotencyKey, PaymentId, PaymentStatus};
-use finpay_ledger::audit::{audit, AuditReport};
+use finpay_ledger::audit::{audit, AuditReport, CurrencyTotals, DeliveryReport};
 use finpay_ledger::inbox::{InboxStore, Notification};
 use finpay_ledger::payments::{Begin, NewPayment, OutboxMessage, PaymentStore, StepNote};
 use finpay_ledger::sqlite::{SqliteInbox, SqlitePayments, SqliteWallet};
@@ -379,4 +379,138 @@ async fn a_delivered_notification_missing_from_the_inbox_fails_only_the_delivery
         "{:#?}",
         report.delivery.violations
     );
+}
+
+/// Breaks every invariant the audit checks at once and pins the whole report: every count and
+/// total, and every violation in its exact words and order (including the line that counts what a
+/// check leaves unlisted).
+#[tokio::test]
+async fn every_check_reports_its_records_in_its_exact_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (world, ..) = build(dir.path()).await;
+    let [s0, s1, s2] = [world.succeeded[0], world.succeeded[1], world.succeeded[2]];
+    let (t0, t1, t2) = (
+        s0.debit_transfer_id(),
+        s1.debit_transfer_id(),
+        s2.debit_transfer_id(),
+    );
+    let (o0, o1, o2) = (
+        s0.notification_id(),
+        s1.notification_id(),
+        s2.notification_id(),
+    );
+    let (declined, in_flight) = (world.declined, world.in_flight);
+    let orphans: String = (0..102)
+        .map(|i| format!("INSERT INTO entries VALUES ('orphan-{i:03}', 'eur-1', 'debit', 1);"))
+        .collect();
+    raw_sql(
+        dir.path(),
+        "wallet.db",
+        &format!(
+            "PRAGMA foreign_keys = OFF; PRAGMA ignore_check_constraints = ON; \
+             UPDATE accounts SET balance = -1 WHERE id = 'eur-1'; \
+             DELETE FROM entries WHERE transfer_id = '{t0}' AND direction = 'credit'; \
+             INSERT INTO transfers VALUES ('bad-1', 'cust-2', 'ghost', 3, 'USD', 0); \
+             INSERT INTO entries VALUES ('bad-1', 'nobody', 'credit', 3); {orphans}"
+        ),
+    )
+    .await;
+    raw_sql(
+        dir.path(),
+        "payments.db",
+        &format!(
+            "PRAGMA foreign_keys = OFF; PRAGMA ignore_check_constraints = ON; \
+             UPDATE payments SET status = 'bogus' WHERE id = '{in_flight}'; \
+             UPDATE payments SET status = 'succeeded' WHERE id = '{declined}'; \
+             UPDATE payments SET amount = amount + 1 WHERE id = '{s1}'; \
+             UPDATE payments SET status = 'failed' WHERE id = '{s2}'; \
+             DELETE FROM payments WHERE id = '{s0}'; \
+             UPDATE outbox SET attempts = -1 WHERE id = '{o2}';"
+        ),
+    )
+    .await;
+    raw_sql(
+        dir.path(),
+        "notifications.db",
+        &format!(
+            "DELETE FROM notifications WHERE id = '{o0}'; \
+             UPDATE notifications SET message = 'changed' WHERE id = '{o1}';"
+        ),
+    )
+    .await;
+    let report = audit(dir.path()).await.expect("audits");
+
+    let mut violations = vec![
+        "wallet: EUR balances sum to -1 but opening balances sum to 70: money was destroyed".to_owned(),
+        "account eur-1: negative balance -1".to_owned(),
+        "transfer bad-1: unbalanced: 1 entries (0 debit, 1 credit); expected one debit of 3 from cust-2 and one credit of 3 to ghost".to_owned(),
+        format!("transfer {t0}: unbalanced: 1 entries (1 debit, 0 credit); expected one debit of 100 from cust-1 and one credit of 100 to merchant-0"),
+        "transfer bad-1: invalid: amount 3 USD from cust-2 (USD) to ghost (missing)".to_owned(),
+    ];
+    violations.extend((0..100).map(|i| {
+        format!("entry orphan-{i:03} debit on account eur-1: its transfer does not exist")
+    }));
+    violations.extend([
+        "orphan entry: 2 more violations not listed".to_owned(),
+        "account merchant-0: balance 303 but opening 0 - debits 0 + credits 203 = 203".to_owned(),
+        "account eur-1: balance -1 but opening 70 - debits 102 + credits 0 = -32".to_owned(),
+        "entry bad-1 credit: account nobody does not exist".to_owned(),
+        format!("payment {in_flight}: status \"bogus\" is neither terminal nor resumable"),
+        format!("payment {s1}: succeeded for 102 USD from cust-1 to merchant-0, but its debit transfer {t1} moved 101 USD from cust-1 to merchant-0"),
+        format!("payment {declined}: succeeded but has no debit transfer"),
+        format!("payment {s2}: failed but was debited by transfer {t2}"),
+        format!("transfer {t0}: debits 100 from cust-1 for a payment that does not exist"),
+        format!("outbox {o2}: neither delivered nor pending (attempts -1, next attempt 0)"),
+        format!("outbox {o0}: its payment {s0} is missing, not succeeded"),
+        format!("outbox {o2}: its payment {s2} is failed, not succeeded"),
+        format!("payment {declined}: succeeded with 0 outbox rows, expected exactly 1"),
+    ]);
+    let totals = |balance_minor, opening_minor| CurrencyTotals {
+        balance_minor,
+        opening_minor,
+    };
+    let expected = AuditReport {
+        ok: false,
+        violations,
+        accounts: 4,
+        transfers: 5,
+        entries: 110,
+        totals: [
+            ("EUR".to_owned(), totals(-1, 70)),
+            ("USD".to_owned(), totals(1_050, 1_050)),
+        ]
+        .into(),
+        payments: 5,
+        payments_by_status: [
+            ("bogus".to_owned(), 1),
+            ("failed".to_owned(), 2),
+            ("succeeded".to_owned(), 2),
+        ]
+        .into(),
+        payments_resumable: 0,
+        outbox_pending: 1,
+        outbox_delivered: 2,
+        notifications: 1,
+        delivery: DeliveryReport {
+            ok: false,
+            violations: vec![
+                format!("outbox {o0} (payment {s0}): marked delivered but absent from the inbox"),
+                format!("notification {o1}: the inbox holds a different payment, account or message than the outbox"),
+            ],
+            outbox_delivered: 2,
+            outbox_pending: 1,
+            delivered_in_inbox: 1,
+            pending_already_in_inbox: 0,
+            notifications: 1,
+        },
+    };
+    for (i, (got, want)) in report
+        .violations
+        .iter()
+        .zip(&expected.violations)
+        .enumerate()
+    {
+        assert_eq!(got, want, "violation {i}");
+    }
+    assert_eq!(report, expected);
 }

@@ -5,6 +5,7 @@ use finpay_core::AccountId;
 use sqlx::postgres::{PgPool, PgRow};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
+use crate::error::BoxError;
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
 use crate::rows::{self};
 
@@ -34,7 +35,7 @@ impl PgInbox {
     }
 }
 
-fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> InboxError {
+fn storage(e: impl Into<BoxError>) -> InboxError {
     InboxError::Storage(e.into())
 }
 

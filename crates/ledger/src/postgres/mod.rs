@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::sqlite::writer::StorageError;
+use crate::error::StorageError;
 
 pub use inbox::PgInbox;
 pub use payments::PgPayments;

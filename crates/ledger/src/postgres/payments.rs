@@ -1,11 +1,14 @@
 //! [`PgPayments`]: payments and the notification outbox on PostgreSQL.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use finpay_core::{NotificationId, PaymentId, PaymentStatus};
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Executor, Postgres};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
+use crate::error::BoxError;
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
@@ -50,6 +53,15 @@ const PAYMENT_COLUMNS: &str = "id, idempotency_key, fingerprint, account_id, mer
 const OUTBOX_COLUMNS: &str =
     "id, payment_id, account_id, message, attempts, next_attempt_at_ms, delivered_at_ms, last_error";
 
+/// The resumer's scan, over the partial index `payments_unfinished`.
+static UNFINISHED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ({}) \
+         ORDER BY created_at_ms, id LIMIT $1",
+        PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
+
 /// Payments and the outbox in PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PgPayments {
@@ -64,7 +76,7 @@ impl PgPayments {
     }
 }
 
-fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> PaymentStoreError {
+fn storage(e: impl Into<BoxError>) -> PaymentStoreError {
     PaymentStoreError::Storage(e.into())
 }
 
@@ -230,15 +242,11 @@ impl PaymentStore for PgPayments {
     }
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Payment>, PaymentStoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments \
-             WHERE status IN ('received', 'fraud_checked', 'debited') \
-             ORDER BY created_at_ms, id LIMIT $1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(storage)?;
+        let rows = sqlx::query(UNFINISHED_SQL.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(storage)?;
         rows.iter().map(payment_from_row).collect()
     }
 
@@ -315,5 +323,21 @@ impl PaymentStore for PgPayments {
             .await
             .map(|_| ())
             .map_err(storage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_lists_the_statuses_of_the_state_machine() {
+        crate::payments::assert_schema_status_lists(SCHEMA);
+    }
+
+    #[test]
+    fn the_resumer_scans_exactly_the_non_terminal_states() {
+        assert!(UNFINISHED_SQL
+            .contains("WHERE status IN ('received', 'fraud_checked', 'debited') ORDER BY"));
     }
 }

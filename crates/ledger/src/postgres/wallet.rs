@@ -6,9 +6,11 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
+use crate::error::BoxError;
 use crate::rows::{self, corrupt};
 use crate::wallet::{
-    Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
+    check_written, decide, Account, BalanceChange, Decision, ReadBack, Transfer, TransferOutcome,
+    TransferRequest, WalletError, WalletStore,
 };
 
 const SCHEMA: &str = "
@@ -72,7 +74,7 @@ impl PgWallet {
     }
 }
 
-fn storage(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> WalletError {
+fn storage(e: impl Into<BoxError>) -> WalletError {
     WalletError::Storage(e.into())
 }
 
@@ -133,12 +135,37 @@ async fn open_one(
     )
 }
 
-/// One attempt at a transfer, in one transaction. Business refusals roll back (by dropping `tx`).
+/// One attempt at a transfer, in one transaction: read what [`decide`] needs, write, read back for
+/// [`check_written`], commit. Business refusals roll back (by dropping `tx`).
 async fn attempt_transfer(
     pool: &PgPool,
     req: &TransferRequest,
 ) -> Result<Result<TransferOutcome, WalletError>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    let read = read_for_transfer(&mut tx, req).await?;
+    let decision = read.and_then(|(existing, debit, credit)| decide(req, existing, debit, credit));
+    let (debit, credit) = match decision {
+        Ok(Decision::Replay(t)) => return Ok(Ok(TransferOutcome::Replayed(t))),
+        Ok(Decision::Apply { debit, credit }) => (debit, credit),
+        Err(e) => return Ok(Err(e)),
+    };
+    let t = req.transfer_at(crate::now_ms());
+    let back = write_transfer(&mut tx, &t, debit, credit).await?;
+    if let Err(e) = check_written(&t, debit, credit, &back) {
+        return Ok(Err(storage(e)));
+    }
+    tx.commit().await?;
+    Ok(Ok(TransferOutcome::Created(t)))
+}
+
+type TransferInputs = (Option<Transfer>, Option<Account>, Option<Account>);
+
+/// Locks both accounts, then reads the transfer stored under the request's id, or else decodes the
+/// two accounts. The inner `Result` is a corrupt row.
+async fn read_for_transfer(
+    tx: &mut Transaction<'_, Postgres>,
+    req: &TransferRequest,
+) -> Result<Result<TransferInputs, WalletError>, sqlx::Error> {
     // Lock both accounts in id order first: a concurrent transfer of the same id then waits here
     // and, once it proceeds, sees the winner's committed row below (READ COMMITTED).
     let rows = sqlx::query(&format!(
@@ -146,55 +173,46 @@ async fn attempt_transfer(
     ))
     .bind(req.debit_account_id.as_str())
     .bind(req.credit_account_id.as_str())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let existing = sqlx::query(&format!(
         "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1"
     ))
     .bind(req.id.as_str())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = existing {
-        return Ok(transfer_from_row(&row).and_then(|t| {
-            if t.matches(req) {
-                Ok(TransferOutcome::Replayed(t))
-            } else {
-                Err(WalletError::IdempotencyConflict(req.id.clone()))
-            }
-        }));
+        // A stored transfer decides alone (replay or conflict): the accounts are not decoded.
+        return Ok(transfer_from_row(&row).map(|t| (Some(t), None, None)));
     }
-    let plan = (|| {
-        if req.debit_account_id == req.credit_account_id {
-            return Err(WalletError::SameAccount(req.debit_account_id.clone()));
+    Ok(sides(&rows, req).map(|(debit, credit)| (None, debit, credit)))
+}
+
+/// The debit and the credit account among the locked rows (`None`: no such account).
+fn sides(
+    rows: &[PgRow],
+    req: &TransferRequest,
+) -> Result<(Option<Account>, Option<Account>), WalletError> {
+    let (mut debit, mut credit) = (None, None);
+    for row in rows {
+        let (a, _) = account_from_row(row)?;
+        if a.id == req.debit_account_id {
+            debit = Some(a);
+        } else if a.id == req.credit_account_id {
+            credit = Some(a);
         }
-        let mut debit = None;
-        let mut credit = None;
-        for row in &rows {
-            let (a, _) = account_from_row(row)?;
-            if a.id == req.debit_account_id {
-                debit = Some(a);
-            } else if a.id == req.credit_account_id {
-                credit = Some(a);
-            }
-        }
-        let debit =
-            debit.ok_or_else(|| WalletError::UnknownAccount(req.debit_account_id.clone()))?;
-        let credit =
-            credit.ok_or_else(|| WalletError::UnknownAccount(req.credit_account_id.clone()))?;
-        req.balances_after(&debit, &credit)
-    })();
-    let (debit_after, credit_after) = match plan {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
-    let t = Transfer {
-        id: req.id.clone(),
-        debit_account_id: req.debit_account_id.clone(),
-        credit_account_id: req.credit_account_id.clone(),
-        amount: req.amount,
-        currency: req.currency,
-        created_at_ms: crate::now_ms(),
-    };
+    }
+    Ok((debit, credit))
+}
+
+/// Writes the transfer, its two entries and both balances, and reads back what
+/// [`check_written`] compares.
+async fn write_transfer(
+    tx: &mut Transaction<'_, Postgres>,
+    t: &Transfer,
+    debit: BalanceChange,
+    credit: BalanceChange,
+) -> Result<ReadBack, sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
     ))
@@ -204,7 +222,7 @@ async fn attempt_transfer(
     .bind(t.amount.as_i64())
     .bind(t.currency.code())
     .bind(t.created_at_ms)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query(
         "INSERT INTO entries (transfer_id, account_id, direction, amount) \
@@ -214,40 +232,41 @@ async fn attempt_transfer(
     .bind(t.debit_account_id.as_str())
     .bind(t.credit_account_id.as_str())
     .bind(t.amount.as_i64())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    let updated = sqlx::query(
+    // The accounts are locked, so the update needs no guard; RETURNING reads back what it wrote.
+    let updated: Vec<(String, i64)> = sqlx::query_as(
         "UPDATE accounts SET balance = CASE WHEN id = $1 THEN $2 ELSE $4 END \
-         WHERE id IN ($1, $3)",
+         WHERE id IN ($1, $3) RETURNING id, balance",
     )
     .bind(t.debit_account_id.as_str())
-    .bind(debit_after.as_i64())
+    .bind(debit.after.as_i64())
     .bind(t.credit_account_id.as_str())
-    .bind(credit_after.as_i64())
-    .execute(&mut *tx)
+    .bind(credit.after.as_i64())
+    .fetch_all(&mut **tx)
     .await?;
-    // Read back and check the pairing before committing (TigerBeetle style).
-    let (entries, debits, credits): (i64, i64, i64) = sqlx::query_as(
+    let (entries, debits_minor, credits_minor): (i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*), \
                 COALESCE(SUM(amount) FILTER (WHERE direction = 'debit'), 0)::BIGINT, \
                 COALESCE(SUM(amount) FILTER (WHERE direction = 'credit'), 0)::BIGINT \
          FROM entries WHERE transfer_id = $1",
     )
     .bind(t.id.as_str())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let amount = t.amount.as_i64();
-    if updated.rows_affected() != 2 || entries != 2 || debits != credits || debits != amount {
-        return Ok(Err(storage(corrupt(
-            "transfer",
-            &t.id,
-            format!(
-                "unbalanced after writing: {entries} entries, debits {debits}, credits {credits}"
-            ),
-        ))));
-    }
-    tx.commit().await?;
-    Ok(Ok(TransferOutcome::Created(t)))
+    let balance_of = |id: &AccountId| {
+        updated
+            .iter()
+            .find(|(a, _)| a == id.as_str())
+            .map(|&(_, b)| b)
+    };
+    Ok(ReadBack {
+        entries,
+        debits_minor,
+        credits_minor,
+        debit_balance: balance_of(&t.debit_account_id),
+        credit_balance: balance_of(&t.credit_account_id),
+    })
 }
 
 #[async_trait]

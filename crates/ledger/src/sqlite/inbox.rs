@@ -7,8 +7,9 @@ use finpay_core::AccountId;
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::error::BoxError;
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
 use crate::rows::{self};
 
@@ -50,12 +51,6 @@ impl SqliteInbox {
             writer: Writer::spawn("inbox", opened.writer),
             readers: opened.readers,
         })
-    }
-}
-
-impl StorageError for InboxError {
-    fn storage(e: BoxError) -> Self {
-        InboxError::Storage(e)
     }
 }
 

@@ -1,14 +1,16 @@
 //! [`SqlitePayments`]: payments with their idempotency keys, and the notification outbox.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use finpay_core::{IdempotencyKey, NotificationId, PaymentId, PaymentStatus};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 
-use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::error::BoxError;
 use crate::payments::{
     Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
@@ -59,6 +61,15 @@ const PAYMENT_COLUMNS: &str = "id, idempotency_key, fingerprint, account_id, mer
 const OUTBOX_COLUMNS: &str =
     "id, payment_id, account_id, message, attempts, next_attempt_at_ms, delivered_at_ms, last_error";
 
+/// The resumer's scan, over the partial index `payments_unfinished`.
+static UNFINISHED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status IN ({}) \
+         ORDER BY created_at_ms, id LIMIT ?1",
+        PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
+
 /// Payments and the outbox in one SQLite file.
 #[derive(Clone)]
 pub struct SqlitePayments {
@@ -81,12 +92,6 @@ impl SqlitePayments {
             writer: Writer::spawn("payments", opened.writer),
             readers: opened.readers,
         })
-    }
-}
-
-impl StorageError for PaymentStoreError {
-    fn storage(e: BoxError) -> Self {
-        PaymentStoreError::Storage(e)
     }
 }
 
@@ -494,13 +499,8 @@ impl PaymentStore for SqlitePayments {
     }
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Payment>, PaymentStoreError> {
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments \
-             WHERE status IN ('received', 'fraud_checked', 'debited') \
-             ORDER BY created_at_ms, id LIMIT ?1"
-        );
         let rows = read_retrying(|| {
-            sqlx::query(&sql)
+            sqlx::query(UNFINISHED_SQL.as_str())
                 .bind(i64::from(limit))
                 .fetch_all(&self.readers)
         })
@@ -594,5 +594,21 @@ impl PaymentStore for SqlitePayments {
             .await
             .map_err(storage)?;
         self.writer.execute(Ping).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_lists_the_statuses_of_the_state_machine() {
+        crate::payments::assert_schema_status_lists(SCHEMA);
+    }
+
+    #[test]
+    fn the_resumer_scans_exactly_the_non_terminal_states() {
+        assert!(UNFINISHED_SQL
+            .contains("WHERE status IN ('received', 'fraud_checked', 'debited') ORDER BY"));
     }
 }

@@ -8,11 +8,13 @@ use futures::future::BoxFuture;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::writer::{BoxError, Command, OpConn, StorageError, Writer};
+use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
+use crate::error::BoxError;
 use crate::rows::{self, corrupt};
 use crate::wallet::{
-    Account, Transfer, TransferOutcome, TransferRequest, WalletError, WalletStore,
+    check_written, decide, Account, BalanceChange, Decision, ReadBack, Transfer, TransferOutcome,
+    TransferRequest, WalletError, WalletStore,
 };
 
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -81,30 +83,9 @@ impl SqliteWallet {
     }
 }
 
-impl StorageError for WalletError {
-    fn storage(e: BoxError) -> Self {
-        WalletError::Storage(e)
-    }
-}
-
 fn storage(e: impl Into<BoxError>) -> WalletError {
     WalletError::Storage(e.into())
 }
-
-/// A transfer whose entries do not add up after it was written: a bug, never committed.
-#[derive(Debug, thiserror::Error)]
-#[error("transfer {id} is unbalanced after writing: {entries} entries, debits {debits}, credits {credits}, amount {amount}")]
-struct Unbalanced {
-    id: TransferId,
-    entries: i64,
-    debits: i64,
-    credits: i64,
-    amount: i64,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("balance of {0} changed under a write transaction")]
-struct LostUpdate(AccountId);
 
 struct StoredAccount {
     account: Account,
@@ -142,13 +123,29 @@ const SELECT_TRANSFER: &str =
     "SELECT id, debit_account_id, credit_account_id, amount, currency, created_at_ms \
      FROM transfers WHERE id = ?1";
 
-/// The whole transfer in two round trips: one read of everything it depends on, one
-/// multi-statement write that also reads the result back. Inside the writer's transaction; any error
-/// leaves nothing behind (the write query opens the command's savepoint).
+/// The whole transfer in two round trips: one read of everything [`decide`] needs, one
+/// multi-statement write that also reads the result back for [`check_written`]. Inside the writer's
+/// transaction; any error leaves nothing behind (the write query opens the command's savepoint).
 async fn apply_transfer(
     op: &mut OpConn<'_>,
     req: &TransferRequest,
 ) -> Result<TransferOutcome, WalletError> {
+    let (existing, debit, credit) = read_for_transfer(op, req).await?;
+    let (debit, credit) = match decide(req, existing, debit, credit)? {
+        Decision::Replay(t) => return Ok(TransferOutcome::Replayed(t)),
+        Decision::Apply { debit, credit } => (debit, credit),
+    };
+    let transfer = req.transfer_at(crate::now_ms());
+    let back = write_transfer(op, &transfer, debit, credit).await?;
+    check_written(&transfer, debit, credit, &back).map_err(storage)?;
+    Ok(TransferOutcome::Created(transfer))
+}
+
+/// The transfer stored under the request's id, or else the two accounts it names, in one query.
+async fn read_for_transfer(
+    op: &mut OpConn<'_>,
+    req: &TransferRequest,
+) -> Result<(Option<Transfer>, Option<Account>, Option<Account>), WalletError> {
     let row = sqlx::query(
         "SELECT t.id, t.debit_account_id, t.credit_account_id, t.amount, t.currency, t.created_at_ms, \
                 d.currency AS d_currency, d.balance AS d_balance, \
@@ -169,30 +166,24 @@ async fn apply_transfer(
         .map_err(storage)?
         .is_some()
     {
-        let existing = transfer_from_row(&row)?;
-        return if existing.matches(req) {
-            Ok(TransferOutcome::Replayed(existing))
-        } else {
-            Err(WalletError::IdempotencyConflict(req.id.clone()))
-        };
-    }
-    if req.debit_account_id == req.credit_account_id {
-        return Err(WalletError::SameAccount(req.debit_account_id.clone()));
+        // A stored transfer decides alone (replay or conflict): the accounts are not decoded.
+        return Ok((Some(transfer_from_row(&row)?), None, None));
     }
     let debit = side(&row, "d_", &req.debit_account_id)?;
     let credit = side(&row, "c_", &req.credit_account_id)?;
-    let (debit_after, credit_after) = req.balances_after(&debit, &credit)?;
+    Ok((None, debit, credit))
+}
 
-    let transfer = Transfer {
-        id: req.id.clone(),
-        debit_account_id: req.debit_account_id.clone(),
-        credit_account_id: req.credit_account_id.clone(),
-        amount: req.amount,
-        currency: req.currency,
-        created_at_ms: crate::now_ms(),
-    };
+/// Writes the transfer, its two entries and both balances, and reads back what
+/// [`check_written`] compares.
+async fn write_transfer(
+    op: &mut OpConn<'_>,
+    transfer: &Transfer,
+    debit: BalanceChange,
+    credit: BalanceChange,
+) -> Result<ReadBack, WalletError> {
     // Each balance update is guarded by the value it was computed from; the final SELECT reads
-    // back what was written, so the checks below see the stored truth, not our intent.
+    // back what was written, so the check sees the stored truth, not our intent.
     //
     // Plain `?` placeholders, bound in order of appearance: sqlx 0.8 binds numbered `?NNN`
     // placeholders wrongly across the statements of one query once they skip numbers.
@@ -211,7 +202,11 @@ async fn apply_transfer(
                 (SELECT balance FROM accounts WHERE id = ?)",
         prefix = op.write_prefix()
     );
-    let (id, d, c) = (transfer.id.as_str(), debit.id.as_str(), credit.id.as_str());
+    let (id, d, c) = (
+        transfer.id.as_str(),
+        transfer.debit_account_id.as_str(),
+        transfer.credit_account_id.as_str(),
+    );
     let amount = transfer.amount.as_i64();
     // `fetch_all`, not `fetch_one`: sqlx stops a multi-statement query at the row limit.
     let rows = sqlx::query(&sql)
@@ -227,12 +222,12 @@ async fn apply_transfer(
         .bind(id)
         .bind(c)
         .bind(amount)
-        .bind(debit_after.as_i64())
+        .bind(debit.after.as_i64())
         .bind(d)
-        .bind(debit.balance.as_i64())
-        .bind(credit_after.as_i64())
+        .bind(debit.before.as_i64())
+        .bind(credit.after.as_i64())
         .bind(c)
-        .bind(credit.balance.as_i64())
+        .bind(credit.before.as_i64())
         .bind(id)
         .bind(id)
         .bind(id)
@@ -241,33 +236,22 @@ async fn apply_transfer(
         .fetch_all(op.conn())
         .await
         .map_err(storage)?;
-    let check = rows
+    let row = rows
         .first()
         .ok_or_else(|| storage(corrupt("transfer", &transfer.id, "no read-back row")))?;
-    let get = |i: usize| check.try_get::<i64, _>(i).map_err(storage);
-    let (entries, debits, credits) = (get(0)?, get(1)?, get(2)?);
-    // TigerBeetle's pairing, checked where it is written: exactly one debit and one credit of the
-    // amount. A failure here is a bug, and the savepoint makes sure it is never committed.
-    if entries != 2 || debits != credits || debits != amount {
-        return Err(storage(Unbalanced {
-            id: transfer.id.clone(),
-            entries,
-            debits,
-            credits,
-            amount,
-        }));
-    }
-    if get(3)? != debit_after.as_i64() {
-        return Err(storage(LostUpdate(debit.id.clone())));
-    }
-    if get(4)? != credit_after.as_i64() {
-        return Err(storage(LostUpdate(credit.id.clone())));
-    }
-    Ok(TransferOutcome::Created(transfer))
+    let int = |i: usize| row.try_get::<i64, _>(i).map_err(storage);
+    let balance = |i: usize| row.try_get::<Option<i64>, _>(i).map_err(storage);
+    Ok(ReadBack {
+        entries: int(0)?,
+        debits_minor: int(1)?,
+        credits_minor: int(2)?,
+        debit_balance: balance(3)?,
+        credit_balance: balance(4)?,
+    })
 }
 
 /// One side of a transfer from the read row: `None` columns mean the account does not exist.
-fn side(row: &SqliteRow, prefix: &str, id: &AccountId) -> Result<Account, WalletError> {
+fn side(row: &SqliteRow, prefix: &str, id: &AccountId) -> Result<Option<Account>, WalletError> {
     let currency: Option<String> = row
         .try_get(format!("{prefix}currency").as_str())
         .map_err(storage)?;
@@ -275,15 +259,15 @@ fn side(row: &SqliteRow, prefix: &str, id: &AccountId) -> Result<Account, Wallet
         .try_get(format!("{prefix}balance").as_str())
         .map_err(storage)?;
     match (currency, balance) {
-        (Some(currency), Some(balance)) => Ok(Account {
+        (Some(currency), Some(balance)) => Ok(Some(Account {
             id: id.clone(),
             currency: currency
                 .parse()
                 .map_err(|e| storage(corrupt("account currency", id, e)))?,
             balance: Balance::try_from_i64(balance)
                 .map_err(|e| storage(corrupt("account balance", id, e)))?,
-        }),
-        _ => Err(WalletError::UnknownAccount(id.clone())),
+        })),
+        _ => Ok(None),
     }
 }
 

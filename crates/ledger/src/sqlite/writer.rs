@@ -22,18 +22,19 @@
 //!
 //! Why the savepoint statements ride in the command's own write query ([`OpConn::write_prefix`]):
 //! sqlx runs each SQLite connection on its own thread, so every round trip costs two thread
-//! switches, which (measured) dominate the cost of a small write. A command therefore reads in one
+//! switches, which dominate the cost of a small write. A command therefore reads in one
 //! query and writes in one multi-statement query that starts with the savepoint; a command refused
 //! before it writes costs no savepoint at all. The two alternating savepoint names make a broken
 //! chain loud: if `RELEASE op_a; SAVEPOINT op_b` stopped half way, `ROLLBACK TO op_b` finds no such
 //! savepoint and the whole batch fails, instead of silently undoing the previous command.
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sqlx::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StorageError;
 
 /// The most commands one transaction holds. Bounds the work lost to one failed COMMIT and the time a
 /// reader of the queue waits behind one batch.
@@ -41,13 +42,6 @@ pub(crate) const MAX_BATCH: usize = 512;
 
 /// How many commands may wait for the writer; past this, callers wait (backpressure).
 pub(crate) const QUEUE_CAPACITY: usize = 4096;
-
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// An error type that can carry a storage failure; every store error has such a variant.
-pub(crate) trait StorageError: Send + 'static {
-    fn storage(e: BoxError) -> Self;
-}
 
 /// One write operation. It runs inside a transaction that the writer owns; it must not begin,
 /// commit or roll back itself, and its first write query must start with
@@ -287,6 +281,7 @@ fn batch_failed(step: &'static str, e: &Arc<sqlx::Error>) -> BatchFailed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::BoxError;
     use sqlx::{ConnectOptions, Connection};
 
     #[derive(Debug, thiserror::Error)]
