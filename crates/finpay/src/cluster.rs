@@ -26,8 +26,14 @@ pub struct ClusterState {
     pub phase: String,
     /// True once payment's `/health/ready` has answered 200 (and it is still ready).
     pub ready: bool,
-    /// Where payments go (`http://127.0.0.1:8080`).
+    /// Where payments go (`http://127.0.0.1:8080`): the public port every payment replica shares.
     pub payment_url: String,
+    /// The supervisor's own HTTP port (`finpay scale` asks it), on 127.0.0.1.
+    #[serde(default)]
+    pub control_url: Option<String>,
+    /// Where the money is: SQLite files in `data_dir`, or the PostgreSQL schemas named here.
+    #[serde(default)]
+    pub storage: crate::storage::StorageInfo,
     pub started_at_ms: i64,
     pub updated_at_ms: i64,
     pub replicas: Vec<ReplicaState>,
@@ -111,11 +117,21 @@ pub fn state_path(data_dir: &Path) -> PathBuf {
     data_dir.join(STATE_FILE)
 }
 
-/// Writes `state` to `<data_dir>/cluster.json` atomically: temp file, then rename.
+/// Writes `state` to `<data_dir>/cluster.json` atomically: temp file, then rename. The file is
+/// readable by its owner only (mode 0600): it holds the database URL.
 pub fn write_atomic(data_dir: &Path, state: &ClusterState) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let json = serde_json::to_vec_pretty(state).context("encode cluster state")?;
     let tmp = data_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &json).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&json))
+        .with_context(|| format!("write {}", tmp.display()))?;
     let dest = state_path(data_dir);
     std::fs::rename(&tmp, &dest).with_context(|| format!("rename into {}", dest.display()))?;
     Ok(())
@@ -152,6 +168,8 @@ mod tests {
             phase: "running".into(),
             ready: true,
             payment_url: "http://127.0.0.1:8080".into(),
+            control_url: None,
+            storage: crate::storage::StorageInfo::default(),
             started_at_ms: 1,
             updated_at_ms: 2,
             replicas: vec![ReplicaState {

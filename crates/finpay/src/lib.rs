@@ -12,9 +12,11 @@ pub mod check;
 pub mod cluster;
 pub mod load;
 pub mod plan;
+pub mod scale;
 pub mod seed;
 pub mod serve;
 pub mod status;
+pub mod storage;
 pub mod supervisor;
 pub mod up;
 

@@ -45,6 +45,8 @@ enum Cmd {
     },
     /// Show the replicas of a running `finpay up`.
     Status(finpay::status::StatusArgs),
+    /// Change the number of replicas of one service of a running `finpay up`.
+    Scale(finpay::scale::ScaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,5 +115,6 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Chaos { command } => command.run().await,
+        Cmd::Scale(args) => args.run().await,
     }
 }

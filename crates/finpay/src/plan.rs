@@ -1,8 +1,9 @@
 //! What `finpay up` starts: the replica plan, each replica's TOML config, its fault seed and its port.
 //!
-//! Everything here is decided once, before the first child starts, and stays fixed for the life of the
-//! cluster: a restarted replica comes back on the same port with the same config file, so the replica
-//! URLs handed to payment (`fraud.urls`, ...) never go stale.
+//! A replica keeps its port and its config file across restarts, so the replica URLs handed to
+//! payment never go stale while the replica lives; `finpay scale` adds replicas with [`plan_replica`]
+//! and the supervisor hands payment the new set at run time. Payment's replicas share one public
+//! port (`http.shared_port`, SO_REUSEPORT) besides their own.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use anyhow::Context as _;
 use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 use serde::Serialize;
+
+use crate::storage::Storage;
 
 /// Which fault `--fraud-fault` injects into every fraud replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,40 +68,72 @@ impl WalletFault {
     }
 }
 
+/// How many replicas of each service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub fraud: u16,
+    pub wallet: u16,
+    pub notification: u16,
+    pub payment: u16,
+}
+
+impl Replicas {
+    /// Upper bound on replicas of one service: every one is a process on this machine.
+    pub const MAX: u16 = 32;
+
+    /// What `finpay up` starts on `storage`: on SQLite one payment and one notification (each
+    /// owns its file) and two wallets (one writes, one stands by); on PostgreSQL two of each.
+    pub fn default_for(storage: &Storage) -> Self {
+        let two = !matches!(storage, Storage::Sqlite);
+        Self {
+            fraud: 3,
+            wallet: 2,
+            notification: if two { 2 } else { 1 },
+            payment: if two { 2 } else { 1 },
+        }
+    }
+
+    pub fn get(&self, kind: ServiceKind) -> u16 {
+        match kind {
+            ServiceKind::Fraud => self.fraud,
+            ServiceKind::Wallet => self.wallet,
+            ServiceKind::Notification => self.notification,
+            ServiceKind::Payment => self.payment,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), crate::ConfigError> {
+        for kind in ServiceKind::ALL {
+            let n = self.get(kind);
+            if n == 0 || n > Self::MAX {
+                return Err(crate::ConfigError(format!(
+                    "--{kind}-replicas must be between 1 and {}, got {n}",
+                    Self::MAX
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The choices of `finpay up` that shape the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSpec {
-    pub fraud_replicas: u16,
-    pub wallet_replicas: u16,
+    pub replicas: Replicas,
     pub fraud_fault: FraudFault,
     pub fraud_fault_rate: f64,
     pub wallet_fault: WalletFault,
     pub wallet_fault_rate: f64,
     pub notification_down: bool,
     pub seed: u64,
-    /// Payment's port; 0 picks a free one.
+    /// The public port all payment replicas share; 0 picks a free one.
     pub payment_port: u16,
+    pub storage: Storage,
 }
 
 impl ClusterSpec {
-    /// Upper bound on replicas of one service: every one is a process on this machine.
-    pub const MAX_REPLICAS: u16 = 32;
-
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
-        if self.fraud_replicas == 0 || self.fraud_replicas > Self::MAX_REPLICAS {
-            return Err(crate::ConfigError(format!(
-                "--fraud-replicas must be between 1 and {}, got {}",
-                Self::MAX_REPLICAS,
-                self.fraud_replicas
-            )));
-        }
-        if self.wallet_replicas == 0 || self.wallet_replicas > Self::MAX_REPLICAS {
-            return Err(crate::ConfigError(format!(
-                "wallet replicas must be between 1 and {}, got {}",
-                Self::MAX_REPLICAS,
-                self.wallet_replicas
-            )));
-        }
+        self.replicas.validate()?;
         for (flag, rate) in [
             ("--fraud-fault-rate", self.fraud_fault_rate),
             ("--wallet-fault-rate", self.wallet_fault_rate),
@@ -119,6 +154,7 @@ pub struct ReplicaPlan {
     pub name: String,
     pub service: ServiceKind,
     pub index: u16,
+    /// The replica's own port (probes, admin, and the business routes of one replica).
     pub port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -128,6 +164,11 @@ impl ReplicaPlan {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// A replica's name: `fraud-0`, `payment-1`.
+pub fn replica_name(service: ServiceKind, index: u16) -> String {
+    format!("{service}-{index}")
 }
 
 /// Asks the kernel for a free port on 127.0.0.1 by binding port 0, then lets it go. The port is
@@ -172,72 +213,93 @@ pub fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Lays out the replicas, picks their ports and writes one TOML config per replica under
-/// `<data_dir>/config/`. Payment's replica URLs are not in its file: they go on its command line as
-/// overrides (see [`payment_overrides`]).
 /// How long a fraud replica of `finpay up --fraud-fault crash` runs before its crash draws count.
 /// Replica `i` runs `CRASH_AFTER_MS + i * CRASH_STAGGER_MS`.
 pub const CRASH_AFTER_MS: u64 = 10_000;
 /// See [`CRASH_AFTER_MS`].
 pub const CRASH_STAGGER_MS: u64 = 3_700;
 
-pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Vec<ReplicaPlan>> {
+/// The whole plan: every replica and the public port payment's replicas share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub replicas: Vec<ReplicaPlan>,
+    pub public_port: u16,
+}
+
+/// Refuses a public port another process holds (now, with a clear message, rather than payment
+/// crash-looping later), or picks a free one for 0.
+fn public_port(spec: &ClusterSpec) -> anyhow::Result<u16> {
+    if spec.payment_port == 0 {
+        return free_port();
+    }
+    if let Err(e) = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, spec.payment_port))) {
+        return Err(crate::ConfigError(format!(
+            "--port {}: 127.0.0.1:{} is not free ({e}); stop what uses it or pass --port 0",
+            spec.payment_port, spec.payment_port
+        ))
+        .into());
+    }
+    Ok(spec.payment_port)
+}
+
+/// Lays out the replicas, picks their ports and writes one TOML config per replica under
+/// `<data_dir>/config/`. Payment's replica URLs are not in its file: they go on its command line as
+/// overrides (see [`payment_overrides`]).
+pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Plan> {
     spec.validate()?;
-    let config_dir = data_dir.join("config");
-    let log_dir = data_dir.join("logs");
-    std::fs::create_dir_all(&config_dir)
-        .with_context(|| format!("create {}", config_dir.display()))?;
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
-
-    let mut layout: Vec<(ServiceKind, u16)> = Vec::new();
-    layout.extend((0..spec.fraud_replicas).map(|i| (ServiceKind::Fraud, i)));
-    layout.extend((0..spec.wallet_replicas).map(|i| (ServiceKind::Wallet, i)));
-    layout.push((ServiceKind::Notification, 0));
-    layout.push((ServiceKind::Payment, 0));
-
-    if spec.payment_port != 0 {
-        // Fail now, with a clear message, rather than crash-looping payment on a taken port.
-        if let Err(e) =
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, spec.payment_port)))
-        {
-            return Err(crate::ConfigError(format!(
-                "--port {}: 127.0.0.1:{} is not free ({e}); stop what uses it or pass --port 0",
-                spec.payment_port, spec.payment_port
-            ))
-            .into());
-        }
+    for dir in ["config", "logs"] {
+        let d = data_dir.join(dir);
+        std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
     }
-    let mut ports = free_ports(layout.len())?;
-    if spec.payment_port != 0 {
-        if let Some(last) = ports.last_mut() {
-            *last = spec.payment_port;
-        }
-    }
+    let public_port = public_port(spec)?;
+    let layout: Vec<(ServiceKind, u16)> = ServiceKind::ALL
+        .into_iter()
+        .flat_map(|kind| (0..spec.replicas.get(kind)).map(move |i| (kind, i)))
+        .collect();
+    let ports = free_ports(layout.len())?;
+    let replicas = layout
+        .into_iter()
+        .zip(ports)
+        .map(|((kind, index), port)| plan_replica(spec, data_dir, public_port, kind, index, port))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Plan {
+        replicas,
+        public_port,
+    })
+}
 
-    let mut plans = Vec::with_capacity(layout.len());
-    for ((service, index), port) in layout.into_iter().zip(ports) {
-        let name = format!("{}-{index}", service.as_str());
-        let config_path = config_dir.join(format!("{name}.toml"));
-        let toml = replica_toml(
-            spec,
-            service,
-            index,
-            port,
-            data_dir,
-            derive_seed(spec.seed, &name, 0),
-        )?;
-        std::fs::write(&config_path, toml)
-            .with_context(|| format!("write {}", config_path.display()))?;
-        plans.push(ReplicaPlan {
-            log_path: log_dir.join(format!("{name}.log")),
-            name,
-            service,
-            index,
-            port,
-            config_path,
-        });
-    }
-    Ok(plans)
+/// Plans one replica and writes its config file.
+pub fn plan_replica(
+    spec: &ClusterSpec,
+    data_dir: &Path,
+    public_port: u16,
+    service: ServiceKind,
+    index: u16,
+    port: u16,
+) -> anyhow::Result<ReplicaPlan> {
+    let name = replica_name(service, index);
+    let config_path = data_dir.join("config").join(format!("{name}.toml"));
+    let shared_port = (service == ServiceKind::Payment).then_some(public_port);
+    let toml = replica_toml(
+        spec,
+        ReplicaPorts {
+            own: port,
+            shared: shared_port,
+        },
+        service,
+        index,
+        data_dir,
+        derive_seed(spec.seed, &name, 0),
+    )?;
+    std::fs::write(&config_path, toml).with_context(|| format!("write {}", config_path.display()))?;
+    Ok(ReplicaPlan {
+        log_path: data_dir.join("logs").join(format!("{name}.log")),
+        name,
+        service,
+        index,
+        port,
+        config_path,
+    })
 }
 
 /// What `finpay up` writes into one replica's config file: the services' own settings types, so a
@@ -248,12 +310,23 @@ struct ReplicaConfig<'a> {
     log_format: &'static str,
     http: ReplicaHttp,
     faults: FaultSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<crate::storage::ReplicaStorage>,
 }
 
 #[derive(Serialize)]
 struct ReplicaHttp {
     host: &'static str,
     port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_port: Option<u16>,
+}
+
+/// A replica's own port, and the port it shares with its service's other replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaPorts {
+    pub own: u16,
+    pub shared: Option<u16>,
 }
 
 /// The faults `spec` gives replica `index` of `service`, before its seed is set.
@@ -269,12 +342,13 @@ pub fn replica_faults(spec: &ClusterSpec, service: ServiceKind, index: u16) -> F
     }
 }
 
-/// The TOML config of one replica, in the services' settings keys.
+/// The TOML config of one replica, in the services' settings keys. A database URL is not in the
+/// file: it may carry a password, so it reaches the replica in its environment.
 pub fn replica_toml(
     spec: &ClusterSpec,
+    ports: ReplicaPorts,
     service: ServiceKind,
     index: u16,
-    port: u16,
     data_dir: &Path,
     fault_seed: u64,
 ) -> anyhow::Result<String> {
@@ -290,12 +364,14 @@ pub fn replica_toml(
         log_format: "json",
         http: ReplicaHttp {
             host: "127.0.0.1",
-            port,
+            port: ports.own,
+            shared_port: ports.shared,
         },
         faults: FaultSettings {
             seed: fault_seed,
             ..replica_faults(spec, service, index)
         },
+        storage: spec.storage.replica(service),
     };
     let header = format!(
         "# {service} replica config, written by `finpay up`. Change the flags of `finpay up`, not this file:\n\
@@ -304,22 +380,31 @@ pub fn replica_toml(
     Ok(header + &toml::to_string(&config).context("encode replica config")?)
 }
 
-/// The `--set` overrides that tell payment where its dependencies are.
-pub fn payment_overrides(plans: &[ReplicaPlan]) -> Vec<(String, String)> {
-    ServiceKind::DEPENDENCIES
+/// The `--set` overrides that tell payment where its dependencies are, and how to balance them on
+/// this storage.
+pub fn payment_overrides(
+    storage: &Storage,
+    urls: impl Fn(ServiceKind) -> Vec<String>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ServiceKind::DEPENDENCIES
         .into_iter()
         .map(|svc| {
-            let urls: Vec<toml::Value> = plans
-                .iter()
-                .filter(|p| p.service == svc)
-                .map(|p| toml::Value::String(p.url()))
-                .collect();
+            let urls: Vec<toml::Value> = urls(svc).into_iter().map(toml::Value::String).collect();
             (
                 format!("{}.urls", svc.as_str()),
                 toml::Value::Array(urls).to_string(),
             )
         })
-        .collect()
+        .collect();
+    out.extend(storage.payment_overrides());
+    out
+}
+
+/// Every replica's URL of `service` in `plans`, in index order.
+pub fn urls_of(plans: &[ReplicaPlan], service: ServiceKind) -> Vec<String> {
+    let mut of: Vec<&ReplicaPlan> = plans.iter().filter(|p| p.service == service).collect();
+    of.sort_by_key(|p| p.index);
+    of.into_iter().map(ReplicaPlan::url).collect()
 }
 
 #[cfg(test)]

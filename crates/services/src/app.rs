@@ -32,6 +32,9 @@ pub type Background = Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static
 pub struct Parts {
     /// The business routes, with their state applied.
     pub routes: Router,
+    /// Routes under `/admin/` of the service's own, behind the admin token (payment's dependency
+    /// endpoints); empty for most.
+    pub admin: Router,
     /// The readiness probe: the service's own storage, never a downstream service.
     pub ready: ReadyCheck,
     /// Loops that run beside the server (payment's resumer and outbox dispatcher).
@@ -69,7 +72,14 @@ impl Application {
         parts: Parts,
     ) -> Result<Self, ServeError> {
         let faults = Faults::new(kind.as_str(), common.faults.clone());
-        let router = app_router(kind.as_str(), common, parts.routes, faults, parts.ready);
+        let router = app_router(
+            kind.as_str(),
+            common,
+            parts.routes,
+            parts.admin,
+            faults,
+            parts.ready,
+        );
         let server = Server::bind(kind.as_str(), common, router).await?;
         Ok(Self {
             kind,

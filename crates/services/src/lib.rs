@@ -35,6 +35,7 @@
 //! host = "127.0.0.1"
 //! port = 0                        # 0 = any free port (see the listening line)
 //! body_limit_bytes = 16384        # 256 ..= 64 MiB; bigger bodies get 413
+//! # shared_port = 8080           # also listen here, shared with the service's other replicas
 //! [faults]                        # business routes only; PUT /admin/faults replaces at run time
 //! seed = 0
 //! error_rate = 0.0                # 500 or 503, half each

@@ -117,8 +117,11 @@ pub struct ReplicaCommand {
     pub program: PathBuf,
     /// Arguments of every start.
     pub args: Vec<OsString>,
-    /// Arguments that depend on the start's generation (restart count), e.g. the fault seed.
+    /// Arguments that depend on the start's generation (restart count), e.g. the fault seed, or on
+    /// the cluster at the moment of the start (payment's dependency URLs).
     pub per_generation: Arc<dyn Fn(u32) -> Vec<OsString> + Send + Sync>,
+    /// Environment variables of every start (the database URL, kept out of files).
+    pub env: Vec<(String, String)>,
     pub port: u16,
     pub log_path: PathBuf,
 }
@@ -275,6 +278,8 @@ mod tests {
             phase: "running".into(),
             ready: false,
             payment_url: String::new(),
+            control_url: None,
+            storage: crate::storage::StorageInfo::default(),
             started_at_ms: 0,
             updated_at_ms: 0,
             replicas: vec![ReplicaState {
@@ -355,6 +360,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), "echo hello; exit 3".into()],
             per_generation: no_args(),
+            env: Vec::new(),
             port,
             log_path: dir.path().join("p.log"),
         };
@@ -403,6 +409,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), "exit 64".into()],
             per_generation: no_args(),
+            env: Vec::new(),
             port: 1,
             log_path: dir.path().join("p.log"),
         };
@@ -438,6 +445,7 @@ mod tests {
             program: "sleep".into(),
             args: vec!["30".into()],
             per_generation: no_args(),
+            env: Vec::new(),
             port,
             log_path: dir.path().join("p.log"),
         };
@@ -512,6 +520,7 @@ mod tests {
             program: "sleep".into(),
             args: vec!["30".into()],
             per_generation: no_args(),
+            env: Vec::new(),
             port,
             log_path: dir.path().join("p.log"),
         };
@@ -564,6 +573,7 @@ mod tests {
             program: "sleep".into(),
             args: vec!["30".into()],
             per_generation: no_args(),
+            env: Vec::new(),
             port,
             log_path: dir.path().join("p.log"),
         };

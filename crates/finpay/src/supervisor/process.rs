@@ -13,6 +13,7 @@ pub(super) fn spawn(cmd: &ReplicaCommand, generation: u32) -> anyhow::Result<Chi
     let mut c = Command::new(&cmd.program);
     c.args(&cmd.args)
         .args((cmd.per_generation)(generation))
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

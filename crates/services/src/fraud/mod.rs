@@ -133,6 +133,7 @@ impl Assemble for Settings {
             .with_state(state);
         Ok(Parts {
             routes,
+            admin: Router::new(),
             ready: always_ready(),
             background: Vec::new(),
         })

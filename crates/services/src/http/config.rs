@@ -52,8 +52,13 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub host: String,
+    /// This replica's own port: probes, admin and metrics reach one replica here.
     pub port: u16,
     pub body_limit_bytes: usize,
+    /// A port shared with the other replicas of the same service (`SO_REUSEPORT`), which the
+    /// kernel spreads new connections over, as a Kubernetes Service spreads them over its pods.
+    /// Absent: only `port`.
+    pub shared_port: Option<u16>,
 }
 
 impl Default for HttpSettings {
@@ -62,6 +67,7 @@ impl Default for HttpSettings {
             host: "127.0.0.1".into(),
             port: 0,
             body_limit_bytes: 16 * 1024,
+            shared_port: None,
         }
     }
 }

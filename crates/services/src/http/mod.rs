@@ -1,6 +1,7 @@
 //! The HTTP plumbing the four services share: settings, problem+json errors, JSON extraction, fault
 //! injection, health, metrics, request ids, deadlines and graceful shutdown.
 
+pub mod admin;
 pub mod config;
 pub mod faults;
 pub mod json;

@@ -226,11 +226,12 @@ async fn not_found() -> ApiError {
     ApiError::route_not_found()
 }
 
-/// Wraps a service's business routes with everything every service has.
+/// Wraps a service's business and admin routes with everything every service has.
 pub fn app_router(
     service: &'static str,
     common: &CommonSettings,
     business: Router,
+    admin: Router,
     faults: Arc<Faults>,
     ready_check: ReadyCheck,
 ) -> Router {
@@ -246,7 +247,14 @@ pub fn app_router(
         .route("/health/live", get(live))
         .route("/health/ready", get(ready).with_state(ready_check))
         .route("/metrics", get(metrics_route))
-        .merge(faults::admin_routes(faults, common.admin_token.clone()));
+        .merge(
+            faults::admin_routes(faults)
+                .merge(admin)
+                .layer(middleware::from_fn_with_state(
+                    common.admin_token.clone(),
+                    super::admin::require_admin,
+                )),
+        );
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let limit = common.http.body_limit_bytes;
     Router::new()
@@ -277,12 +285,38 @@ pub fn app_router(
         )
 }
 
-/// A bound listener and its router; the common half of every service's `Application`.
+/// A bound listener (and, when configured, the service's shared one) and its router; the common
+/// half of every service's `Application`.
 pub struct Server {
     service: &'static str,
     listener: TcpListener,
+    shared: Option<TcpListener>,
     addr: SocketAddr,
     router: Router,
+}
+
+/// Binds `host:port` with `SO_REUSEPORT`, so the other replicas of the service can bind it too and
+/// the kernel spreads new connections over all of them.
+fn bind_shared(host: &str, port: u16) -> Result<TcpListener, ServeError> {
+    let target = format!("{host}:{port}");
+    let err = |source| ServeError::Bind {
+        addr: target.clone(),
+        source,
+    };
+    let addr: SocketAddr = target
+        .parse()
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseport(true).map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_nodelay(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
 }
 
 impl Server {
@@ -299,14 +333,21 @@ impl Server {
                 source: e,
             })?;
         let addr = listener.local_addr()?;
+        let shared = common
+            .http
+            .shared_port
+            .map(|port| bind_shared(&common.http.host, port))
+            .transpose()?;
         Ok(Self {
             service,
             listener,
+            shared,
             addr,
             router,
         })
     }
 
+    /// This replica's own address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -315,19 +356,41 @@ impl Server {
         self.addr.port()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then stops accepting on every listener and finishes
+    /// in-flight requests.
     pub async fn run<F>(self, shutdown: F) -> Result<(), ServeError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let service = self.service;
-        tracing::info!(service, addr = %self.addr, "listening");
-        axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!(service, "shutting down: finishing in-flight requests");
-            })
-            .await?;
+        tracing::info!(service, addr = %self.addr, shared = ?self.shared.as_ref().and_then(|l| l.local_addr().ok()), "listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let own = axum::serve(self.listener, self.router.clone().into_make_service())
+            .with_graceful_shutdown(until_stopped(stopped.clone()));
+        let shared = self.shared.map(|l| {
+            axum::serve(l, self.router.into_make_service())
+                .with_graceful_shutdown(until_stopped(stopped))
+        });
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(service, "shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        };
+        let served = async {
+            match shared {
+                Some(shared) => tokio::try_join!(own, shared).map(|_| ()),
+                None => own.await,
+            }
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            // A listener failed before any shutdown was asked.
+            r = &mut served => r?,
+            () = signal => served.await?,
+        }
         tracing::info!(service, "stopped");
         Ok(())
     }

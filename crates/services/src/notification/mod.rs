@@ -167,6 +167,7 @@ pub fn parts(store: Arc<dyn InboxStore>) -> Parts {
         .with_state(Arc::new(AppState { store }));
     Parts {
         routes,
+        admin: Router::new(),
         ready,
         background: Vec::new(),
     }

@@ -19,6 +19,7 @@
 //! A payment never answers 500: fraud unavailable is `failed` (503 with `Retry-After` and the payment
 //! id), an unreachable wallet leaves the payment to the resumer (503 too), storage trouble is 503.
 
+pub mod admin;
 pub mod background;
 pub mod deps;
 pub mod engine;
@@ -52,6 +53,7 @@ impl Assemble for Settings {
 pub fn parts(settings: &Settings, store: Arc<dyn PaymentStore>) -> Result<Parts, ServeError> {
     let demo = settings.demo.parse()?;
     let deps = Dependencies::from_settings(settings)?;
+    let admin = admin::router(deps.clone());
     let engine = Arc::new(Engine::new(
         store.clone(),
         deps,
@@ -66,6 +68,7 @@ pub fn parts(settings: &Settings, store: Arc<dyn PaymentStore>) -> Result<Parts,
     let dispatcher = engine.clone();
     Ok(Parts {
         routes: routes::router(engine, demo),
+        admin,
         ready,
         background: vec![
             Box::new(move |stop| Box::pin(background::resumer(resumer, stop))),

@@ -209,6 +209,7 @@ pub fn parts(store: Arc<dyn WalletStore>) -> Parts {
         .with_state(Arc::new(AppState { store }));
     Parts {
         routes,
+        admin: Router::new(),
         ready,
         background: Vec::new(),
     }

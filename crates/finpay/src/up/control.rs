@@ -1,0 +1,88 @@
+//! The supervisor's own HTTP port, on 127.0.0.1 only: what `finpay scale` (and a person with curl)
+//! asks of a running `finpay up`.
+//!
+//! - `GET /v1/state`: the cluster state, as `cluster.json` holds it.
+//! - `POST /v1/scale` `{"service": "fraud", "replicas": 5}`: scale a service; answers when the new
+//!   replicas are ready and removed ones are drained.
+//! - `POST /v1/replace` `{"replica": "fraud-1"}`: replace one replica as a rolling update does.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use finpay_services::ServiceKind;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::Cluster;
+use crate::supervisor::Shared;
+
+/// `POST /v1/scale` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub service: ServiceKind,
+    pub replicas: u16,
+}
+
+/// `POST /v1/replace` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceRequest {
+    pub replica: String,
+}
+
+#[derive(Clone)]
+struct ControlState {
+    cluster: Arc<Mutex<Cluster>>,
+    shared: Arc<Shared>,
+}
+
+/// Binds 127.0.0.1 on a free port and serves until the cluster stops. Returns the base URL.
+pub async fn start(cluster: Arc<Mutex<Cluster>>, shared: Arc<Shared>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/v1/state", get(state))
+        .route("/v1/scale", post(scale))
+        .route("/v1/replace", post(replace))
+        .with_state(ControlState { cluster, shared });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the control port stopped");
+        }
+    });
+    Ok(url)
+}
+
+async fn state(State(st): State<ControlState>) -> Response {
+    Json(st.shared.snapshot()).into_response()
+}
+
+fn failed(e: anyhow::Error) -> Response {
+    let status = if e.chain().any(|c| c.is::<crate::ConfigError>()) {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, Json(serde_json::json!({ "error": format!("{e:#}") }))).into_response()
+}
+
+async fn scale(State(st): State<ControlState>, Json(req): Json<ScaleRequest>) -> Response {
+    let result = st.cluster.lock().await.scale(req.service, req.replicas).await;
+    match result {
+        Ok(()) => Json(st.shared.snapshot()).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+async fn replace(State(st): State<ControlState>, Json(req): Json<ReplaceRequest>) -> Response {
+    let result = st.cluster.lock().await.replace(&req.replica).await;
+    match result {
+        Ok(_) => Json(st.shared.snapshot()).into_response(),
+        Err(e) => failed(e),
+    }
+}
