@@ -15,13 +15,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::proxy::FaultProxy;
-use super::scenario::{
-    self, Action, Bounds, FaultSet, Scenario, Schedule, Scope, Target, Toxic, Window,
-};
+use super::scenario::{self, Action, Bounds, Scenario, Schedule, Scope, Target, Toxic, Window};
 use crate::load::{self, Class, LoadConfig, LoadReport, Outcome, Progress};
 use crate::plan::{ClusterSpec, FraudFault, WalletFault};
 use crate::supervisor::Shared;
 use crate::up::{Cluster, UpConfig};
+use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 
 /// The admin bearer token of the services (their default `admin_token`).
@@ -709,7 +708,7 @@ async fn set_faults(
     shared: &Shared,
     http: &reqwest::Client,
     target: &Target,
-    faults: &FaultSet,
+    faults: &FaultSettings,
 ) -> anyhow::Result<()> {
     let state = shared.snapshot();
     let urls: Vec<(String, String)> = state
@@ -725,7 +724,7 @@ async fn set_faults(
     for (name, url) in urls {
         // Each replica draws from its own seed: replicas with one seed would fail in lockstep,
         // and a retry that moves to the other replica would meet the same draw again.
-        let faults = FaultSet {
+        let faults = FaultSettings {
             seed: crate::plan::derive_seed(faults.seed, &name, 0),
             ..faults.clone()
         };
@@ -772,10 +771,7 @@ async fn restore(
             }
         }
     }
-    let none = FaultSet {
-        hang_ms: 3_000,
-        ..FaultSet::default()
-    };
+    let none = FaultSettings::default();
     for svc in ServiceKind::DEPENDENCIES {
         set_faults(shared, http, &Target::Service(svc), &none).await?;
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 
 use crate::plan::splitmix64;
@@ -290,17 +291,6 @@ pub enum Target {
     Replica(String),
 }
 
-/// A fault set sent to `PUT /admin/faults` (the fields of the services' `[faults]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct FaultSet {
-    pub seed: u64,
-    pub error_rate: f64,
-    pub hang_rate: f64,
-    pub hang_ms: u64,
-    pub down: bool,
-    pub commit_then_fail_rate: f64,
-}
-
 /// A network fault of the proxy, after Toxiproxy's toxics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -320,8 +310,12 @@ pub enum Toxic {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
-    /// Replace the fault set of the targets through their admin API.
-    SetFaults { target: Target, faults: FaultSet },
+    /// Replace the fault set of the targets through their admin API (`PUT /admin/faults`, the
+    /// services' own [`FaultSettings`]).
+    SetFaults {
+        target: Target,
+        faults: FaultSettings,
+    },
     /// SIGKILL the replica's current process.
     Kill { replica: String },
     /// SIGSTOP the replica's current process (the supervisor must notice and replace it).
@@ -436,23 +430,23 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
     match scenario {
         Scenario::FraudErrors | Scenario::FraudHangs | Scenario::FraudOutage => {
             let faults = match scenario {
-                Scenario::FraudErrors => FaultSet {
+                Scenario::FraudErrors => FaultSettings {
                     seed: fault_seed,
                     error_rate: 0.3,
                     hang_ms: 3_000,
-                    ..FaultSet::default()
+                    ..FaultSettings::default()
                 },
-                Scenario::FraudHangs => FaultSet {
+                Scenario::FraudHangs => FaultSettings {
                     seed: fault_seed,
                     hang_rate: 0.3,
                     hang_ms: 3_000,
-                    ..FaultSet::default()
+                    ..FaultSettings::default()
                 },
-                _ => FaultSet {
+                _ => FaultSettings {
                     seed: fault_seed,
                     error_rate: 1.0,
                     hang_ms: 3_000,
-                    ..FaultSet::default()
+                    ..FaultSettings::default()
                 },
             };
             let (a, b) = if scenario == Scenario::FraudOutage {
@@ -542,11 +536,11 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
                 at: secs(start),
                 action: Action::SetFaults {
                     target: service(ServiceKind::Wallet),
-                    faults: FaultSet {
+                    faults: FaultSettings {
                         seed: fault_seed,
                         commit_then_fail_rate: 0.3,
                         hang_ms: 3_000,
-                        ..FaultSet::default()
+                        ..FaultSettings::default()
                     },
                 },
             });
@@ -571,11 +565,11 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
                 at: secs(start),
                 action: Action::SetFaults {
                     target: service(ServiceKind::Notification),
-                    faults: FaultSet {
+                    faults: FaultSettings {
                         seed: fault_seed,
                         down: true,
                         hang_ms: 3_000,
-                        ..FaultSet::default()
+                        ..FaultSettings::default()
                     },
                 },
             });
