@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 
 use super::run::{RunConfig, ScenarioResult};
-use super::scenario::{Scope, Window};
+use super::scenario::Scope;
+use super::schedule::Window;
 
 const W: f64 = 880.0;
 const H: f64 = 200.0;
@@ -434,7 +435,7 @@ mod tests {
             warmup: std::time::Duration::ZERO,
         };
         let mut r = ScenarioResult::harness_failure(
-            super::super::Scenario::FraudErrors,
+            "fraud-errors".parse().expect("a listed scenario"),
             &cfg,
             "<boom>".into(),
         );

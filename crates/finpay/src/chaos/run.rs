@@ -15,9 +15,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::proxy::FaultProxy;
-use super::scenario::{self, Action, Bounds, Scenario, Schedule, Scope, Target, Toxic, Window};
+use super::scenario::{Bounds, Scenario, Scope};
+use super::schedule::{self, ms, Action, Schedule, Target, Toxic, Window};
+use super::topology;
 use crate::load::{self, Class, LoadConfig, LoadReport, Outcome, Progress};
-use crate::plan::{ClusterSpec, FraudFault, WalletFault};
 use crate::supervisor::Shared;
 use crate::up::{Cluster, UpConfig};
 use finpay_services::http::FaultSettings;
@@ -229,24 +230,14 @@ pub async fn run_scenario(
     cfg: &RunConfig,
     live: &(dyn Fn(&Live) + Sync),
 ) -> anyhow::Result<ScenarioResult> {
-    let schedule = scenario::schedule(scenario, cfg.duration, cfg.seed);
+    let schedule = schedule::schedule(scenario, cfg.duration, cfg.seed);
     let tmp = tempfile::Builder::new()
         .prefix(&format!("finpay-chaos-{}-", scenario.name()))
         .tempdir()
         .context("create a temporary data dir")?;
     let up = UpConfig {
         data_dir: tmp.path().join("data"),
-        spec: ClusterSpec {
-            fraud_replicas: 3,
-            wallet_replicas: 2,
-            fraud_fault: FraudFault::None,
-            fraud_fault_rate: 0.0,
-            wallet_fault: WalletFault::None,
-            wallet_fault_rate: 0.0,
-            notification_down: false,
-            seed: cfg.seed,
-            payment_port: 0,
-        },
+        spec: topology::cluster_spec(cfg.seed),
         overrides: Vec::new(),
     };
     live(&Live {
@@ -413,14 +404,14 @@ async fn drive(
     let mut windows = schedule.windows.clone();
     let mut unused: Vec<&Heal> = injected.heals.iter().collect();
     for w in windows.iter_mut() {
-        if !(w.label.starts_with("kill -9") || w.label.starts_with("SIGSTOP")) {
+        let Some(replica) = w.signalled_replica() else {
             continue;
-        }
+        };
         // The heal of this window: same replica, signalled nearest the planned moment.
         let nearest = unused
             .iter()
             .enumerate()
-            .filter(|(_, h)| w.label.ends_with(&format!(" {}", h.replica)))
+            .filter(|(_, h)| h.replica == replica)
             .min_by_key(|(_, h)| h.at_ms.abs_diff(w.start_ms))
             .map(|(i, _)| i);
         if let Some(i) = nearest {
@@ -484,10 +475,6 @@ async fn drive(
         samples,
         outcomes: report.outcomes,
     })
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What the injector did.
@@ -1109,6 +1096,10 @@ fn check_stores(r: &finpay_ledger::audit::AuditReport, result: &mut ScenarioResu
 mod tests {
     use super::*;
 
+    fn scenario(name: &str) -> Scenario {
+        name.parse().expect("a listed scenario")
+    }
+
     fn outcome(start_ms: u64, latency_ms: u64, status: Option<u16>, st: Option<&str>) -> Outcome {
         Outcome {
             n: 0,
@@ -1142,7 +1133,7 @@ mod tests {
 
     #[test]
     fn window_scoped_bounds_split_requests_by_overlap_with_the_widened_window() {
-        let b = *Scenario::FraudOutage.bounds();
+        let b = *scenario("fraud-outage").bounds();
         let w = vec![Window {
             label: "outage".into(),
             start_ms: 1_000,
@@ -1178,7 +1169,7 @@ mod tests {
 
     #[test]
     fn a_slow_or_missing_heal_is_a_violation() {
-        let b = *Scenario::ReplicaFreeze.bounds();
+        let b = *scenario("replica-freeze").bounds();
         let m = Measured {
             requests: 1,
             success_rate: 1.0,
