@@ -9,16 +9,22 @@
 //! /admin/faults`), signals (SIGKILL, SIGSTOP), and a userspace TCP proxy ([`proxy`]).
 //!
 //! Each scenario is one file under [`scenarios`] (its name, fault, stated bounds and schedule),
-//! listed once; the harness around it ([`run`]) names none of them.
+//! listed once; the harness around it ([`run`], [`inject`], [`measure`], [`checks`], [`scrape`])
+//! names none of them.
 //!
 //! Not for: load testing (`finpay load`), or long soak runs (a longer `--duration` is).
 
+pub mod checks;
+pub mod inject;
+pub mod measure;
 pub mod proxy;
 pub mod report;
+pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod scenarios;
 pub mod schedule;
+pub mod scrape;
 pub mod topology;
 
 use std::io::IsTerminal as _;
@@ -28,7 +34,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-pub use run::{RunConfig, ScenarioResult};
+pub use result::ScenarioResult;
+pub use run::RunConfig;
 pub use scenario::{bounds_table, readme_table_rows, Scenario, ScenarioSpec};
 pub use schedule::schedule;
 

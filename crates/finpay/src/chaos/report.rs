@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-use super::run::{RunConfig, ScenarioResult};
+use super::result::ScenarioResult;
+use super::run::RunConfig;
 use super::scenario::Scope;
 use super::schedule::Window;
 
