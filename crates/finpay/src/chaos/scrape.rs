@@ -93,8 +93,8 @@ fn add_faults_injected(text: &str, by_kind: &mut BTreeMap<String, u64>) {
 }
 
 /// Samples the cluster every 100 ms and keeps, per second, the fewest ready replicas of each
-/// service seen in it (so a kill healed in 200 ms still shows); feeds the live view four times a
-/// second. Ends when the load is done (bounded by the load's length plus a minute).
+/// service seen in it (so a kill healed in 200 ms still shows); feeds the live view every third
+/// sample. Ends when the load is done (bounded by the load's length plus a minute).
 pub async fn sample(
     shared: &Shared,
     load_len: Duration,

@@ -137,4 +137,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn scheduled_faults_are_settings_the_services_accept() {
+        for s in Scenario::all() {
+            for seed in 0..20 {
+                for st in schedule(s, Duration::from_secs(20), seed).steps {
+                    if let Action::SetFaults { faults, .. } = st.action {
+                        assert_eq!(faults.validate(), Ok(()), "{} seed {seed}", s.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kill_and_freeze_has_a_window_naming_its_replica() {
+        for s in Scenario::all() {
+            for seed in 0..20 {
+                let sch = schedule(s, Duration::from_secs(20), seed);
+                let signalled: Vec<&str> = sch
+                    .steps
+                    .iter()
+                    .filter_map(|st| match &st.action {
+                        Action::Kill { replica } | Action::Freeze { replica } => {
+                            Some(replica.as_str())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let windows: Vec<&str> = sch
+                    .windows
+                    .iter()
+                    .filter_map(|w| w.signalled_replica())
+                    .collect();
+                assert_eq!(signalled, windows, "{} seed {seed}", s.name());
+            }
+        }
+    }
 }
