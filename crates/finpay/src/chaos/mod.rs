@@ -1,5 +1,5 @@
-//! `finpay chaos run`: each scenario of the design note under load, with its faults on a schedule
-//! reproducible from `--seed`, then the checks a person would ask for: did users notice (success
+//! `finpay chaos run`: each failure scenario (docs/scenarios.md) under load, with its faults on a
+//! schedule reproducible from `--seed`, then the checks a person would ask for: did users notice (success
 //! rate and p99 within the scenario's stated bounds), is the money right (`finpay check`), did
 //! every succeeded payment get exactly one notification.
 //!
@@ -8,12 +8,24 @@
 //! places, because this kernel has no netem: the services' own fault injection (`PUT
 //! /admin/faults`), signals (SIGKILL, SIGSTOP), and a userspace TCP proxy ([`proxy`]).
 //!
+//! Each scenario is one file under [`scenarios`] (its name, fault, stated bounds and schedule),
+//! listed once; the harness around it ([`run`], [`inject`], [`measure`], [`checks`], [`scrape`])
+//! names none of them.
+//!
 //! Not for: load testing (`finpay load`), or long soak runs (a longer `--duration` is).
 
+pub mod checks;
+pub mod inject;
+pub mod measure;
 pub mod proxy;
 pub mod report;
+pub mod result;
 pub mod run;
 pub mod scenario;
+pub mod scenarios;
+pub mod schedule;
+pub mod scrape;
+pub mod topology;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -22,8 +34,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-pub use run::{RunConfig, ScenarioResult};
-pub use scenario::{bounds_table, schedule, Scenario, BOUNDS};
+pub use result::ScenarioResult;
+pub use run::RunConfig;
+pub use scenario::{bounds_table, readme_table_rows, Scenario, ScenarioSpec};
+pub use schedule::schedule;
 
 /// `finpay chaos`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -125,7 +139,7 @@ impl ChaosCmd {
 }
 
 fn duration_arg(secs: f64) -> Result<Duration, crate::ConfigError> {
-    let min = scenario::DURATION_MIN.as_secs_f64();
+    let min = schedule::DURATION_MIN.as_secs_f64();
     if !(secs.is_finite() && (min..=3_600.0).contains(&secs)) {
         return Err(crate::ConfigError(format!(
             "--duration must be between {min} and 3600 seconds, got {secs}"
@@ -146,7 +160,7 @@ pub struct ChaosArgs {
 /// `--scenario NAME|all`.
 pub fn parse_scenarios(s: &str) -> Result<Vec<Scenario>, crate::ConfigError> {
     if s == "all" {
-        return Ok(Scenario::ALL.to_vec());
+        return Ok(Scenario::all().collect());
     }
     s.split(',').map(|x| x.trim().parse::<Scenario>()).collect()
 }
@@ -231,7 +245,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
 }
 
 fn new_bar(scenario: Scenario, cfg: &RunConfig) -> indicatif::ProgressBar {
-    let len = scenario::schedule(scenario, cfg.duration, cfg.seed).load;
+    let len = schedule(scenario, cfg.duration, cfg.seed).load;
     let bar = indicatif::ProgressBar::new(u64::try_from(len.as_millis()).unwrap_or(u64::MAX));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>18} {bar:30} {elapsed:>4} {msg}")
@@ -330,11 +344,18 @@ mod tests {
 
     #[test]
     fn scenarios_parse_from_all_a_name_or_a_list() {
-        assert_eq!(parse_scenarios("all").expect("all").len(), 10);
-        assert_eq!(
-            parse_scenarios("fraud-errors,payment-kill").expect("list"),
-            vec![Scenario::FraudErrors, Scenario::PaymentKill]
-        );
+        let all = parse_scenarios("all").expect("all");
+        assert_eq!(all.len(), scenarios::ALL.len());
+        assert!(all
+            .iter()
+            .zip(scenarios::ALL)
+            .all(|(a, b)| a.name() == b.name));
+        let names: Vec<&str> = parse_scenarios("fraud-errors,payment-kill")
+            .expect("list")
+            .into_iter()
+            .map(Scenario::name)
+            .collect();
+        assert_eq!(names, ["fraud-errors", "payment-kill"]);
         assert!(parse_scenarios("fraud").is_err());
     }
 }

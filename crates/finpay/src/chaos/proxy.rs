@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::scenario::Toxic;
+use super::schedule::Toxic;
 
 /// Most connections one proxy holds open at once; more wait in the accept backlog.
 pub const CONNECTIONS_MAX: usize = 1024;

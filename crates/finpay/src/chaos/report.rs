@@ -6,8 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::run::{RunConfig, ScenarioResult};
-use super::scenario::{Scope, Window};
+use super::result::ScenarioResult;
+use super::run::RunConfig;
+use super::scenario::Scope;
+use super::schedule::Window;
 
 const W: f64 = 880.0;
 const H: f64 = 200.0;
@@ -58,14 +60,35 @@ fn nice_max(v: f64) -> f64 {
     10.0 * mag
 }
 
+/// The plot area of a chart and its data-to-pixel mapping.
+struct Frame {
+    /// Plot width and height in pixels.
+    pw: f64,
+    ph: f64,
+    x_max: f64,
+    y_min: f64,
+    span: f64,
+}
+
+impl Frame {
+    fn x(&self, v: f64) -> f64 {
+        LEFT + self.pw * (v / self.x_max).clamp(0.0, 1.0)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        TOP + self.ph * (1.0 - ((v - self.y_min) / self.span).clamp(0.0, 1.0))
+    }
+}
+
 impl Chart<'_> {
     fn svg(&self) -> String {
-        let pw = W - LEFT - RIGHT;
-        let ph = H - TOP - BOTTOM;
-        let x_max = self.x_max.max(1.0);
-        let span = (self.y_max - self.y_min).max(1e-9);
-        let x = |v: f64| LEFT + pw * (v / x_max).clamp(0.0, 1.0);
-        let y = |v: f64| TOP + ph * (1.0 - ((v - self.y_min) / span).clamp(0.0, 1.0));
+        let f = Frame {
+            pw: W - LEFT - RIGHT,
+            ph: H - TOP - BOTTOM,
+            x_max: self.x_max.max(1.0),
+            y_min: self.y_min,
+            span: (self.y_max - self.y_min).max(1e-9),
+        };
         let mut s = String::new();
         let _ = write!(
             s,
@@ -76,6 +99,19 @@ impl Chart<'_> {
             r##"<text x="{LEFT}" y="14" font-size="13" font-weight="bold">{}</text>"##,
             esc(self.title)
         );
+        self.windows_svg(&f, &mut s);
+        self.axes_svg(&f, &mut s);
+        self.bound_svg(&f, &mut s);
+        for (i, ser) in self.series.iter().enumerate() {
+            series_svg(ser, i, &f, &mut s);
+        }
+        s.push_str("</svg>");
+        s
+    }
+
+    /// The shaded fault windows, each after its lighter recovery grace.
+    fn windows_svg(&self, f: &Frame, s: &mut String) {
+        let ph = f.ph;
         for w in self.windows {
             if self.grace_ms > 0 {
                 let (a, b) = (
@@ -85,102 +121,121 @@ impl Chart<'_> {
                 let _ = write!(
                     s,
                     r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{ph}" fill="#f4a261" fill-opacity="0.1"><title>recovery grace, not measured against the bound</title></rect>"##,
-                    x(a),
-                    (x(b) - x(a)).max(0.0)
+                    f.x(a),
+                    (f.x(b) - f.x(a)).max(0.0)
                 );
             }
             let (a, b) = (w.start_ms as f64 / 1000.0, w.end_ms as f64 / 1000.0);
             let _ = write!(
                 s,
                 r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{ph}" fill="#f4a261" fill-opacity="0.25"><title>{}</title></rect>"##,
-                x(a),
-                (x(b) - x(a)).max(1.5),
+                f.x(a),
+                (f.x(b) - f.x(a)).max(1.5),
                 esc(&w.label)
             );
         }
+    }
+
+    /// The plot's border, five horizontal grid lines with their values, and the time axis.
+    fn axes_svg(&self, f: &Frame, s: &mut String) {
+        let (pw, ph) = (f.pw, f.ph);
         let _ = write!(
             s,
             r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>"##
         );
         for i in 0..=4 {
-            let v = self.y_min + span * f64::from(i) / 4.0;
+            let v = self.y_min + f.span * f64::from(i) / 4.0;
             let _ = write!(
                 s,
                 r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}{}</text>"##,
                 LEFT + pw,
-                y(v),
-                y(v),
+                f.y(v),
+                f.y(v),
                 LEFT - 4.0,
-                y(v) + 4.0,
+                f.y(v) + 4.0,
                 fmt_num(v),
                 self.y_unit
             );
         }
-        let x_step = nice_max(x_max / 8.0);
+        let x_step = nice_max(f.x_max / 8.0);
         let mut t = 0.0;
-        while t <= x_max + 1e-9 {
+        while t <= f.x_max + 1e-9 {
             let _ = write!(
                 s,
                 r##"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}s</text>"##,
-                x(t),
+                f.x(t),
                 TOP + ph + 14.0,
                 fmt_num(t)
             );
             t += x_step;
         }
-        if let Some((label, v)) = &self.bound {
-            if *v >= self.y_min && *v <= self.y_max {
-                let _ = write!(
-                    s,
-                    r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c00" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" fill="#c00" text-anchor="end">{}</text>"##,
-                    LEFT + pw,
-                    y(*v),
-                    y(*v),
-                    LEFT + pw - 4.0,
-                    (y(*v) - 4.0).max(TOP + 10.0),
-                    esc(label)
-                );
-            }
-        }
-        for (i, ser) in self.series.iter().enumerate() {
-            let mut d = String::new();
-            let mut prev: Option<(f64, f64)> = None;
-            for &(px, py) in &ser.points {
-                match prev {
-                    None => {
-                        let _ = write!(d, "M{:.1},{:.1}", x(px), y(py));
-                    }
-                    Some((_, qy)) if ser.step => {
-                        let _ = write!(d, " L{:.1},{:.1} L{:.1},{:.1}", x(px), y(qy), x(px), y(py));
-                    }
-                    Some(_) => {
-                        let _ = write!(d, " L{:.1},{:.1}", x(px), y(py));
-                    }
-                }
-                prev = Some((px, py));
-            }
-            if !d.is_empty() {
-                let _ = write!(
-                    s,
-                    r##"<path d="{d}" fill="none" stroke="{}" stroke-width="1.8"/>"##,
-                    ser.color
-                );
-            }
-            let ly = TOP + 12.0 + 16.0 * i as f64;
+    }
+
+    /// The bound as a dashed line, when it is inside the plot.
+    fn bound_svg(&self, f: &Frame, s: &mut String) {
+        let Some((label, v)) = &self.bound else {
+            return;
+        };
+        if *v >= self.y_min && *v <= self.y_max {
+            let pw = f.pw;
             let _ = write!(
                 s,
-                r##"<line x1="{:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
-                LEFT + pw + 6.0,
-                LEFT + pw + 22.0,
-                ser.color,
-                LEFT + pw + 26.0,
-                ly + 4.0,
-                esc(ser.label)
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#c00" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" fill="#c00" text-anchor="end">{}</text>"##,
+                LEFT + pw,
+                f.y(*v),
+                f.y(*v),
+                LEFT + pw - 4.0,
+                (f.y(*v) - 4.0).max(TOP + 10.0),
+                esc(label)
             );
         }
-        s.push_str("</svg>");
-        s
     }
+}
+
+/// One series as a path, and its entry `i` in the legend.
+fn series_svg(ser: &Series<'_>, i: usize, f: &Frame, s: &mut String) {
+    let mut d = String::new();
+    let mut prev: Option<(f64, f64)> = None;
+    for &(px, py) in &ser.points {
+        match prev {
+            None => {
+                let _ = write!(d, "M{:.1},{:.1}", f.x(px), f.y(py));
+            }
+            Some((_, qy)) if ser.step => {
+                let _ = write!(
+                    d,
+                    " L{:.1},{:.1} L{:.1},{:.1}",
+                    f.x(px),
+                    f.y(qy),
+                    f.x(px),
+                    f.y(py)
+                );
+            }
+            Some(_) => {
+                let _ = write!(d, " L{:.1},{:.1}", f.x(px), f.y(py));
+            }
+        }
+        prev = Some((px, py));
+    }
+    if !d.is_empty() {
+        let _ = write!(
+            s,
+            r##"<path d="{d}" fill="none" stroke="{}" stroke-width="1.8"/>"##,
+            ser.color
+        );
+    }
+    let pw = f.pw;
+    let ly = TOP + 12.0 + 16.0 * i as f64;
+    let _ = write!(
+        s,
+        r##"<line x1="{:.1}" x2="{:.1}" y1="{ly:.1}" y2="{ly:.1}" stroke="{}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"##,
+        LEFT + pw + 6.0,
+        LEFT + pw + 22.0,
+        ser.color,
+        LEFT + pw + 26.0,
+        ly + 4.0,
+        esc(ser.label)
+    );
 }
 
 fn fmt_num(v: f64) -> String {
@@ -193,6 +248,7 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// The three charts of one scenario, on one time axis.
 fn charts(r: &ScenarioResult) -> String {
     let grace_ms = match r.bounds.scope {
         Scope::AllRequests => 0,
@@ -201,6 +257,16 @@ fn charts(r: &ScenarioResult) -> String {
     let x_max = r
         .load_s
         .max(r.timeline.last().map_or(0.0, |s| s.second as f64 + 1.0));
+    format!(
+        "{}\n{}\n{}\n",
+        success_chart(r, x_max, grace_ms).svg(),
+        latency_chart(r, x_max, grace_ms).svg(),
+        replicas_chart(r, x_max, grace_ms).svg()
+    )
+}
+
+/// Success rate per second against the bound; the y axis starts low enough to show the dips.
+fn success_chart(r: &ScenarioResult, x_max: f64, grace_ms: u64) -> Chart<'_> {
     let rates: Vec<(f64, f64)> = r
         .timeline
         .iter()
@@ -214,7 +280,7 @@ fn charts(r: &ScenarioResult) -> String {
     } else {
         0.0
     };
-    let success = Chart {
+    Chart {
         title: "success rate per second (by completion)",
         x_max,
         y_min,
@@ -232,7 +298,11 @@ fn charts(r: &ScenarioResult) -> String {
             format!("bound {}%", r.bounds.success_rate_min * 100.0),
             r.bounds.success_rate_min * 100.0,
         )),
-    };
+    }
+}
+
+/// p50 and p99 per second against the p99 bound.
+fn latency_chart(r: &ScenarioResult, x_max: f64, grace_ms: u64) -> Chart<'_> {
     let p50: Vec<(f64, f64)> = r
         .timeline
         .iter()
@@ -246,7 +316,7 @@ fn charts(r: &ScenarioResult) -> String {
         .map(|s| (s.second as f64 + 0.5, s.p99_ms))
         .collect();
     let top = p99.iter().map(|p| p.1).fold(1.0, f64::max);
-    let latency = Chart {
+    Chart {
         title: "latency per second, ms",
         x_max,
         y_min: 0.0,
@@ -272,7 +342,11 @@ fn charts(r: &ScenarioResult) -> String {
             format!("p99 bound {} ms", r.bounds.p99_ms_max),
             r.bounds.p99_ms_max,
         )),
-    };
+    }
+}
+
+/// Ready replicas of each service over time, as steps.
+fn replicas_chart(r: &ScenarioResult, x_max: f64, grace_ms: u64) -> Chart<'_> {
     let colors = [
         ("fraud", "#e76f51"),
         ("wallet", "#264653"),
@@ -301,7 +375,7 @@ fn charts(r: &ScenarioResult) -> String {
             step: true,
         })
         .collect();
-    let replicas = Chart {
+    Chart {
         title: "replicas ready (fewest seen in each second, sampled every 100 ms)",
         x_max,
         y_min: 0.0,
@@ -311,8 +385,7 @@ fn charts(r: &ScenarioResult) -> String {
         grace_ms,
         series,
         bound: None,
-    };
-    format!("{}\n{}\n{}\n", success.svg(), latency.svg(), replicas.svg())
+    }
 }
 
 /// The whole page.
@@ -337,6 +410,16 @@ pub fn html(results: &[ScenarioResult], cfg: &RunConfig) -> String {
         cfg.duration.as_secs_f64(),
         cfg.rate_per_s
     );
+    summary_table(results, &mut s);
+    for r in results {
+        section(r, &mut s);
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// One row per scenario: result, measured against bound, and the checks.
+fn summary_table(results: &[ScenarioResult], s: &mut String) {
     s.push_str(
         "<table><tr><th>scenario</th><th>result</th><th>success (scope)</th><th>bound</th><th>p99 ms</th><th>bound</th>\
          <th>p50 / max ms</th><th>payments</th><th>money</th><th>notifications</th><th>restarts</th></tr>\n",
@@ -367,56 +450,56 @@ pub fn html(results: &[ScenarioResult], cfg: &RunConfig) -> String {
         );
     }
     s.push_str("</table>\n");
-    for r in results {
+}
+
+/// One scenario: the figures, the heals, the violations and the charts.
+fn section(r: &ScenarioResult, s: &mut String) {
+    let _ = writeln!(
+        s,
+        "<section id=\"{n}\"><h2>{n} <span class=\"{c}\">{res}</span></h2><p class=\"note\">Fault: {}. \
+         Overall success {:.4}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} payments; \
+         {} restarts; outbox drained in {}.</p>",
+        esc(r.fault),
+        r.success_rate,
+        r.latency_ms.p50,
+        r.latency_ms.p99,
+        r.latency_ms.max,
+        r.requests,
+        r.restarts,
+        r.drain_ms
+            .map_or_else(|| "-".to_owned(), |d| format!("{d} ms")),
+        n = esc(&r.name),
+        c = if r.passed { "pass" } else { "fail" },
+        res = if r.passed { "passed" } else { "FAILED" },
+    );
+    if let Some(w) = &r.measured.window {
         let _ = writeln!(
             s,
-            "<section id=\"{n}\"><h2>{n} <span class=\"{c}\">{res}</span></h2><p class=\"note\">Fault: {}. \
-             Overall success {:.4}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} payments; \
-             {} restarts; outbox drained in {}.</p>",
-            esc(r.fault),
-            r.success_rate,
-            r.latency_ms.p50,
-            r.latency_ms.p99,
-            r.latency_ms.max,
-            r.requests,
-            r.restarts,
-            r.drain_ms
-                .map_or_else(|| "-".to_owned(), |d| format!("{d} ms")),
-            n = esc(&r.name),
-            c = if r.passed { "pass" } else { "fail" },
-            res = if r.passed { "passed" } else { "FAILED" },
+            "<p class=\"note\">In the fault window: {} requests, {} succeeded, failures {}, p99 {:.1} ms.</p>",
+            w.requests,
+            w.succeeded,
+            esc(&format!("{:?}", w.failures)),
+            w.p99_ms
         );
-        if let Some(w) = &r.measured.window {
-            let _ = writeln!(
-                s,
-                "<p class=\"note\">In the fault window: {} requests, {} succeeded, failures {}, p99 {:.1} ms.</p>",
-                w.requests,
-                w.succeeded,
-                esc(&format!("{:?}", w.failures)),
-                w.p99_ms
-            );
-        }
-        for h in &r.heals {
-            let _ = writeln!(
-                s,
-                "<p class=\"note\">{} {} at {} ms: {}</p>",
-                esc(&h.signal),
-                esc(&h.replica),
-                h.at_ms,
-                h.healed_ms.map_or_else(
-                    || "not replaced".to_owned(),
-                    |x| format!("replaced and ready after {x} ms")
-                )
-            );
-        }
-        for v in &r.violations {
-            let _ = writeln!(s, "<div class=\"v\">violation: {}</div>", esc(v));
-        }
-        s.push_str(&charts(r));
-        s.push_str("</section>\n");
     }
-    s.push_str("</body></html>\n");
-    s
+    for h in &r.heals {
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">{} {} at {} ms: {}</p>",
+            esc(&h.signal),
+            esc(&h.replica),
+            h.at_ms,
+            h.healed_ms.map_or_else(
+                || "not replaced".to_owned(),
+                |x| format!("replaced and ready after {x} ms")
+            )
+        );
+    }
+    for v in &r.violations {
+        let _ = writeln!(s, "<div class=\"v\">violation: {}</div>", esc(v));
+    }
+    s.push_str(&charts(r));
+    s.push_str("</section>\n");
 }
 
 #[cfg(test)]
@@ -434,7 +517,7 @@ mod tests {
             warmup: std::time::Duration::ZERO,
         };
         let mut r = ScenarioResult::harness_failure(
-            super::super::Scenario::FraudErrors,
+            "fraud-errors".parse().expect("a listed scenario"),
             &cfg,
             "<boom>".into(),
         );
