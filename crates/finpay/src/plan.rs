@@ -291,7 +291,8 @@ pub fn plan_replica(
         data_dir,
         derive_seed(spec.seed, &name, 0),
     )?;
-    std::fs::write(&config_path, toml).with_context(|| format!("write {}", config_path.display()))?;
+    std::fs::write(&config_path, toml)
+        .with_context(|| format!("write {}", config_path.display()))?;
     Ok(ReplicaPlan {
         log_path: data_dir.join("logs").join(format!("{name}.log")),
         name,
@@ -413,8 +414,8 @@ mod tests {
 
     fn spec() -> ClusterSpec {
         ClusterSpec {
-            fraud_replicas: 3,
-            wallet_replicas: 2,
+            replicas: Replicas::default_for(&Storage::Sqlite),
+            storage: Storage::Sqlite,
             fraud_fault: FraudFault::Error,
             fraud_fault_rate: 0.3,
             wallet_fault: WalletFault::None,
@@ -428,7 +429,7 @@ mod tests {
     #[test]
     fn plan_has_every_replica_on_a_distinct_port_with_its_config_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plans = build(&spec(), dir.path()).expect("plan");
+        let plans = build(&spec(), dir.path()).expect("plan").replicas;
         let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -464,7 +465,7 @@ mod tests {
         s.wallet_fault = WalletFault::CommitThenFail;
         s.wallet_fault_rate = 0.5;
         s.notification_down = true;
-        let plans = build(&s, dir.path()).expect("plan");
+        let plans = build(&s, dir.path()).expect("plan").replicas;
         for p in &plans {
             let table: toml::Table = std::fs::read_to_string(&p.config_path)
                 .expect("read")
@@ -497,11 +498,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = spec();
         s.fraud_fault = FraudFault::Crash;
-        let plans = build(&s, dir.path()).expect("plan");
+        let plans = build(&s, dir.path()).expect("plan").replicas;
         for p in &plans {
             let mut overrides = Vec::new();
             if p.service == ServiceKind::Payment {
-                overrides = payment_overrides(&plans);
+                overrides = payment_overrides(&Storage::Sqlite, |k| urls_of(&plans, k));
             }
             finpay_services::check_config(p.service, Some(p.config_path.clone()), overrides)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name));
@@ -513,7 +514,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = spec();
         s.fraud_fault = FraudFault::Crash;
-        let plans = build(&s, dir.path()).expect("plan");
+        let plans = build(&s, dir.path()).expect("plan").replicas;
         let mut afters = Vec::new();
         for fraud in plans.iter().filter(|p| p.service == ServiceKind::Fraud) {
             let table: toml::Table = std::fs::read_to_string(&fraud.config_path)
@@ -551,23 +552,78 @@ mod tests {
     }
 
     #[test]
-    fn fixed_payment_port_is_kept() {
+    fn every_payment_replica_shares_the_fixed_public_port_beside_a_port_of_its_own() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = spec();
         s.payment_port = 18080;
-        let plans = build(&s, dir.path()).expect("plan");
-        let pay = plans
+        s.replicas.payment = 2;
+        let plan = build(&s, dir.path()).expect("plan");
+        assert_eq!(plan.public_port, 18080);
+        let payments: Vec<&ReplicaPlan> = plan
+            .replicas
             .iter()
-            .find(|p| p.service == ServiceKind::Payment)
-            .expect("payment planned");
-        assert_eq!(pay.port, 18080);
+            .filter(|p| p.service == ServiceKind::Payment)
+            .collect();
+        assert_eq!(payments.len(), 2);
+        for p in payments {
+            assert_ne!(p.port, 18080, "{} keeps a port of its own", p.name);
+            let table: toml::Table = std::fs::read_to_string(&p.config_path)
+                .expect("read")
+                .parse()
+                .expect("toml");
+            assert_eq!(table["http"]["shared_port"].as_integer(), Some(18080));
+        }
+        let fraud = plan
+            .replicas
+            .iter()
+            .find(|p| p.service == ServiceKind::Fraud);
+        let table: toml::Table = std::fs::read_to_string(&fraud.expect("fraud").config_path)
+            .expect("read")
+            .parse()
+            .expect("toml");
+        assert!(table["http"].get("shared_port").is_none());
+    }
+
+    #[test]
+    fn postgres_replicas_name_their_schema_and_never_the_database_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec();
+        s.storage = Storage::Postgres {
+            url: "postgres://u:hunter2@db/x".into(),
+            prefix: "finpay_abc".into(),
+        };
+        s.replicas = Replicas::default_for(&s.storage);
+        let plan = build(&s, dir.path()).expect("plan");
+        for p in &plan.replicas {
+            let text = std::fs::read_to_string(&p.config_path).expect("read");
+            assert!(!text.contains("hunter2"), "{}", p.name);
+            let table: toml::Table = text.parse().expect("toml");
+            let schema = table
+                .get("storage")
+                .and_then(|st| st.get("schema"))
+                .and_then(|v| v.as_str());
+            let want = crate::storage::Schemas::of("finpay_abc");
+            assert_eq!(schema, want.of_service(p.service), "{}", p.name);
+        }
+        assert_eq!(
+            plan.replicas
+                .iter()
+                .filter(|p| p.service == ServiceKind::Payment)
+                .count(),
+            2
+        );
+        let o = payment_overrides(&s.storage, |k| urls_of(&plan.replicas, k));
+        assert!(o.contains(&(
+            "wallet.client.balancer.strategy".into(),
+            "\"p2c_ewma\"".into()
+        )));
     }
 
     #[test]
     fn payment_overrides_list_every_replica_url_as_a_toml_array() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plans = build(&spec(), dir.path()).expect("plan");
-        let overrides = payment_overrides(&plans);
+        let plans = build(&spec(), dir.path()).expect("plan").replicas;
+        let overrides = payment_overrides(&Storage::Sqlite, |k| urls_of(&plans, k));
         let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["fraud.urls", "wallet.urls", "notification.urls"]);
         let parsed: toml::Table = format!("v = {}", overrides[0].1)
@@ -596,7 +652,7 @@ mod tests {
         s.fraud_fault_rate = 1.5;
         assert!(s.validate().is_err());
         let mut s = spec();
-        s.fraud_replicas = 0;
+        s.replicas.fraud = 0;
         assert!(s.validate().is_err());
         assert!(spec().validate().is_ok());
     }

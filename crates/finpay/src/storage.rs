@@ -212,7 +212,10 @@ mod tests {
         assert_ne!(a, new_prefix());
         check_prefix(&a).expect("a drawn prefix is valid");
         let s = Schemas::of(&a);
-        assert_eq!(s.of_service(ServiceKind::Wallet), Some(format!("{a}_wallet").as_str()));
+        assert_eq!(
+            s.of_service(ServiceKind::Wallet),
+            Some(format!("{a}_wallet").as_str())
+        );
         assert_eq!(s.of_service(ServiceKind::Fraud), None);
         for bad in ["", "1abc", "Finpay", "a-b", "a;drop"] {
             assert!(check_prefix(bad).is_err(), "{bad}");

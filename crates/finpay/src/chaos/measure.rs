@@ -186,6 +186,7 @@ mod tests {
             http_status: status,
             payment_id: None,
             payment_status: st.map(str::to_owned),
+            attempts: 1,
             started_us: start_ms * 1000,
             latency_us: latency_ms * 1000,
         }
@@ -198,6 +199,10 @@ mod tests {
             failed: 0,
             declined: 0,
             success_rate: 0.5,
+            succeeded_after_retries: 0,
+            success_rate_after_retries: 0.5,
+            retries: 0,
+            errors_after_retries: BTreeMap::new(),
             throughput_rps: 0.0,
             elapsed_s: 0.0,
             latency_ms: load::Latency::default(),

@@ -5,7 +5,8 @@
 
 use finpay_services::ServiceKind;
 
-use crate::plan::{ClusterSpec, FraudFault, WalletFault};
+use crate::plan::{ClusterSpec, FraudFault, Replicas, WalletFault};
+use crate::storage::Storage;
 
 /// Fraud replicas of a chaos cluster.
 pub const FRAUD_REPLICAS: u16 = 3;
@@ -22,10 +23,7 @@ pub fn replica_count(service: ServiceKind) -> u16 {
     }
 }
 
-/// The name of replica `index` of `service` (`fraud-1`), as the plan names it.
-pub fn replica_name(service: ServiceKind, index: u16) -> String {
-    format!("{}-{index}", service.as_str())
-}
+pub use crate::plan::replica_name;
 
 /// Every replica of `services`, service by service in the given order, each by index.
 pub fn replicas(services: &[ServiceKind]) -> Vec<String> {
@@ -39,8 +37,13 @@ pub fn replicas(services: &[ServiceKind]) -> Vec<String> {
 /// a free port.
 pub fn cluster_spec(seed: u64) -> ClusterSpec {
     ClusterSpec {
-        fraud_replicas: FRAUD_REPLICAS,
-        wallet_replicas: WALLET_REPLICAS,
+        replicas: Replicas {
+            fraud: FRAUD_REPLICAS,
+            wallet: WALLET_REPLICAS,
+            notification: replica_count(ServiceKind::Notification),
+            payment: replica_count(ServiceKind::Payment),
+        },
+        storage: Storage::Sqlite,
         fraud_fault: FraudFault::None,
         fraud_fault_rate: 0.0,
         wallet_fault: WalletFault::None,
@@ -58,7 +61,9 @@ mod tests {
     #[test]
     fn the_plan_of_a_chaos_cluster_has_exactly_the_named_replicas() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plans = crate::plan::build(&cluster_spec(1), dir.path()).expect("plan");
+        let plans = crate::plan::build(&cluster_spec(1), dir.path())
+            .expect("plan")
+            .replicas;
         let planned: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(planned, replicas(&ServiceKind::ALL));
         for p in &plans {

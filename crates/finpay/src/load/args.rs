@@ -40,6 +40,11 @@ pub struct LoadArgs {
     /// counts from each payment's intended start). Default: closed loop.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Send a payment again (same Idempotency-Key, backoff or `Retry-After`) up to this many times
+    /// after a transport error, 409, 429 or 503 with `Retry-After`, as a careful payment client
+    /// does. The report has the success rate of the first answers and after the retries.
+    #[arg(long, default_value_t = 0)]
+    pub client_retries: u32,
     /// Write every request's key, amount and outcome to this file, one JSON object per line.
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
@@ -75,6 +80,7 @@ impl LoadArgs {
             request_timeout: Duration::from_millis(self.timeout_ms.max(1)),
             record_outcomes: self.outcomes.is_some(),
             rate_per_s: self.rate,
+            client_retries: self.client_retries,
             ..LoadConfig::default()
         })
     }

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use finpay_api::headers::IDEMPOTENCY_KEY;
 use finpay_api::payment::CreatePayment;
 use finpay_core::{AccountId, Amount};
+use finpay_resilience::retry::backoff::{Backoff, Jitter};
 
 use crate::plan::splitmix64;
 
@@ -37,6 +38,9 @@ const LATENCY_MAX_US: u64 = 600_000_000;
 const TIMELINE_MAX: usize = 86_400;
 /// At most this many per-request outcomes are kept when `record_outcomes` is set.
 pub const OUTCOMES_MAX: usize = 1_000_000;
+/// The careful client's backoff between retries: 50 ms doubling to 1 s, full jitter.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(50);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
@@ -62,6 +66,9 @@ pub struct LoadConfig {
     /// latency from that intended start (so queueing behind a slow system counts, with no
     /// coordinated omission). None: closed loop, each worker sends as soon as its last answer came.
     pub rate_per_s: Option<f64>,
+    /// Retries of a careful client, with the same Idempotency-Key: after a transport error, a 409,
+    /// a 429, or a 503 with `Retry-After`. 0: every request is sent once.
+    pub client_retries: u32,
 }
 
 impl Default for LoadConfig {
@@ -80,12 +87,14 @@ impl Default for LoadConfig {
             request_timeout: Duration::from_secs(30),
             record_outcomes: false,
             rate_per_s: None,
+            client_retries: 0,
         }
     }
 }
 
 impl LoadConfig {
     pub const CONCURRENCY_MAX: usize = 4096;
+    pub const CLIENT_RETRIES_MAX: u32 = 20;
 
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         let err = |m: String| Err(crate::ConfigError(m));
@@ -133,6 +142,13 @@ impl LoadConfig {
                     "--rate must be between 0 and 1000000 per second, got {rate}"
                 ));
             }
+        }
+        if self.client_retries > Self::CLIENT_RETRIES_MAX {
+            return err(format!(
+                "--client-retries must be at most {}, got {}",
+                Self::CLIENT_RETRIES_MAX,
+                self.client_retries
+            ));
         }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return err(format!("--url {:?} must start with http://", self.url));
@@ -191,8 +207,16 @@ pub async fn run_observed(
     let deadline = cfg.duration.map(|d| start + d);
     let limit = cfg.requests.unwrap_or(u64::MAX);
 
+    let backoff = Backoff::try_new(
+        RETRY_BACKOFF_BASE,
+        RETRY_BACKOFF_MAX,
+        Jitter::Full,
+        Some(cfg.seed),
+    )
+    .context("client retry backoff")?;
     let run = Arc::new(Run {
         client,
+        backoff,
         endpoint,
         prefix,
         next: AtomicU64::new(0),
@@ -235,6 +259,8 @@ pub async fn run_observed(
 /// What the workers of one run share.
 struct Run {
     client: reqwest::Client,
+    /// The careful client's backoff between retries of one payment.
+    backoff: Backoff,
     endpoint: String,
     prefix: String,
     next: AtomicU64,
@@ -274,12 +300,17 @@ async fn worker(run: Arc<Run>) {
             }
         };
         let sent = due.unwrap_or_else(Instant::now);
-        let (http_status, payment) = send(&run.client, &run.endpoint, &key, &body).await;
+        let tried = send_with_retries(&run, &key, &body).await;
         let latency = sent.elapsed();
-        let (payment_id, payment_status) = payment.unwrap_or_default();
-        let class = classify(http_status, payment_status.as_deref());
+        let Answer {
+            http_status,
+            payment_id,
+            payment_status,
+            ..
+        } = tried.last;
+        let last = classify(http_status, payment_status.as_deref());
         let mut a = run.agg.lock().unwrap_or_else(PoisonError::into_inner);
-        a.record(latency, &class, amount);
+        a.record(latency, &tried.first, &last, amount, tried.retries);
         if cfg.record_outcomes && a.outcomes.len() < OUTCOMES_MAX {
             a.outcomes.push(Outcome {
                 n,
@@ -289,6 +320,7 @@ async fn worker(run: Arc<Run>) {
                 http_status,
                 payment_id,
                 payment_status,
+                attempts: tried.retries + 1,
                 started_us: u64::try_from(sent.saturating_duration_since(run.start).as_micros())
                     .unwrap_or(u64::MAX),
                 latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
@@ -297,14 +329,64 @@ async fn worker(run: Arc<Run>) {
     }
 }
 
-/// Sends one payment. Returns the HTTP status (None when no response arrived) and, when the body is
-/// a payment, its id and status.
-async fn send(
-    client: &reqwest::Client,
-    endpoint: &str,
-    key: &str,
-    body: &CreatePayment,
-) -> (Option<u16>, Option<(Option<String>, Option<String>)>) {
+/// What one send of a payment got back.
+#[derive(Debug, Clone, Default)]
+struct Answer {
+    /// None when no response arrived.
+    http_status: Option<u16>,
+    payment_id: Option<String>,
+    payment_status: Option<String>,
+    retry_after: Option<Duration>,
+}
+
+impl Answer {
+    /// Whether a careful client sends the same request again: nothing came back, the key is still
+    /// being processed (409), the client is being slowed (429), or the service says when to come
+    /// back (503 with `Retry-After`).
+    fn retryable(&self) -> bool {
+        match self.http_status {
+            None | Some(409) | Some(429) => true,
+            Some(503) => self.retry_after.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The first answer's class, the last answer, and how many times the request was sent again.
+struct Tried {
+    first: Class,
+    last: Answer,
+    retries: u32,
+}
+
+/// Longest `Retry-After` a careful client honours before it tries again anyway.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(2);
+
+/// Sends one payment, and again (same key) while the answer is retryable and retries are left,
+/// sleeping `Retry-After` (at most [`RETRY_AFTER_MAX`]) or a capped exponential backoff with full
+/// jitter between the sends.
+async fn send_with_retries(run: &Run, key: &str, body: &CreatePayment) -> Tried {
+    let mut last = send(&run.client, &run.endpoint, key, body).await;
+    let first = classify(last.http_status, last.payment_status.as_deref());
+    let mut retries = 0;
+    while retries < run.cfg.client_retries && last.retryable() {
+        retries += 1;
+        let wait = match last.retry_after {
+            Some(after) => after.min(RETRY_AFTER_MAX),
+            None => run.backoff.delay(retries, Duration::ZERO),
+        };
+        tokio::time::sleep(wait).await;
+        last = send(&run.client, &run.endpoint, key, body).await;
+    }
+    Tried {
+        first,
+        last,
+        retries,
+    }
+}
+
+/// Sends one payment once.
+async fn send(client: &reqwest::Client, endpoint: &str, key: &str, body: &CreatePayment) -> Answer {
     let resp = match client
         .post(endpoint)
         .header(IDEMPOTENCY_KEY, key)
@@ -313,21 +395,33 @@ async fn send(
         .await
     {
         Ok(r) => r,
-        Err(_) => return (None, None),
+        Err(_) => return Answer::default(),
     };
     let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let Ok(bytes) = resp.bytes().await else {
-        return (None, None);
+        return Answer::default();
     };
-    let payment = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let fields = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .map(|v| {
             let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
             // A 201 carries the payment (`id`, `status`); a 503 problem names it in extensions
-            // (`payment_id`, `status`), where RFC 9457's numeric `status` is not a string.
+            // (`payment_id`, `payment_status`), where RFC 9457's numeric `status` is not a string.
             (field("id").or_else(|| field("payment_id")), field("status"))
-        });
-    (Some(status), payment)
+        })
+        .unwrap_or_default();
+    Answer {
+        http_status: Some(status),
+        payment_id: fields.0,
+        payment_status: fields.1,
+        retry_after,
+    }
 }
 
 #[cfg(test)]
@@ -355,24 +449,56 @@ mod tests {
         let start = Instant::now();
         let mut a = Aggregate::new(start).expect("aggregate");
         for i in 1..=96u64 {
-            a.record(Duration::from_millis(i), &Class::Succeeded, 10);
+            a.record(
+                Duration::from_millis(i),
+                &Class::Succeeded,
+                &Class::Succeeded,
+                10,
+                0,
+            );
         }
-        a.record(Duration::from_millis(97), &Class::Declined, 10);
-        a.record(Duration::from_millis(98), &Class::Failed("503".into()), 10);
-        a.record(Duration::from_millis(99), &Class::Failed("503".into()), 10);
+        a.record(
+            Duration::from_millis(97),
+            &Class::Declined,
+            &Class::Declined,
+            10,
+            0,
+        );
+        a.record(
+            Duration::from_millis(98),
+            &Class::Failed("503".into()),
+            &Class::Failed("503".into()),
+            10,
+            0,
+        );
+        a.record(
+            Duration::from_millis(99),
+            &Class::Failed("503".into()),
+            &Class::Failed("503".into()),
+            10,
+            0,
+        );
+        // A transport error the client's retry turned into a success.
         a.record(
             Duration::from_millis(1000),
             &Class::Failed("transport".into()),
+            &Class::Succeeded,
             10,
+            1,
         );
         let r = a.report(Duration::from_secs(2));
+        assert_eq!(r.succeeded_after_retries, 98);
+        assert_eq!(r.retries, 1);
+        assert_eq!(r.errors_after_retries.get("503"), Some(&2));
+        assert!((r.success_rate_after_retries - 0.98).abs() < 1e-9);
         assert_eq!(r.requests, 100);
         assert_eq!(r.succeeded, 97);
         assert_eq!(r.declined, 1);
         assert_eq!(r.failed, 3);
         assert!((r.success_rate - 0.97).abs() < 1e-12);
         assert!((r.throughput_rps - 50.0).abs() < 1e-9);
-        assert_eq!(r.succeeded_amount_minor, 960);
+        // 96 succeeded at once and 1 after its retry; the declined one moved nothing.
+        assert_eq!(r.succeeded_amount_minor, 970);
         assert_eq!(r.errors.get("503"), Some(&2));
         assert_eq!(r.errors.get("transport"), Some(&1));
         // HDR with 3 significant digits: within 0.1%.

@@ -39,10 +39,13 @@ pub struct Outcome {
     pub idempotency_key: String,
     pub account_id: String,
     pub amount_minor: u64,
-    /// HTTP status, None for a transport error.
+    /// HTTP status of the last answer, None for a transport error.
     pub http_status: Option<u16>,
     pub payment_id: Option<String>,
     pub payment_status: Option<String>,
+    /// How many times the request was sent (1 without client retries).
+    #[serde(default = "one")]
+    pub attempts: u32,
     /// When the request was due (open loop) or sent, in µs after the start of the run.
     #[serde(default)]
     pub started_us: u64,
@@ -54,10 +57,18 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     pub requests: u64,
+    /// By the first answer each request got: what a user without retries sees.
     pub succeeded: u64,
     pub failed: u64,
     pub declined: u64,
     pub success_rate: f64,
+    /// By the last answer, after the client's retries (`--client-retries`).
+    pub succeeded_after_retries: u64,
+    pub success_rate_after_retries: f64,
+    /// Sends beyond the first, over the run.
+    pub retries: u64,
+    /// Failures left after the retries, by kind.
+    pub errors_after_retries: BTreeMap<String, u64>,
     pub throughput_rps: f64,
     pub elapsed_s: f64,
     pub latency_ms: Latency,
@@ -112,6 +123,9 @@ pub(super) struct Aggregate {
     declined: u64,
     succeeded_amount_minor: u64,
     errors: BTreeMap<String, u64>,
+    succeeded_after_retries: u64,
+    errors_after_retries: BTreeMap<String, u64>,
+    retries: u64,
     second: u64,
     second_hist: Histogram<u64>,
     second_requests: u64,
@@ -138,6 +152,9 @@ impl Aggregate {
             declined: 0,
             succeeded_amount_minor: 0,
             errors: BTreeMap::new(),
+            succeeded_after_retries: 0,
+            errors_after_retries: BTreeMap::new(),
+            retries: 0,
             second: 0,
             second_hist: histogram()?,
             second_requests: 0,
@@ -147,7 +164,17 @@ impl Aggregate {
         })
     }
 
-    pub(super) fn record(&mut self, latency: Duration, class: &Class, amount_minor: u64) {
+    /// Counts one request: its first answer's class, its last answer's class (the same without
+    /// client retries), the amount it moved and how often it was sent again. The latency runs to
+    /// the last answer.
+    pub(super) fn record(
+        &mut self,
+        latency: Duration,
+        first: &Class,
+        last: &Class,
+        amount_minor: u64,
+        retries: u32,
+    ) {
         let sec = self.start.elapsed().as_secs();
         while self.second < sec {
             self.close_second();
@@ -159,19 +186,23 @@ impl Aggregate {
         let _ = self.second_hist.record(us);
         self.requests += 1;
         self.second_requests += 1;
-        match class {
-            Class::Succeeded => {
+        self.retries += u64::from(retries);
+        match first {
+            Class::Succeeded | Class::Declined => {
                 self.succeeded += 1;
                 self.second_succeeded += 1;
+                self.declined += u64::from(*first == Class::Declined);
+            }
+            Class::Failed(key) => *self.errors.entry(key.clone()).or_insert(0) += 1,
+        }
+        match last {
+            Class::Succeeded => {
+                self.succeeded_after_retries += 1;
                 self.succeeded_amount_minor =
                     self.succeeded_amount_minor.saturating_add(amount_minor);
             }
-            Class::Declined => {
-                self.succeeded += 1;
-                self.second_succeeded += 1;
-                self.declined += 1;
-            }
-            Class::Failed(key) => *self.errors.entry(key.clone()).or_insert(0) += 1,
+            Class::Declined => self.succeeded_after_retries += 1,
+            Class::Failed(key) => *self.errors_after_retries.entry(key.clone()).or_insert(0) += 1,
         }
     }
 
@@ -230,6 +261,14 @@ impl Aggregate {
                 p999: q(0.999),
                 max: ms(self.all.max()),
             },
+            succeeded_after_retries: self.succeeded_after_retries,
+            success_rate_after_retries: if self.requests == 0 {
+                0.0
+            } else {
+                self.succeeded_after_retries as f64 / self.requests as f64
+            },
+            retries: self.retries,
+            errors_after_retries: self.errors_after_retries,
             errors: self.errors,
             succeeded_amount_minor: self.succeeded_amount_minor,
             timeline: self.timeline,
@@ -238,7 +277,6 @@ impl Aggregate {
     }
 }
 
-/// Runs the load and returns its report.
 impl LoadReport {
     /// The report for a person.
     pub fn human(&self, url: &str, concurrency: usize) -> String {
@@ -265,6 +303,15 @@ impl LoadReport {
                 .collect();
             let _ = writeln!(out, "  errors      {}", errs.join(", "));
         }
+        if self.retries > 0 {
+            let _ = writeln!(
+                out,
+                "  after {} client retries: succeeded {} ({:.2}%)",
+                self.retries,
+                self.succeeded_after_retries,
+                self.success_rate_after_retries * 100.0
+            );
+        }
         let l = &self.latency_ms;
         let _ = writeln!(
             out,
@@ -282,4 +329,8 @@ impl LoadReport {
         }
         v
     }
+}
+
+fn one() -> u32 {
+    1
 }

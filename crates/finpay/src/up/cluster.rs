@@ -102,7 +102,9 @@ impl Cluster {
         ));
         let mut routes = Routes::default();
         for kind in ServiceKind::DEPENDENCIES {
-            routes.urls.insert(kind, plan::urls_of(&plan.replicas, kind));
+            routes
+                .urls
+                .insert(kind, plan::urls_of(&plan.replicas, kind));
         }
         let (payments, others): (Vec<_>, Vec<_>) = plan
             .replicas
@@ -292,8 +294,14 @@ impl Cluster {
             BackoffPolicy::default(),
             stop_rx,
         ));
-        self.replicas
-            .insert(p.name.clone(), Running { plan: p, stop, task });
+        self.replicas.insert(
+            p.name.clone(),
+            Running {
+                plan: p,
+                stop,
+                task,
+            },
+        );
     }
 
     /// Takes `name` out of the routes, waits for the calls in flight on it, stops it and forgets it.
@@ -308,7 +316,8 @@ impl Cluster {
         }
         let _ = r.stop.send(true);
         let _ = tokio::time::timeout(STOP_TIMEOUT, r.task).await;
-        self.shared.update(|s| s.replicas.retain(|x| x.name != name));
+        self.shared
+            .update(|s| s.replicas.retain(|x| x.name != name));
     }
 
     /// Sets `service`'s routes to its current replicas and tells every running payment replica.
@@ -328,7 +337,12 @@ impl Cluster {
             let url = format!("{}/admin/dependencies/{service}", p.url());
             let mut told = false;
             for _ in 0..5 {
-                let sent = self.http.put(&url).bearer_auth(ADMIN_TOKEN).json(&body).send();
+                let sent = self
+                    .http
+                    .put(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&body)
+                    .send();
                 if matches!(sent.await, Ok(r) if r.status().is_success()) {
                     told = true;
                     break;
@@ -405,10 +419,7 @@ impl Cluster {
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-        anyhow::bail!(
-            "{name} not ready after {} s",
-            REPLICA_READY_MAX.as_secs()
-        )
+        anyhow::bail!("{name} not ready after {} s", REPLICA_READY_MAX.as_secs())
     }
 
     /// How the supervisor starts replica `p`.

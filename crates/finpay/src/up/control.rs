@@ -68,11 +68,20 @@ fn failed(e: anyhow::Error) -> Response {
     } else {
         StatusCode::CONFLICT
     };
-    (status, Json(serde_json::json!({ "error": format!("{e:#}") }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": format!("{e:#}") })),
+    )
+        .into_response()
 }
 
 async fn scale(State(st): State<ControlState>, Json(req): Json<ScaleRequest>) -> Response {
-    let result = st.cluster.lock().await.scale(req.service, req.replicas).await;
+    let result = st
+        .cluster
+        .lock()
+        .await
+        .scale(req.service, req.replicas)
+        .await;
     match result {
         Ok(()) => Json(st.shared.snapshot()).into_response(),
         Err(e) => failed(e),

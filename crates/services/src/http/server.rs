@@ -243,18 +243,17 @@ pub fn app_router(
             faults::inject,
         ))
         .layer(middleware::from_fn(deadline_mw));
-    let ops = Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready).with_state(ready_check))
-        .route("/metrics", get(metrics_route))
-        .merge(
-            faults::admin_routes(faults)
-                .merge(admin)
-                .layer(middleware::from_fn_with_state(
+    let ops =
+        Router::new()
+            .route("/health/live", get(live))
+            .route("/health/ready", get(ready).with_state(ready_check))
+            .route("/metrics", get(metrics_route))
+            .merge(faults::admin_routes(faults).merge(admin).layer(
+                middleware::from_fn_with_state(
                     common.admin_token.clone(),
                     super::admin::require_admin,
-                )),
-        );
+                ),
+            ));
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let limit = common.http.body_limit_bytes;
     Router::new()
