@@ -103,7 +103,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Load(args) => args.run().await,
         Cmd::Check(args) => {
-            let ok = finpay::check::run(&args.data_dir, args.json).await?;
+            let ok = args.run().await?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -13,7 +13,7 @@ use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 use serde::Serialize;
 
-use crate::storage::Storage;
+use crate::storage::{Backend, Storage};
 
 /// Which fault `--fraud-fault` injects into every fraud replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,14 +83,25 @@ impl Replicas {
 
     /// What `finpay up` starts on `storage`: on SQLite one payment and one notification (each
     /// owns its file) and two wallets (one writes, one stands by); on PostgreSQL two of each.
-    pub fn default_for(storage: &Storage) -> Self {
-        let two = !matches!(storage, Storage::Sqlite);
+    pub fn default_for(backend: Backend) -> Self {
+        let two = backend == Backend::Postgres;
         Self {
             fraud: 3,
             wallet: 2,
             notification: if two { 2 } else { 1 },
             payment: if two { 2 } else { 1 },
         }
+    }
+
+    /// At least `n` replicas of `kind`.
+    pub fn raise(&mut self, kind: ServiceKind, n: u16) {
+        let slot = match kind {
+            ServiceKind::Fraud => &mut self.fraud,
+            ServiceKind::Wallet => &mut self.wallet,
+            ServiceKind::Notification => &mut self.notification,
+            ServiceKind::Payment => &mut self.payment,
+        };
+        *slot = (*slot).max(n);
     }
 
     pub fn get(&self, kind: ServiceKind) -> u16 {
@@ -414,7 +425,7 @@ mod tests {
 
     fn spec() -> ClusterSpec {
         ClusterSpec {
-            replicas: Replicas::default_for(&Storage::Sqlite),
+            replicas: Replicas::default_for(Backend::Sqlite),
             storage: Storage::Sqlite,
             fraud_fault: FraudFault::Error,
             fraud_fault_rate: 0.3,
@@ -592,7 +603,7 @@ mod tests {
             url: "postgres://u:hunter2@db/x".into(),
             prefix: "finpay_abc".into(),
         };
-        s.replicas = Replicas::default_for(&s.storage);
+        s.replicas = Replicas::default_for(s.storage.backend());
         let plan = build(&s, dir.path()).expect("plan");
         for p in &plan.replicas {
             let text = std::fs::read_to_string(&p.config_path).expect("read");

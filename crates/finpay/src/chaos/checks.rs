@@ -19,10 +19,10 @@ const LOOKUP_TRIES: usize = 3;
 
 /// Polls the audit until nothing is pending in the outbox and no payment is resumable.
 /// Ok(false) when [`DRAIN_MAX`] passed first.
-pub async fn drain(data_dir: &std::path::Path) -> anyhow::Result<bool> {
+pub async fn drain(state: &crate::cluster::ClusterState) -> anyhow::Result<bool> {
     let start = Instant::now();
     loop {
-        let r = finpay_ledger::audit::audit(data_dir)
+        let r = crate::check::audit_cluster(state)
             .await
             .context("audit while draining")?;
         if r.outbox_pending == 0 && r.payments_resumable == 0 {

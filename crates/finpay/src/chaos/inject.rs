@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::proxy::FaultProxy;
-use super::result::Heal;
+use super::result::{Heal, Replaced};
 use super::schedule::{ms, Action, Schedule, Target, Toxic};
 use crate::supervisor::Shared;
+use crate::up::Cluster;
 
 /// The admin bearer token of the services (their default `admin_token`).
 pub const ADMIN_TOKEN: &str = "finpay-admin";
@@ -33,6 +34,10 @@ pub struct Injected {
     pub frozen: Vec<(String, u32)>,
     /// Outbox rows pending at the first restore step (the notification backlog).
     pub pending_at_restore: Option<u64>,
+    /// Replicas replaced as a rolling update does, in order.
+    pub replaced: Vec<Replaced>,
+    /// Database connections terminated.
+    pub db_connections_killed: u64,
 }
 
 /// How the harness reaches the cluster's faults: the supervisor's live state (which process is
@@ -50,6 +55,8 @@ struct Progress {
     frozen: Vec<(String, u32)>,
     pending_at_restore: Option<u64>,
     watchers: JoinSet<(usize, Heal)>,
+    replaced: Vec<Replaced>,
+    db_connections_killed: u64,
     /// Signals sent so far: the heals come back in this order.
     signalled: usize,
 }
@@ -63,13 +70,13 @@ impl Injector<'_> {
         schedule: &Schedule,
         t0: Instant,
         active: &Mutex<Vec<String>>,
-        data_dir: &std::path::Path,
+        cluster: &mut Cluster,
     ) -> Injected {
         let mut p = Progress::default();
         for step in &schedule.steps {
             tokio::time::sleep_until(t0 + step.at).await;
             let at_ms = ms(t0.elapsed());
-            if let Some(now) = self.exec(&step.action, at_ms, &mut p, data_dir).await {
+            if let Some(now) = self.exec(&step.action, at_ms, &mut p, cluster).await {
                 *active.lock().unwrap_or_else(PoisonError::into_inner) = now;
             }
         }
@@ -91,6 +98,8 @@ impl Injector<'_> {
             errors: p.errors,
             frozen: p.frozen,
             pending_at_restore: p.pending_at_restore,
+            replaced: p.replaced,
+            db_connections_killed: p.db_connections_killed,
         }
     }
 
@@ -100,9 +109,31 @@ impl Injector<'_> {
         action: &Action,
         at_ms: u64,
         p: &mut Progress,
-        data_dir: &std::path::Path,
+        cluster: &mut Cluster,
     ) -> Option<Vec<String>> {
         match action {
+            Action::Replace { replica } => {
+                let started = Instant::now();
+                match cluster.replace(replica).await {
+                    Ok(fresh) => p.replaced.push(Replaced {
+                        replica: replica.clone(),
+                        by: fresh,
+                        at_ms,
+                        took_ms: ms(started.elapsed()),
+                    }),
+                    Err(e) => p
+                        .errors
+                        .push(format!("replace {replica} at {at_ms} ms: {e:#}")),
+                }
+                Some(vec![format!("replaced {replica}")])
+            }
+            Action::KillDbConnections => {
+                match crate::storage::terminate_connections(&cluster.state().storage).await {
+                    Ok(n) => p.db_connections_killed += n,
+                    Err(e) => p.errors.push(format!("kill database connections: {e:#}")),
+                }
+                Some(vec!["database connections killed".to_owned()])
+            }
             Action::SetFaults { target, faults } => {
                 if let Err(e) = self.set_faults(target, faults).await {
                     p.errors.push(format!("inject at {at_ms} ms: {e:#}"));
@@ -128,7 +159,7 @@ impl Injector<'_> {
             },
             Action::Restore => {
                 if p.pending_at_restore.is_none() {
-                    p.pending_at_restore = finpay_ledger::audit::audit(data_dir)
+                    p.pending_at_restore = crate::check::audit_cluster(&cluster.state())
                         .await
                         .ok()
                         .map(|r| r.outbox_pending);

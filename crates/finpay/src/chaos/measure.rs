@@ -65,12 +65,14 @@ pub fn measure(report: &LoadReport, windows: &[Window], bounds: &Bounds) -> Meas
     match bounds.scope {
         Scope::AllRequests => Measured {
             requests: report.requests,
-            success_rate: report.success_rate,
+            success_rate: report.success_rate_after_retries,
+            first_answer_success_rate: report.success_rate,
             p99_ms: report.latency_ms.p99,
             window: None,
         },
         Scope::OutsideWindows { grace_ms } => {
             let (mut out_n, mut out_ok, mut out_lat) = (0u64, 0u64, Vec::new());
+            let mut out_first_ok = 0u64;
             let mut w = WindowMeasured::default();
             let mut w_lat = Vec::new();
             for o in &report.outcomes {
@@ -86,17 +88,22 @@ pub fn measure(report: &LoadReport, windows: &[Window], bounds: &Bounds) -> Meas
                 } else {
                     out_n += 1;
                     out_ok += u64::from(ok);
+                    out_first_ok += u64::from(o.first_ok && ok);
                     out_lat.push(o.latency_us);
                 }
             }
             w.p99_ms = p99_ms(w_lat);
-            Measured {
-                requests: out_n,
-                success_rate: if out_n == 0 {
+            let rate = |n: u64| {
+                if out_n == 0 {
                     0.0
                 } else {
-                    out_ok as f64 / out_n as f64
-                },
+                    n as f64 / out_n as f64
+                }
+            };
+            Measured {
+                requests: out_n,
+                success_rate: rate(out_ok),
+                first_answer_success_rate: rate(out_first_ok),
                 p99_ms: p99_ms(out_lat),
                 window: Some(w),
             }
@@ -118,6 +125,14 @@ pub fn steady_state(bounds: &Bounds, m: &Measured, heals: &[Heal], violations: &
             "success rate {:.5} over {} {over} is below the bound {}",
             m.success_rate, m.requests, bounds.success_rate_min
         ));
+    }
+    if let Some(min) = bounds.first_answer_min {
+        if m.first_answer_success_rate < min {
+            violations.push(format!(
+                "first-answer success rate {:.5} over {} {over} is below the bound {min}",
+                m.first_answer_success_rate, m.requests
+            ));
+        }
     }
     if m.p99_ms > bounds.p99_ms_max {
         violations.push(format!(
@@ -187,6 +202,7 @@ mod tests {
             payment_id: None,
             payment_status: st.map(str::to_owned),
             attempts: 1,
+            first_ok: true,
             started_us: start_ms * 1000,
             latency_us: latency_ms * 1000,
         }
@@ -255,6 +271,7 @@ mod tests {
         let m = Measured {
             requests: 1,
             success_rate: 1.0,
+            first_answer_success_rate: 1.0,
             p99_ms: 1.0,
             window: None,
         };

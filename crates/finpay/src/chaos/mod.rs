@@ -39,41 +39,62 @@ pub use run::RunConfig;
 pub use scenario::{bounds_table, readme_table_rows, Scenario, ScenarioSpec};
 pub use schedule::schedule;
 
+use crate::storage::Backend;
+
 /// `finpay chaos`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ChaosCmd {
     /// Run one scenario, a comma-separated list, or all of them; exit 1 if any fails.
-    Run {
-        /// A scenario name (`finpay chaos bounds` lists them), a comma-separated list, or all.
-        #[arg(long)]
-        scenario: String,
-        /// Seconds of load per scenario (fraud-outage adds its recovery time).
-        #[arg(long, default_value_t = 20.0)]
-        duration: f64,
-        /// Seed of the fault schedule, the fault draws and the load.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Payments started per second (open loop).
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// Print one JSON object with one entry per scenario.
-        #[arg(long)]
-        json: bool,
-        /// Write report.html (inline SVG plots) into this directory.
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Print the scenarios and their stated bounds.
     Bounds,
     /// Print the fault schedule a run would follow, as JSON (one object per scenario).
-    Schedule {
-        #[arg(long)]
-        scenario: String,
-        #[arg(long, default_value_t = 20.0)]
-        duration: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Schedule(ScheduleArgs),
+}
+
+/// Which scenarios, on which storage.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Which {
+    /// A scenario name (`finpay chaos bounds` lists them), a comma-separated list, or all (the
+    /// ones that run on the chosen storage).
+    #[arg(long)]
+    pub scenario: String,
+    /// Seconds of load per scenario (fraud-outage adds its recovery time).
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seed of the fault schedule, the fault draws and the load.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The storage of each scenario's cluster: SQLite files, or PostgreSQL schemas of its own
+    /// (dropped after a scenario that passed).
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    pub storage: Backend,
+}
+
+/// `finpay chaos run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub which: Which,
+    /// The PostgreSQL server of `--storage postgres`.
+    #[arg(long, default_value = crate::storage::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Payments started per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Print one JSON object with one entry per scenario.
+    #[arg(long)]
+    pub json: bool,
+    /// Write report.html (inline SVG plots) into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// `finpay chaos schedule`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub which: Which,
 }
 
 impl ChaosCmd {
@@ -81,16 +102,12 @@ impl ChaosCmd {
     pub async fn run(self) -> anyhow::Result<std::process::ExitCode> {
         use std::process::ExitCode;
         match self {
-            ChaosCmd::Schedule {
-                scenario,
-                duration,
-                seed,
-            } => {
-                let scenarios = parse_scenarios(&scenario)?;
-                let duration = duration_arg(duration)?;
+            ChaosCmd::Schedule(ScheduleArgs { which }) => {
+                let scenarios = parse_scenarios(&which.scenario, which.storage)?;
+                let duration = duration_arg(which.duration)?;
                 let schedules: Vec<_> = scenarios
                     .into_iter()
-                    .map(|s| schedule(s, duration, seed))
+                    .map(|s| schedule::for_backend(s, duration, which.seed, which.storage))
                     .collect();
                 println!("{}", serde_json::to_string(&schedules)?);
                 Ok(ExitCode::SUCCESS)
@@ -99,35 +116,8 @@ impl ChaosCmd {
                 print!("{}", bounds_table());
                 Ok(ExitCode::SUCCESS)
             }
-            ChaosCmd::Run {
-                scenario,
-                duration,
-                seed,
-                rate,
-                json,
-                report,
-            } => {
-                let scenarios = parse_scenarios(&scenario)?;
-                let duration = duration_arg(duration)?;
-                if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
-                    return Err(crate::ConfigError(format!(
-                        "--rate must be between 0 and 10000 per second, got {rate}"
-                    ))
-                    .into());
-                }
-                let passed = run(ChaosArgs {
-                    scenarios,
-                    run: RunConfig {
-                        duration,
-                        seed,
-                        rate_per_s: rate,
-                        concurrency: 256,
-                        warmup: Duration::from_secs(2),
-                    },
-                    json,
-                    report_dir: report,
-                })
-                .await?;
+            ChaosCmd::Run(args) => {
+                let passed = run(args.chaos_args()?).await?;
                 Ok(if passed {
                     ExitCode::SUCCESS
                 } else {
@@ -135,6 +125,33 @@ impl ChaosCmd {
                 })
             }
         }
+    }
+}
+
+impl RunArgs {
+    fn chaos_args(self) -> Result<ChaosArgs, crate::ConfigError> {
+        let scenarios = parse_scenarios(&self.which.scenario, self.which.storage)?;
+        let duration = duration_arg(self.which.duration)?;
+        let rate = self.rate;
+        if !(rate.is_finite() && rate > 0.0 && rate <= 10_000.0) {
+            return Err(crate::ConfigError(format!(
+                "--rate must be between 0 and 10000 per second, got {rate}"
+            )));
+        }
+        Ok(ChaosArgs {
+            scenarios,
+            run: RunConfig {
+                duration,
+                seed: self.which.seed,
+                rate_per_s: rate,
+                concurrency: 256,
+                warmup: Duration::from_secs(2),
+                storage: self.which.storage,
+                database_url: self.database_url,
+            },
+            json: self.json,
+            report_dir: self.report,
+        })
     }
 }
 
@@ -157,12 +174,25 @@ pub struct ChaosArgs {
     pub report_dir: Option<PathBuf>,
 }
 
-/// `--scenario NAME|all`.
-pub fn parse_scenarios(s: &str) -> Result<Vec<Scenario>, crate::ConfigError> {
+/// `--scenario NAME|all` on `backend`: `all` is every scenario that runs there; a named one that
+/// does not is refused.
+pub fn parse_scenarios(s: &str, backend: Backend) -> Result<Vec<Scenario>, crate::ConfigError> {
     if s == "all" {
-        return Ok(Scenario::all().collect());
+        return Ok(Scenario::all()
+            .filter(|x| x.run_shape().runs_on(backend))
+            .collect());
     }
-    s.split(',').map(|x| x.trim().parse::<Scenario>()).collect()
+    let named = s
+        .split(',')
+        .map(|x| x.trim().parse::<Scenario>())
+        .collect::<Result<Vec<_>, _>>()?;
+    match named.iter().find(|x| !x.run_shape().runs_on(backend)) {
+        Some(x) => Err(crate::ConfigError(format!(
+            "--scenario {x}: does not run on --storage {}",
+            backend.as_str()
+        ))),
+        None => Ok(named),
+    }
 }
 
 /// The one object `--json` prints.
@@ -245,7 +275,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
 }
 
 fn new_bar(scenario: Scenario, cfg: &RunConfig) -> indicatif::ProgressBar {
-    let len = schedule(scenario, cfg.duration, cfg.seed).load;
+    let len = schedule::for_backend(scenario, cfg.duration, cfg.seed, cfg.storage).load;
     let bar = indicatif::ProgressBar::new(u64::try_from(len.as_millis()).unwrap_or(u64::MAX));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>18} {bar:30} {elapsed:>4} {msg}")
@@ -344,18 +374,25 @@ mod tests {
 
     #[test]
     fn scenarios_parse_from_all_a_name_or_a_list() {
-        let all = parse_scenarios("all").expect("all");
+        let all = parse_scenarios("all", Backend::Postgres).expect("all");
         assert_eq!(all.len(), scenarios::ALL.len());
         assert!(all
             .iter()
             .zip(scenarios::ALL)
             .all(|(a, b)| a.name() == b.name));
-        let names: Vec<&str> = parse_scenarios("fraud-errors,payment-kill")
+        // On SQLite, `all` leaves out what needs PostgreSQL, and naming it is refused.
+        let sqlite = parse_scenarios("all", Backend::Sqlite).expect("all");
+        assert!(sqlite
+            .iter()
+            .all(|s| s.run_shape().runs_on(Backend::Sqlite)));
+        assert!(sqlite.len() < all.len());
+        assert!(parse_scenarios("database-connections-killed", Backend::Sqlite).is_err());
+        let names: Vec<&str> = parse_scenarios("fraud-errors,payment-kill", Backend::Sqlite)
             .expect("list")
             .into_iter()
             .map(Scenario::name)
             .collect();
         assert_eq!(names, ["fraud-errors", "payment-kill"]);
-        assert!(parse_scenarios("fraud").is_err());
+        assert!(parse_scenarios("fraud", Backend::Sqlite).is_err());
     }
 }

@@ -510,6 +510,8 @@ mod tests {
     fn text_is_escaped_and_the_page_has_one_svg_per_chart() {
         assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
         let cfg = RunConfig {
+            storage: crate::storage::Backend::Sqlite,
+            database_url: String::new(),
             duration: std::time::Duration::from_secs(6),
             seed: 1,
             rate_per_s: 100.0,

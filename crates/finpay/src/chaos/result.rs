@@ -23,7 +23,10 @@ pub struct LatencySummary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Measured {
     pub requests: u64,
+    /// After the client's retries (the same as the first answers' when it does not retry).
     pub success_rate: f64,
+    /// Of the first answers, over the same requests.
+    pub first_answer_success_rate: f64,
     pub p99_ms: f64,
     /// Requests overlapping a fault window (widened by the grace), when the scope excludes them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,6 +39,16 @@ pub struct WindowMeasured {
     pub succeeded: u64,
     pub failures: BTreeMap<String, u64>,
     pub p99_ms: f64,
+}
+
+/// A replica replaced as a rolling update does, and how long the replacement took (start, ready,
+/// drain, stop).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Replaced {
+    pub replica: String,
+    pub by: String,
+    pub at_ms: u64,
+    pub took_ms: u64,
 }
 
 /// A killed or frozen replica and how long until its replacement was ready.
@@ -102,6 +115,12 @@ pub struct ScenarioResult {
     pub fault: &'static str,
     pub fault_windows: Vec<Window>,
     pub heals: Vec<Heal>,
+    /// Replicas replaced as a rolling update does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<Replaced>,
+    /// Database connections terminated by the scenario.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub db_connections_killed: u64,
     /// From the end of the load until the outbox was empty and no payment was resumable.
     pub drain_ms: Option<u64>,
     /// Payments the load saw, looked up afterwards (`GET /v1/payments/{id}`).
@@ -158,6 +177,8 @@ impl ScenarioResult {
             fault: scenario.fault(),
             fault_windows: Vec::new(),
             heals: Vec::new(),
+            replaced: Vec::new(),
+            db_connections_killed: 0,
             drain_ms: None,
             payments_checked: 0,
             faults_injected: BTreeMap::new(),
@@ -175,4 +196,8 @@ impl ScenarioResult {
             outcomes: Vec::new(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

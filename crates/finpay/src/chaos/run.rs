@@ -24,6 +24,7 @@ use super::scenario::Scenario;
 use super::schedule::{self, ms, Schedule};
 use super::{scrape, topology};
 use crate::load::{self, LoadConfig, LoadReport, Progress};
+use crate::storage::{Backend, Storage};
 use crate::up::{Cluster, UpConfig};
 use finpay_services::ServiceKind;
 
@@ -38,6 +39,10 @@ pub struct RunConfig {
     /// Unmeasured load before the measured run, so connection pools, SQLite caches and the
     /// resilience layers' windows are warm: the hypothesis is about the steady state.
     pub warmup: Duration,
+    /// The storage of each scenario's cluster.
+    pub storage: Backend,
+    /// The server of [`Backend::Postgres`].
+    pub database_url: String,
 }
 
 /// What the live view shows, updated by the run.
@@ -58,14 +63,15 @@ pub async fn run_scenario(
     cfg: &RunConfig,
     live: &(dyn Fn(&Live) + Sync),
 ) -> anyhow::Result<ScenarioResult> {
-    let schedule = schedule::schedule(scenario, cfg.duration, cfg.seed);
+    let topology = topology::replicas_for(cfg.storage, scenario.run_shape());
+    let schedule = schedule::schedule(scenario, cfg.duration, cfg.seed, topology);
     let tmp = tempfile::Builder::new()
         .prefix(&format!("finpay-chaos-{}-", scenario.name()))
         .tempdir()
         .context("create a temporary data dir")?;
     let up = UpConfig {
         data_dir: tmp.path().join("data"),
-        spec: topology::cluster_spec(cfg.seed),
+        spec: topology::cluster_spec(cfg.seed, storage(cfg), topology),
         overrides: Vec::new(),
     };
     live(&Live {
@@ -82,11 +88,10 @@ pub async fn run_scenario(
         phase: "stopping cluster",
         ..Live::default()
     });
-    let data_dir = cluster.data_dir().to_owned();
     let final_state = cluster.stop().await;
     let mut result = outcome?;
     result.restarts = final_state.replicas.iter().map(|r| r.restarts).sum();
-    let report = finpay_ledger::audit::audit(&data_dir)
+    let report = crate::check::audit_cluster(&final_state)
         .await
         .context("final audit")?;
     check_stores(&report, &mut result);
@@ -103,6 +108,17 @@ pub async fn run_scenario(
         result.data_dir = Some(kept);
     }
     Ok(result)
+}
+
+/// A scenario's storage: SQLite in its data dir, or PostgreSQL schemas of its own.
+fn storage(cfg: &RunConfig) -> Storage {
+    match cfg.storage {
+        Backend::Sqlite => Storage::Sqlite,
+        Backend::Postgres => Storage::Postgres {
+            url: cfg.database_url.clone(),
+            prefix: crate::storage::new_prefix(),
+        },
+    }
 }
 
 /// Everything between launch and stop.
@@ -128,17 +144,8 @@ async fn drive(
     };
     let load_cfg = load_config(&state.payment_url, schedule, cfg);
     warm_up(&load_cfg, schedule, cfg, live).await?;
-    let mut run =
-        load_under_faults(load_cfg, schedule, &injector, cluster.data_dir(), live).await?;
-    let after = settle(
-        &injector,
-        &state.payment_url,
-        cluster.data_dir(),
-        schedule.load,
-        &mut run,
-        live,
-    )
-    .await;
+    let mut run = load_under_faults(load_cfg, schedule, &injector, cluster, live).await?;
+    let after = settle(&injector, &cluster.state(), schedule.load, &mut run, live).await;
     Ok(assemble(schedule, cfg, &proxies, run, after))
 }
 
@@ -183,6 +190,7 @@ fn load_config(payment_url: &str, schedule: &Schedule, cfg: &RunConfig) -> LoadC
         request_timeout: Duration::from_secs(10),
         record_outcomes: true,
         rate_per_s: Some(cfg.rate_per_s),
+        client_retries: schedule.scenario.run_shape().client_retries,
         ..LoadConfig::default()
     }
 }
@@ -227,7 +235,7 @@ async fn load_under_faults(
     load_cfg: LoadConfig,
     schedule: &Schedule,
     injector: &Injector<'_>,
-    data_dir: &std::path::Path,
+    cluster: &mut Cluster,
     live: &(dyn Fn(&Live) + Sync),
 ) -> anyhow::Result<UnderFaults> {
     let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
@@ -240,7 +248,7 @@ async fn load_under_faults(
     };
     let done = AtomicBool::new(false);
     let active: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let injecting = injector.run(schedule, t0, &active, data_dir);
+    let injecting = injector.run(schedule, t0, &active, cluster);
     let sampler = scrape::sample(
         injector.shared,
         schedule.load,
@@ -280,8 +288,7 @@ struct Settled {
 /// violations.
 async fn settle(
     injector: &Injector<'_>,
-    payment_url: &str,
-    data_dir: &std::path::Path,
+    state: &crate::cluster::ClusterState,
     load: Duration,
     run: &mut UnderFaults,
     live: &(dyn Fn(&Live) + Sync),
@@ -298,7 +305,8 @@ async fn settle(
         ..Live::default()
     });
     let drain_start = Instant::now();
-    let drain_ms = match drain(data_dir).await {
+    let payment_url = state.payment_url.as_str();
+    let drain_ms = match drain(state).await {
         Ok(true) => Some(ms(drain_start.elapsed())),
         Ok(false) => {
             violations.push(format!(
@@ -369,6 +377,8 @@ fn assemble(
         fault: scenario.fault(),
         fault_windows: windows,
         heals: injected.heals,
+        replaced: injected.replaced,
+        db_connections_killed: injected.db_connections_killed,
         drain_ms: after.drain_ms,
         payments_checked: after.payments_checked,
         faults_injected: after.faults_injected,

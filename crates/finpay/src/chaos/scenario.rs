@@ -6,8 +6,11 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
+use finpay_services::ServiceKind;
+
 use super::scenarios;
 use super::schedule::{Builder, Dice};
+use crate::storage::Backend;
 
 /// One chaos experiment: everything the harness needs to know about it. Adding a scenario is a
 /// file under `chaos/scenarios/` with one `pub static SPEC` and its line in the list there.
@@ -21,10 +24,37 @@ pub struct ScenarioSpec {
     pub bounds: Bounds,
     /// The scenario's cells of the README's bounds table ([`readme_table_rows`]).
     pub readme: ReadmeRow,
+    /// The cluster and the client it needs: which storage it runs on, the fewest replicas of a
+    /// service, and how often the load's client retries.
+    pub run: RunShape,
     /// Pushes the scenario's steps and windows for a load of `duration_s` seconds. The dice have
     /// drawn the fault seed and the fault span ([`Builder::start`], [`Builder::end`]) already;
     /// what this draws, and in which order, is the scenario's own.
     pub schedule: fn(duration_s: f64, dice: &mut Dice, b: &mut Builder),
+}
+
+/// What a scenario asks of its cluster and its client, beyond the schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct RunShape {
+    /// The storage backends the scenario makes sense on (`--scenario all` skips the others).
+    pub backends: &'static [Backend],
+    /// The fewest replicas of a service the scenario needs (more than the backend's default).
+    pub min_replicas: &'static [(ServiceKind, u16)],
+    /// How many times the load's client sends a payment again (`finpay load --client-retries`).
+    pub client_retries: u32,
+}
+
+impl RunShape {
+    /// Either backend, the standard cluster, a client that never retries.
+    pub const STANDARD: RunShape = RunShape {
+        backends: &[Backend::Sqlite, Backend::Postgres],
+        min_replicas: &[],
+        client_retries: 0,
+    };
+
+    pub fn runs_on(&self, backend: Backend) -> bool {
+        self.backends.contains(&backend)
+    }
 }
 
 /// The README's words for one scenario, where they differ from [`ScenarioSpec::fault`] and the
@@ -64,6 +94,10 @@ impl Scenario {
     /// The stated bounds of this scenario.
     pub fn bounds(self) -> &'static Bounds {
         &self.0.bounds
+    }
+
+    pub fn run_shape(self) -> &'static RunShape {
+        &self.0.run
     }
 }
 
@@ -144,8 +178,12 @@ pub struct WindowBounds {
 /// The stated steady-state hypothesis of one scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bounds {
-    /// Lowest user-visible success rate (succeeded or declined for a business reason).
+    /// Lowest user-visible success rate (succeeded or declined for a business reason), after the
+    /// client's retries when the scenario's client retries.
     pub success_rate_min: f64,
+    /// Lowest success rate of the first answers, for a scenario whose client retries; `None`
+    /// when it does not (the rate above is then the first answers').
+    pub first_answer_min: Option<f64>,
     /// Highest p99 latency, in ms, over the same requests.
     pub p99_ms_max: f64,
     pub scope: Scope,

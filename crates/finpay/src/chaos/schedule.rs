@@ -1,5 +1,5 @@
-//! The fault schedule of a run: a pure function of `(scenario, duration, seed)`, so a run is
-//! reproducible from `--seed` and testable without a cluster.
+//! The fault schedule of a run: a pure function of `(scenario, duration, seed, topology)`, so a
+//! run is reproducible from `--seed` and testable without a cluster.
 //!
 //! [`schedule`] draws what every scenario shares (the seed of the services' fault draws, and the
 //! span after a warm-up and before a recovery tail in which the faults happen), then hands the
@@ -16,7 +16,7 @@ use finpay_services::ServiceKind;
 
 use super::scenario::Scenario;
 use super::topology;
-use crate::plan::splitmix64;
+use crate::plan::{splitmix64, Replicas};
 
 /// Which replicas an action hits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,6 +59,12 @@ pub enum Action {
     Freeze { replica: String },
     /// Switch the toxic of the proxy in front of one replica.
     SetToxic { replica: String, toxic: Toxic },
+    /// Replace the replica the way a rolling update does: a new replica of its service starts
+    /// and becomes ready, then the old one leaves payment's routes, drains and gets SIGTERM.
+    Replace { replica: String },
+    /// Terminate every database connection of the cluster (`pg_terminate_backend`); the pools
+    /// reconnect.
+    KillDbConnections,
     /// Every fault off: admin faults cleared, toxics off, frozen processes continued.
     Restore,
 }
@@ -174,6 +180,8 @@ pub struct Builder {
     pub start: f64,
     /// When they end: before a tail that shows the recovery.
     pub end: f64,
+    /// The replicas of the cluster the schedule is for.
+    pub topology: Replicas,
     steps: Vec<Step>,
     windows: Vec<Window>,
     load: Duration,
@@ -238,9 +246,27 @@ impl Builder {
         self.step(t, Action::Freeze { replica });
     }
 
+    /// `replica` replaced by a new one at `t` (a rolling update's step); the window lasts until
+    /// the next step of the schedule could start.
+    pub fn replace(&mut self, t: f64, replica: String, window_s: f64) {
+        self.window(&format!("replace {replica}"), t, t + window_s);
+        self.step(t, Action::Replace { replica });
+    }
+
+    /// Every database connection cut at `t`.
+    pub fn kill_db_connections(&mut self, t: f64) {
+        self.window("database connections killed", t, t + SIGNAL_WINDOW_S);
+        self.step(t, Action::KillDbConnections);
+    }
+
+    /// Every replica of `services`, service by service, each by index.
+    pub fn all_replicas(&self, services: &[ServiceKind]) -> Vec<String> {
+        topology::replicas(&self.topology, services)
+    }
+
     /// A replica of `services` drawn uniformly, counting the replicas service by service.
     pub fn pick_replica(&self, dice: &mut Dice, services: &[ServiceKind]) -> String {
-        let all = topology::replicas(services);
+        let all = topology::replicas(&self.topology, services);
         let i = usize::try_from(dice.below(all.len() as u64)).unwrap_or(0);
         all.get(i).cloned().unwrap_or_default()
     }
@@ -256,9 +282,9 @@ impl Builder {
     }
 }
 
-/// The schedule of `scenario` for a load of `duration` and `seed`: a pure function. The cluster
-/// is the one of [`topology`]: 3 fraud replicas, 2 wallet replicas, 1 notification and 1 payment.
-pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
+/// The schedule of `scenario` for a load of `duration` and `seed` on a cluster of `topology`
+/// ([`topology::replicas_for`]): a pure function.
+pub fn schedule(scenario: Scenario, duration: Duration, seed: u64, topology: Replicas) -> Schedule {
     let d = duration.max(DURATION_MIN).as_secs_f64();
     let mut dice = Dice::new(seed, scenario);
     let fault_seed = dice.next() >> 1;
@@ -269,6 +295,7 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
         fault_seed,
         start,
         end,
+        topology,
         steps: Vec::new(),
         windows: Vec::new(),
         load: secs(d),
@@ -284,4 +311,15 @@ pub fn schedule(scenario: Scenario, duration: Duration, seed: u64) -> Schedule {
         windows: b.windows,
         proxies: b.proxies,
     }
+}
+
+/// The schedule of `scenario` on the cluster a run on `backend` starts for it.
+pub fn for_backend(
+    scenario: Scenario,
+    duration: Duration,
+    seed: u64,
+    backend: crate::storage::Backend,
+) -> Schedule {
+    let topology = topology::replicas_for(backend, scenario.run_shape());
+    schedule(scenario, duration, seed, topology)
 }

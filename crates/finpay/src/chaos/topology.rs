@@ -5,45 +5,38 @@
 
 use finpay_services::ServiceKind;
 
+use super::scenario::RunShape;
 use crate::plan::{ClusterSpec, FraudFault, Replicas, WalletFault};
-use crate::storage::Storage;
+use crate::storage::{Backend, Storage};
 
-/// Fraud replicas of a chaos cluster.
-pub const FRAUD_REPLICAS: u16 = 3;
-/// Wallet replicas of a chaos cluster.
-pub const WALLET_REPLICAS: u16 = 2;
-
-/// How many replicas of `service` a chaos cluster runs (the plan starts one notification and one
-/// payment whatever the spec says).
-pub fn replica_count(service: ServiceKind) -> u16 {
-    match service {
-        ServiceKind::Fraud => FRAUD_REPLICAS,
-        ServiceKind::Wallet => WALLET_REPLICAS,
-        ServiceKind::Notification | ServiceKind::Payment => 1,
+/// The replicas of a chaos cluster on `backend`: the shape `finpay up` starts there (3 fraud,
+/// 2 wallet, and on PostgreSQL 2 notification and 2 payment replicas), raised to what the
+/// scenario needs.
+pub fn replicas_for(backend: Backend, shape: &RunShape) -> Replicas {
+    let mut r = Replicas::default_for(backend);
+    for &(kind, n) in shape.min_replicas {
+        r.raise(kind, n);
     }
+    r
 }
 
 pub use crate::plan::replica_name;
 
-/// Every replica of `services`, service by service in the given order, each by index.
-pub fn replicas(services: &[ServiceKind]) -> Vec<String> {
+/// Every replica of `services` in `topology`, service by service in the given order, each by
+/// index.
+pub fn replicas(topology: &Replicas, services: &[ServiceKind]) -> Vec<String> {
     services
         .iter()
-        .flat_map(|&s| (0..replica_count(s)).map(move |i| replica_name(s, i)))
+        .flat_map(|&s| (0..topology.get(s)).map(move |i| replica_name(s, i)))
         .collect()
 }
 
 /// The spec of a chaos cluster: no faults from the start (the schedule injects them), payment on
 /// a free port.
-pub fn cluster_spec(seed: u64) -> ClusterSpec {
+pub fn cluster_spec(seed: u64, storage: Storage, replicas: Replicas) -> ClusterSpec {
     ClusterSpec {
-        replicas: Replicas {
-            fraud: FRAUD_REPLICAS,
-            wallet: WALLET_REPLICAS,
-            notification: replica_count(ServiceKind::Notification),
-            payment: replica_count(ServiceKind::Payment),
-        },
-        storage: Storage::Sqlite,
+        replicas,
+        storage,
         fraud_fault: FraudFault::None,
         fraud_fault_rate: 0.0,
         wallet_fault: WalletFault::None,
@@ -61,11 +54,12 @@ mod tests {
     #[test]
     fn the_plan_of_a_chaos_cluster_has_exactly_the_named_replicas() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plans = crate::plan::build(&cluster_spec(1), dir.path())
+        let topology = replicas_for(Backend::Sqlite, &RunShape::STANDARD);
+        let plans = crate::plan::build(&cluster_spec(1, Storage::Sqlite, topology), dir.path())
             .expect("plan")
             .replicas;
         let planned: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(planned, replicas(&ServiceKind::ALL));
+        assert_eq!(planned, replicas(&topology, &ServiceKind::ALL));
         for p in &plans {
             assert_eq!(p.name, replica_name(p.service, p.index));
         }
@@ -73,8 +67,9 @@ mod tests {
 
     #[test]
     fn dependency_replicas_are_listed_service_by_service() {
+        let sqlite = replicas_for(Backend::Sqlite, &RunShape::STANDARD);
         assert_eq!(
-            replicas(&ServiceKind::DEPENDENCIES),
+            replicas(&sqlite, &ServiceKind::DEPENDENCIES),
             [
                 "fraud-0",
                 "fraud-1",
@@ -83,6 +78,26 @@ mod tests {
                 "wallet-1",
                 "notification-0"
             ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_raises_the_replicas_it_needs_and_postgres_runs_two_payments() {
+        let pg = replicas_for(Backend::Postgres, &RunShape::STANDARD);
+        assert_eq!((pg.payment, pg.notification), (2, 2));
+        let shape = RunShape {
+            min_replicas: &[(ServiceKind::Payment, 2)],
+            ..RunShape::STANDARD
+        };
+        assert_eq!(replicas_for(Backend::Sqlite, &shape).payment, 2);
+        assert_eq!(
+            replicas_for(Backend::Sqlite, &RunShape::STANDARD).payment,
+            1
         );
     }
 }

@@ -321,6 +321,7 @@ async fn worker(run: Arc<Run>) {
                 payment_id,
                 payment_status,
                 attempts: tried.retries + 1,
+                first_ok: !matches!(tried.first, Class::Failed(_)),
                 started_us: u64::try_from(sent.saturating_duration_since(run.start).as_micros())
                     .unwrap_or(u64::MAX),
                 latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),

@@ -46,6 +46,9 @@ pub struct Outcome {
     /// How many times the request was sent (1 without client retries).
     #[serde(default = "one")]
     pub attempts: u32,
+    /// Whether the first answer was already a success (the last one is in `http_status`).
+    #[serde(default = "yes")]
+    pub first_ok: bool,
     /// When the request was due (open loop) or sent, in µs after the start of the run.
     #[serde(default)]
     pub started_us: u64,
@@ -333,4 +336,8 @@ impl LoadReport {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }

@@ -87,7 +87,7 @@ impl UpArgs {
                 prefix: prefix_for(&self.data_dir, &self.database_url),
             },
         };
-        let defaults = Replicas::default_for(&storage);
+        let defaults = Replicas::default_for(storage.backend());
         let replicas = Replicas {
             fraud: self.fraud_replicas,
             wallet: self.wallet_replicas.unwrap_or(defaults.wallet),

@@ -4,7 +4,7 @@
 
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
 use crate::chaos::schedule::{Builder, Dice};
 
 pub static SPEC: ScenarioSpec = ScenarioSpec {
@@ -12,6 +12,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "kill -9 of a fraud replica every 1.5-3 s",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         scope: Scope::AllRequests,
         window: None,
@@ -21,6 +22,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "`kill -9` of a fraud replica every 1.5–3 s",
         measured_over: "every request; heal ≤ 2 s",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 

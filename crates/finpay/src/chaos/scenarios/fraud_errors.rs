@@ -5,7 +5,7 @@
 use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
 use crate::chaos::schedule::{Builder, Dice};
 
 pub static SPEC: ScenarioSpec = ScenarioSpec {
@@ -13,6 +13,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "30% of fraud calls answer 500/503, on every fraud replica",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         scope: Scope::AllRequests,
         window: None,
@@ -22,6 +23,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "30% of fraud calls answer 500/503",
         measured_over: "every request",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use finpay_services::http::FaultSettings;
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, WindowBounds, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, WindowBounds, P99_MS};
 use crate::chaos::schedule::{secs, Builder, Dice};
 
 pub static SPEC: ScenarioSpec = ScenarioSpec {
@@ -16,6 +16,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "every fraud replica answers errors (error_rate 1.0)",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         // The breaker waits 3 s (+20% jitter) before probing again.
         scope: Scope::OutsideWindows { grace_ms: 5_000 },
@@ -29,6 +30,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "every fraud replica errors for 10 s",
         measured_over: "outside the window (+5 s for the breaker); inside: only 503/`failed`, p99 ≤ 500 ms, no 500, no debit",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 
@@ -50,11 +52,12 @@ fn schedule(d: f64, dice: &mut Dice, b: &mut Builder) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::schedule::{ms, schedule};
+    use crate::chaos::schedule::{for_backend, ms};
+    use crate::storage::Backend;
 
     #[test]
     fn fraud_outage_is_half_the_run_and_its_recovery_is_measured() {
-        let sch = schedule((&SPEC).into(), Duration::from_secs(20), 1);
+        let sch = for_backend((&SPEC).into(), Duration::from_secs(20), 1, Backend::Sqlite);
         let w = &sch.windows[0];
         assert_eq!(w.end_ms - w.start_ms, 10_000);
         assert!(ms(sch.load) >= w.end_ms + 5_000 + 3_000);

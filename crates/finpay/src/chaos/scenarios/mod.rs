@@ -33,6 +33,9 @@ scenarios! {
     notification_down,
     network_glitch,
     replica_freeze,
+    payment_replica_kill,
+    database_connections_killed,
+    rolling_restart,
 }
 
 #[cfg(test)]
@@ -41,7 +44,17 @@ mod tests {
     use std::time::Duration;
 
     use crate::chaos::scenario::{Scenario, Scope};
-    use crate::chaos::schedule::{schedule, Action};
+    use crate::chaos::schedule::{for_backend, Action, Schedule};
+    use crate::storage::Backend;
+
+    /// The schedule of `s` on every backend it runs on.
+    fn schedules(s: Scenario, d: Duration, seed: u64) -> Vec<Schedule> {
+        [Backend::Sqlite, Backend::Postgres]
+            .into_iter()
+            .filter(|b| s.run_shape().runs_on(*b))
+            .map(|b| for_backend(s, d, seed, b))
+            .collect()
+    }
 
     #[test]
     fn every_scenario_has_a_unique_kebab_case_name_that_parses_back() {
@@ -67,7 +80,10 @@ mod tests {
         for s in Scenario::all() {
             let b = s.bounds();
             assert!(b.success_rate_min >= 0.999, "{}", s.name());
-            let window_scoped = matches!(s.name(), "fraud-outage" | "payment-kill");
+            let window_scoped = matches!(
+                s.name(),
+                "fraud-outage" | "payment-kill" | "database-connections-killed"
+            );
             assert_eq!(
                 matches!(b.scope, Scope::OutsideWindows { .. }),
                 window_scoped,
@@ -88,13 +104,27 @@ mod tests {
                 let heal = b
                     .heal_ms_max
                     .map_or_else(String::new, |h| format!("; heal ≤ {} s", h / 1000));
+                let retries = match b.first_answer_min {
+                    None => String::new(),
+                    Some(first) => format!(
+                        ", after up to {} client retries (first answers ≥ {first})",
+                        s.run_shape().client_retries
+                    ),
+                };
                 assert_eq!(
                     r.measured_over,
-                    format!("every request{heal}"),
+                    format!("every request{retries}{heal}"),
                     "{}",
                     s.name()
                 );
             }
+            // A first-answer bound is stated exactly when the client retries.
+            assert_eq!(
+                b.first_answer_min.is_some(),
+                s.run_shape().client_retries > 0,
+                "{}",
+                s.name()
+            );
         }
     }
 
@@ -102,8 +132,8 @@ mod tests {
     fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
         let d = Duration::from_secs(20);
         for s in Scenario::all() {
-            assert_eq!(schedule(s, d, 42), schedule(s, d, 42), "{}", s.name());
-            assert_ne!(schedule(s, d, 42), schedule(s, d, 43), "{}", s.name());
+            assert_eq!(schedules(s, d, 42), schedules(s, d, 42), "{}", s.name());
+            assert_ne!(schedules(s, d, 42), schedules(s, d, 43), "{}", s.name());
         }
     }
 
@@ -112,26 +142,27 @@ mod tests {
         for s in Scenario::all() {
             for seed in 0..50 {
                 for secs in [4, 6, 8, 20, 60] {
-                    let sch = schedule(s, Duration::from_secs(secs), seed);
-                    assert!(!sch.steps.is_empty(), "{}", s.name());
-                    assert!(!sch.windows.is_empty(), "{}", s.name());
-                    assert!(sch.steps.windows(2).all(|w| w[0].at <= w[1].at));
-                    assert!(
-                        sch.steps.iter().all(|st| st.at < sch.load),
-                        "{} seed {seed}: a step after the load",
-                        s.name()
-                    );
-                    assert!(sch.windows.iter().all(|w| w.start_ms < w.end_ms));
-                    assert!(sch.steps[0].at >= Duration::from_millis(500));
-                    let faults_set = sch
-                        .steps
-                        .iter()
-                        .any(|st| matches!(st.action, Action::SetFaults { .. }));
-                    if faults_set {
-                        assert!(matches!(
-                            sch.steps.last().map(|st| &st.action),
-                            Some(Action::Restore)
-                        ));
+                    for sch in schedules(s, Duration::from_secs(secs), seed) {
+                        assert!(!sch.steps.is_empty(), "{}", s.name());
+                        assert!(!sch.windows.is_empty(), "{}", s.name());
+                        assert!(sch.steps.windows(2).all(|w| w[0].at <= w[1].at));
+                        assert!(
+                            sch.steps.iter().all(|st| st.at < sch.load),
+                            "{} seed {seed}: a step after the load",
+                            s.name()
+                        );
+                        assert!(sch.windows.iter().all(|w| w.start_ms < w.end_ms));
+                        assert!(sch.steps[0].at >= Duration::from_millis(500));
+                        let faults_set = sch
+                            .steps
+                            .iter()
+                            .any(|st| matches!(st.action, Action::SetFaults { .. }));
+                        if faults_set {
+                            assert!(matches!(
+                                sch.steps.last().map(|st| &st.action),
+                                Some(Action::Restore)
+                            ));
+                        }
                     }
                 }
             }
@@ -142,9 +173,11 @@ mod tests {
     fn scheduled_faults_are_settings_the_services_accept() {
         for s in Scenario::all() {
             for seed in 0..20 {
-                for st in schedule(s, Duration::from_secs(20), seed).steps {
-                    if let Action::SetFaults { faults, .. } = st.action {
-                        assert_eq!(faults.validate(), Ok(()), "{} seed {seed}", s.name());
+                for sch in schedules(s, Duration::from_secs(20), seed) {
+                    for st in sch.steps {
+                        if let Action::SetFaults { faults, .. } = st.action {
+                            assert_eq!(faults.validate(), Ok(()), "{} seed {seed}", s.name());
+                        }
                     }
                 }
             }
@@ -155,23 +188,24 @@ mod tests {
     fn every_kill_and_freeze_has_a_window_naming_its_replica() {
         for s in Scenario::all() {
             for seed in 0..20 {
-                let sch = schedule(s, Duration::from_secs(20), seed);
-                let signalled: Vec<&str> = sch
-                    .steps
-                    .iter()
-                    .filter_map(|st| match &st.action {
-                        Action::Kill { replica } | Action::Freeze { replica } => {
-                            Some(replica.as_str())
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let windows: Vec<&str> = sch
-                    .windows
-                    .iter()
-                    .filter_map(|w| w.signalled_replica())
-                    .collect();
-                assert_eq!(signalled, windows, "{} seed {seed}", s.name());
+                for sch in schedules(s, Duration::from_secs(20), seed) {
+                    let signalled: Vec<&str> = sch
+                        .steps
+                        .iter()
+                        .filter_map(|st| match &st.action {
+                            Action::Kill { replica } | Action::Freeze { replica } => {
+                                Some(replica.as_str())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let windows: Vec<&str> = sch
+                        .windows
+                        .iter()
+                        .filter_map(|w| w.signalled_replica())
+                        .collect();
+                    assert_eq!(signalled, windows, "{} seed {seed}", s.name());
+                }
             }
         }
     }

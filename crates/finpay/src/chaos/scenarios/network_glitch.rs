@@ -5,7 +5,7 @@
 
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
 use crate::chaos::schedule::{Action, Builder, Dice, Toxic};
 
 pub static SPEC: ScenarioSpec = ScenarioSpec {
@@ -13,6 +13,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "fault proxy between payment and one dependency replica at a time: latency spikes, resets, blackhole",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         scope: Scope::AllRequests,
         window: None,
@@ -22,6 +23,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "fault proxy: latency spikes, resets, blackhole",
         measured_over: "every request",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 
@@ -83,12 +85,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::chaos::schedule::schedule;
+    use crate::chaos::schedule::for_backend;
+    use crate::storage::Backend;
 
     #[test]
     fn network_glitch_meets_every_toxic_even_in_a_short_run() {
         for seed in 0..50 {
-            let sch = schedule((&SPEC).into(), Duration::from_secs(6), seed);
+            let sch = for_backend((&SPEC).into(), Duration::from_secs(6), seed, Backend::Sqlite);
             let kinds: std::collections::BTreeSet<&str> = sch
                 .steps
                 .iter()
@@ -108,7 +111,7 @@ mod tests {
 
     #[test]
     fn payment_reaches_its_dependencies_through_the_proxies() {
-        let sch = schedule((&SPEC).into(), Duration::from_secs(6), 1);
+        let sch = for_backend((&SPEC).into(), Duration::from_secs(6), 1, Backend::Sqlite);
         assert!(sch.proxies);
     }
 }

@@ -5,7 +5,7 @@
 
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, WindowBounds, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, WindowBounds, P99_MS};
 use crate::chaos::schedule::{Builder, Dice};
 use crate::chaos::topology::replica_name;
 
@@ -14,6 +14,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "kill -9 of the payment process mid-load",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         // The window runs from the kill until payment is ready again; then 1 s of grace.
         scope: Scope::OutsideWindows { grace_ms: 1_000 },
@@ -27,6 +28,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "`kill -9` of the payment process",
         measured_over: "outside kill → ready (+1 s); inside only transport errors/503",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 

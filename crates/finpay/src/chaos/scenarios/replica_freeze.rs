@@ -4,7 +4,7 @@
 
 use finpay_services::ServiceKind;
 
-use crate::chaos::scenario::{Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
+use crate::chaos::scenario::{RunShape, Bounds, ReadmeRow, ScenarioSpec, Scope, P99_MS};
 use crate::chaos::schedule::{Action, Builder, Dice};
 
 pub static SPEC: ScenarioSpec = ScenarioSpec {
@@ -12,6 +12,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
     fault: "SIGSTOP of a fraud or wallet replica, once per 8 s of load",
     bounds: Bounds {
         success_rate_min: 0.999,
+        first_answer_min: None,
         p99_ms_max: P99_MS,
         scope: Scope::AllRequests,
         window: None,
@@ -21,6 +22,7 @@ pub static SPEC: ScenarioSpec = ScenarioSpec {
         fault: "SIGSTOP of a fraud or wallet replica",
         measured_over: "every request; heal ≤ 5 s",
     },
+    run: RunShape::STANDARD,
     schedule,
 };
 
