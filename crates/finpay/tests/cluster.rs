@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use finpay::cluster::{self, ClusterState};
 use finpay::load::Outcome;
+use finpay_services::ServiceKind;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -581,4 +582,88 @@ fn kill_9_of_payment_mid_load_leaves_every_payment_terminal_and_check_passes() {
             "non-terminal status {status} left: {audit}"
         );
     }
+}
+
+/// The `finpay_fraud_verdicts_total` a fraud replica has answered, from its own `/metrics`.
+fn verdicts(url: &str) -> f64 {
+    let text = runtime().block_on(async {
+        let resp = reqwest::get(format!("{url}/metrics")).await.ok()?;
+        resp.text().await.ok()
+    });
+    text.unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("finpay_fraud_verdicts_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn scaling_fraud_up_and_down_and_payment_up_under_load_fails_no_payment() {
+    let _one = exclusive();
+    let c = Cluster::start(&["--fraud-fault", "none"]);
+    let url = c.url();
+    let data_dir = c.data_dir.to_str().expect("utf-8").to_owned();
+    let load = std::thread::spawn(move || {
+        finpay(&[
+            "load",
+            "--url",
+            &url,
+            "--duration",
+            "14",
+            "--rate",
+            "40",
+            "--concurrency",
+            "32",
+            "--client-retries",
+            "5",
+            "--json",
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let scale = |svc: &str, n: &str| {
+        let out = finpay(&["scale", svc, n, "--json", "--data-dir", &data_dir]);
+        assert!(
+            out.status.success(),
+            "scale {svc} {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<ClusterState>(&out.stdout).expect("the new state")
+    };
+    let five = scale("fraud", "5");
+    let fresh: Vec<_> = five
+        .replicas
+        .iter()
+        .filter(|r| r.name == "fraud-3" || r.name == "fraud-4")
+        .collect();
+    assert_eq!(fresh.len(), 2, "{}", five.table());
+    assert!(fresh.iter().all(|r| r.ready), "{}", five.table());
+    // Payment's client learns the new endpoints at once: they answer checks within seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fresh.iter().any(|r| verdicts(&r.url) == 0.0) {
+        assert!(Instant::now() < deadline, "new fraud replicas got no tries");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let two = scale("fraud", "2");
+    assert_eq!(
+        two.by_service(ServiceKind::Fraud).count(),
+        2,
+        "{}",
+        two.table()
+    );
+    let pay = scale("payment", "2");
+    assert_eq!(
+        pay.by_service(ServiceKind::Payment).count(),
+        2,
+        "{}",
+        pay.table()
+    );
+    let out = load.join().expect("load thread");
+    let report = json_of(&out);
+    eprintln!("load report: {report}");
+    assert_eq!(
+        report["success_rate_after_retries"], 1.0,
+        "a payment failed while scaling: {report}"
+    );
+    let (ok, audit) = check(&c.data_dir);
+    assert!(ok, "check failed: {audit}");
 }
