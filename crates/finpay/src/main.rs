@@ -47,6 +47,8 @@ enum Cmd {
     Status(finpay::status::StatusArgs),
     /// Change the number of replicas of one service of a running `finpay up`.
     Scale(finpay::scale::ScaleArgs),
+    /// Open the demo accounts in a deployed system's `<prefix>_wallet` schema (idempotent).
+    Seed(finpay::seed::SeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,5 +118,6 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Chaos { command } => command.run().await,
         Cmd::Scale(args) => args.run().await,
+        Cmd::Seed(args) => args.run().await,
     }
 }

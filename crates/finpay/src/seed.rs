@@ -2,8 +2,12 @@
 //!
 //! Seeding is idempotent: the ledger's `open_account` rules make opening an existing account with the
 //! same currency and opening balance a no-op, so `finpay up` on an existing data dir changes nothing.
+//!
+//! `finpay seed` ([`SeedArgs`]) does the same for a deployed system on PostgreSQL: the Kubernetes
+//! seeding Job and the container smoke test run it against `<prefix>_wallet`.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use finpay_core::{AccountId, Balance, Currency};
@@ -61,6 +65,38 @@ pub async fn seed_demo_accounts(wallet_db: &Path) -> anyhow::Result<usize> {
     Ok(accounts.len())
 }
 
+/// `finpay seed`: open the demo accounts in a deployed system's `<prefix>_wallet` schema.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArgs {
+    /// The PostgreSQL server; it may carry a password, so it can come from the environment
+    /// (as the services read it) rather than the command line.
+    #[arg(long, env = "FINPAY_STORAGE__URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The deployment's schema prefix: the accounts go into `<prefix>_wallet`.
+    #[arg(long)]
+    pub schema_prefix: String,
+}
+
+impl SeedArgs {
+    /// Opens the demo accounts (idempotent) through the PostgreSQL path of
+    /// [`crate::storage::Storage::seed`] and prints how many exist.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        crate::storage::check_prefix(&self.schema_prefix)?;
+        let storage = crate::storage::Storage::Postgres {
+            url: self.database_url,
+            prefix: self.schema_prefix,
+        };
+        let schema = storage
+            .schemas()
+            .map(|s| s.wallet)
+            .context("a PostgreSQL storage names its schemas")?;
+        // The data dir only matters for SQLite.
+        let accounts = storage.seed(Path::new(".")).await?;
+        println!("finpay seed: {accounts} demo accounts open in schema {schema}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +109,15 @@ mod tests {
         assert_eq!(accounts[999].0.as_str(), "cust-0999");
         let sum: u64 = accounts.iter().map(|a| a.2.minor()).sum();
         assert_eq!(sum, total_seeded_minor());
+    }
+
+    #[tokio::test]
+    async fn seed_refuses_a_bad_prefix_before_it_connects() {
+        let args = SeedArgs {
+            database_url: "postgres://nobody@127.0.0.1:1/none".into(),
+            schema_prefix: "Bad-Prefix".into(),
+        };
+        let err = args.run().await.expect_err("refused");
+        assert!(err.is::<crate::ConfigError>(), "{err:#}");
     }
 }
