@@ -136,8 +136,8 @@ for label in ("title", "version", "revision", "created", "source", "licenses", "
 if not re.search(r"^USER \d+:\d+$", text, re.M):
     errors.append("USER must be a numeric uid:gid")
 hc = re.search(r"^HEALTHCHECK .*?CMD (.*)$", text, re.M | re.S)
-if not hc or "curl" in hc.group(1) or "wget" in hc.group(1):
-    errors.append("HEALTHCHECK missing, or it needs curl/wget")
+if not hc or "finpay probe" not in hc.group(1):
+    errors.append("HEALTHCHECK missing, or not `finpay probe` (the image ships no curl)")
 if "install -D -m 0755 -s" not in text:
     errors.append("the release binary must be installed stripped")
 for e in errors:

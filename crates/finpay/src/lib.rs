@@ -12,6 +12,7 @@ pub mod check;
 pub mod cluster;
 pub mod load;
 pub mod plan;
+pub mod probe;
 pub mod scale;
 pub mod seed;
 pub mod serve;

@@ -49,6 +49,8 @@ enum Cmd {
     Scale(finpay::scale::ScaleArgs),
     /// Open the demo accounts in a deployed system's `<prefix>_wallet` schema (idempotent).
     Seed(finpay::seed::SeedArgs),
+    /// GET a URL once; exit 0 on a 2xx answer (the container image's health check).
+    Probe(finpay::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,5 +121,6 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Chaos { command } => command.run().await,
         Cmd::Scale(args) => args.run().await,
         Cmd::Seed(args) => args.run().await,
+        Cmd::Probe(args) => args.run().await,
     }
 }
