@@ -25,11 +25,14 @@ use finpay_core::{
     TransferId,
 };
 use finpay_ledger::inbox::{InboxStore, Notification};
-use finpay_ledger::payments::{Begin, NewPayment, OutboxMessage, PaymentStore, StepNote};
+use finpay_ledger::payments::{
+    Begin, LeaseOwner, NewPayment, OutboxMessage, PaymentStore, StepNote,
+};
 use finpay_ledger::sqlite::{SqliteInbox, SqliteOptions, SqlitePayments, SqliteWallet};
 use finpay_ledger::wallet::{TransferRequest, WalletStore};
 
 const CUSTOMERS: usize = 1000;
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 struct Args {
     dir: Option<PathBuf>,
@@ -78,7 +81,8 @@ async fn one_payment(s: &Stores, n: usize, merged: bool) -> anyhow::Result<()> {
         currency: Currency::Usd,
         description: None,
     };
-    let Begin::Created(p) = s.payments.begin(new).await? else {
+    let owner = LeaseOwner::try_from("bench")?;
+    let Begin::Created(p, lease) = s.payments.begin(new, &owner, LEASE_TTL).await? else {
         anyhow::bail!("key reused")
     };
     s.payments
@@ -87,6 +91,7 @@ async fn one_payment(s: &Stores, n: usize, merged: bool) -> anyhow::Result<()> {
             PaymentStatus::Received,
             PaymentStatus::FraudChecked,
             StepNote::default(),
+            &lease,
         )
         .await?;
     s.wallet
@@ -105,6 +110,7 @@ async fn one_payment(s: &Stores, n: usize, merged: bool) -> anyhow::Result<()> {
                 PaymentStatus::FraudChecked,
                 PaymentStatus::Debited,
                 StepNote::default(),
+                &lease,
             )
             .await?;
     }
@@ -123,7 +129,9 @@ async fn one_payment(s: &Stores, n: usize, merged: bool) -> anyhow::Result<()> {
     } else {
         PaymentStatus::Debited
     };
-    s.payments.succeed_from(p.id, from, m.clone()).await?;
+    s.payments
+        .succeed_from(p.id, from, m.clone(), &lease)
+        .await?;
     s.inbox
         .deliver(Notification {
             id: m.id.clone(),

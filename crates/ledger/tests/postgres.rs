@@ -180,11 +180,15 @@ async fn pg_payments_move_by_compare_and_set_and_succeed_with_their_outbox_row()
         currency: Currency::Usd,
         description: None,
     };
-    let Begin::Created(p) = s.begin(new.clone()).await.expect("begins") else {
+    let Begin::Created(p, lease) = s.begin(new.clone(), &owner(), TTL).await.expect("begins")
+    else {
         panic!("created")
     };
-    assert!(matches!(s.begin(new).await, Ok(Begin::Existing(ref e)) if e.id == p.id));
-    let step = |from, to| s.advance(p.id, from, to, StepNote::default());
+    assert!(matches!(
+        s.begin(new, &owner(), TTL).await,
+        Ok(Begin::Existing { ref payment, lease: None }) if payment.id == p.id
+    ));
+    let step = |from, to| s.advance(p.id, from, to, StepNote::default(), &lease);
     step(PaymentStatus::Received, PaymentStatus::FraudChecked)
         .await
         .expect("checked");
@@ -209,18 +213,33 @@ async fn pg_payments_move_by_compare_and_set_and_succeed_with_their_outbox_row()
         last_error: None,
     };
     assert_eq!(
-        s.succeed(p.id, m.clone()).await.expect("succeeds").status,
+        s.succeed(p.id, m.clone(), &lease)
+            .await
+            .expect("succeeds")
+            .status,
         PaymentStatus::Succeeded
     );
     assert!(matches!(
-        s.succeed(p.id, m.clone()).await,
+        s.succeed(p.id, m.clone(), &lease).await,
         Err(PaymentStoreError::StaleState { .. })
     ));
     assert_eq!(s.outbox_due(1, 10).await.expect("due"), vec![m.clone()]);
-    s.outbox_retry_later(&m.id, 1, 50, "down")
+    let claimed = s.claim_outbox(&owner(), TTL, 10).await.expect("claims");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].0, m);
+    s.outbox_retry_later(&m.id, &claimed[0].1, 1, Duration::from_secs(60), "down")
         .await
         .expect("later");
-    assert!(s.outbox_due(49, 10).await.expect("due").is_empty());
+    assert!(s
+        .claim_outbox(&owner(), TTL, 10)
+        .await
+        .expect("claims")
+        .is_empty());
+    let due = s.outbox_due(i64::MAX, 10).await.expect("due");
+    assert_eq!(
+        (due[0].attempts, due[0].last_error.as_deref()),
+        (1, Some("down"))
+    );
     s.outbox_delivered(&m.id, 60).await.expect("delivered");
     assert_eq!(s.outbox_pending().await.expect("count"), 0);
     assert!(s.unfinished(10).await.expect("read").is_empty());

@@ -16,7 +16,7 @@ use super::sql::Dialect;
 use super::*;
 use crate::files;
 use crate::inbox::{InboxStore, Notification};
-use crate::payments::{Begin, NewPayment, OutboxMessage, PaymentStore, StepNote};
+use crate::payments::{Begin, LeaseOwner, NewPayment, OutboxMessage, PaymentStore, StepNote};
 use crate::postgres::{PgInbox, PgOptions, PgPayments, PgWallet};
 use crate::sqlite::{SqliteInbox, SqliteOptions, SqlitePayments, SqliteWallet, Synchronous};
 use crate::wallet::{TransferRequest, WalletStore};
@@ -72,12 +72,15 @@ async fn build(
             currency: Currency::Usd,
             description: None,
         };
-        let Begin::Created(p) = payments.begin(new).await.expect("begins") else {
+        let owner = LeaseOwner::try_from("audit-test").expect("owner");
+        let ttl = Duration::from_secs(600);
+        let Begin::Created(p, lease) = payments.begin(new, &owner, ttl).await.expect("begins")
+        else {
             panic!("a fresh key")
         };
         let (received, checked) = (PaymentStatus::Received, PaymentStatus::FraudChecked);
         payments
-            .advance(id, received, checked, StepNote::default())
+            .advance(id, received, checked, StepNote::default(), &lease)
             .await
             .expect("fraud checked");
         let debit = TransferRequest {
@@ -99,7 +102,7 @@ async fn build(
             last_error: None,
         };
         payments
-            .succeed_from(id, checked, message.clone())
+            .succeed_from(id, checked, message.clone(), &lease)
             .await
             .expect("succeeds");
         let delivered = Notification {

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use finpay_core::{AccountId, Balance, Currency, TransferId};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
@@ -13,32 +14,11 @@ use crate::wallet::{
     TransferRequest, WalletError, WalletStore,
 };
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS accounts (
-    id              TEXT PRIMARY KEY,
-    currency        TEXT NOT NULL,
-    balance         BIGINT NOT NULL CHECK (balance >= 0),
-    opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
-    created_at_ms   BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS transfers (
-    id                TEXT PRIMARY KEY,
-    debit_account_id  TEXT NOT NULL REFERENCES accounts (id),
-    credit_account_id TEXT NOT NULL REFERENCES accounts (id),
-    amount            BIGINT NOT NULL CHECK (amount > 0),
-    currency          TEXT NOT NULL,
-    created_at_ms     BIGINT NOT NULL,
-    CHECK (debit_account_id <> credit_account_id)
-);
-CREATE TABLE IF NOT EXISTS entries (
-    transfer_id TEXT NOT NULL REFERENCES transfers (id),
-    account_id  TEXT NOT NULL REFERENCES accounts (id),
-    direction   TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
-    amount      BIGINT NOT NULL CHECK (amount > 0),
-    PRIMARY KEY (transfer_id, direction)
-);
-CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id);
-";
+/// The wallet migrations, `migrations/postgres/wallet/`. Amounts are unsigned; the entry's
+/// `direction` says which side. Balances can never be negative (CHECK), a transfer can never touch
+/// one account twice (CHECK), and a transfer has at most one debit and one credit entry (primary
+/// key).
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/wallet");
 
 /// The wallet ledger in PostgreSQL. Any number of instances may share the database.
 #[derive(Clone, Debug)]
@@ -49,7 +29,7 @@ pub struct PgWallet {
 impl PgWallet {
     pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
         Ok(Self {
-            pool: open_pool(opts, SCHEMA).await?,
+            pool: open_pool(opts, &MIGRATOR).await?,
         })
     }
 
