@@ -6,4 +6,5 @@ mod bad_input;
 mod basics;
 mod payments;
 mod postgres;
+mod replicas;
 mod wallet_and_inbox;
