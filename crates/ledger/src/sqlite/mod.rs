@@ -212,7 +212,7 @@ pub(crate) async fn open_db(
     // turns here, so only the first applies the migrations and the second finds them recorded.
     let lock = MigrationLock::take(path).await?;
     let mut attempt = 0;
-    let mut writer = loop {
+    let writer = loop {
         // Switching a fresh file to WAL needs a moment of exclusive access: another process doing
         // the same at the same time makes this busy, which is worth a retry.
         match SqliteConnection::connect_with(&options).await {
@@ -224,7 +224,18 @@ pub(crate) async fn open_db(
             Err(e) => return Err(connect_err(e)),
         }
     };
-    migrate(path, &mut writer, migrator).await?;
+    // Migrated through a pool of one more connection (the writer's has switched the file to WAL
+    // already): sqlx's migrator over `&Pool` keeps the open future `Send`, which over
+    // `&mut SqliteConnection` it is not, so a store can be opened inside a spawned task.
+    let one = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .connect_with(options.clone())
+        .await
+        .map_err(connect_err)?;
+    let migrated = migrate(path, &one, migrator).await;
+    one.close().await;
+    migrated?;
     drop(lock);
     let readers = SqlitePoolOptions::new()
         .max_connections(opts.max_connections.max(1))
@@ -246,7 +257,7 @@ pub(crate) fn newest(migrator: &Migrator) -> i64 {
 /// know was migrated by a newer build: it is refused, and nothing is changed.
 async fn migrate(
     path: &Path,
-    conn: &mut SqliteConnection,
+    conn: &SqlitePool,
     migrator: &'static Migrator,
 ) -> Result<(), OpenError> {
     let known = newest(migrator);
@@ -254,11 +265,11 @@ async fn migrate(
         path: path.to_path_buf(),
         source,
     };
-    match migrator.run(&mut *conn).await {
+    match migrator.run(conn).await {
         Ok(()) => {}
         Err(MigrateError::VersionMissing(_)) => {
             let found: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                .fetch_one(&mut *conn)
+                .fetch_one(conn)
                 .await
                 .map_err(schema_err)?;
             return Err(OpenError::NewerSchema {
@@ -276,7 +287,7 @@ async fn migrate(
     }
     // PRAGMA takes no bound parameters; `known` is a constant of this crate.
     sqlx::raw_sql(&format!("PRAGMA user_version = {known}"))
-        .execute(&mut *conn)
+        .execute(conn)
         .await
         .map_err(schema_err)?;
     Ok(())
