@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod audit_postgres;
 mod bad_input;
 mod basics;
 mod payments;
