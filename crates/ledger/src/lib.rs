@@ -50,3 +50,9 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// The newest version a store's migrations know. Each store numbers its versions in its own
+/// thousand (wallet 1001.., payments 2001.., inbox 3001..), on both backends.
+pub(crate) fn newest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}

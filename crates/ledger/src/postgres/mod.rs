@@ -1,14 +1,21 @@
 //! The PostgreSQL backend: the same three stores as [`crate::sqlite`], for when the ledger outgrows one
 //! machine's file.
 //!
-//! No writer task here: PostgreSQL has real concurrent writers (and its own group commit), so each
-//! operation is one transaction from a pool. Concurrency is handled by the database:
+//! Concurrency is the database's, with two shapes:
 //!
-//! - a transfer locks its two accounts `FOR UPDATE` in id order (no deadlock between two transfers
-//!   that touch the same pair in opposite directions), then checks its id, then writes;
-//! - idempotency keys and ids are unique constraints, so two racing requests resolve to one row and
-//!   the loser is retried and sees the winner (replay or conflict, never a second debit);
-//! - serialization failures, deadlocks and unique races are retried a bounded number of times.
+//! - **payments and the inbox**: every step is one statement (data-modifying CTEs where a step
+//!   writes two tables), so one round trip and one transaction from a pool; PostgreSQL's own group
+//!   commit batches the WAL flushes of concurrent commits. Leases and claims are taken with
+//!   `FOR UPDATE SKIP LOCKED`, so two replicas' resumers and dispatchers pass each other.
+//! - **the wallet**: a writer task per store batches queued transfers into one transaction of a
+//!   fixed number of round trips, locking the batch's accounts at once in id order (see
+//!   [`PgWallet`]'s module for the design and its arithmetic): every payment credits one merchant
+//!   row, which one-transfer-per-transaction would lock once per transfer.
+//!
+//! Idempotency keys and ids are unique constraints, so two racing requests resolve to one row;
+//! serialization failures, deadlocks and unique races are retried a bounded number of times.
+//!
+//! TLS is the url's (`sslmode`, `sslrootcert`; rustls): `require` never falls back to plaintext.
 //!
 //! The schema is migrated at `open` (`migrations/postgres/<store>/`, embedded with
 //! `sqlx::migrate!`) under sqlx's advisory lock, so two processes opening an empty database at once
@@ -193,7 +200,7 @@ async fn migrate(
             schema: schema(),
             source,
         })?;
-    let known = crate::sqlite::newest(migrator);
+    let known = crate::newest_migration(migrator);
     let thousand = known / 1000 * 1000;
     let found: Option<i64> = sqlx::query_scalar(
         "SELECT MAX(version) FROM _sqlx_migrations WHERE version >= $1 AND version < $1 + 1000",

@@ -246,11 +246,6 @@ pub(crate) async fn open_db(
     Ok(Opened { writer, readers })
 }
 
-/// The newest version `migrator` knows.
-pub(crate) fn newest(migrator: &Migrator) -> i64 {
-    migrator.iter().map(|m| m.version).max().unwrap_or(0)
-}
-
 /// Applies what `migrator` has and the file lacks, then records the newest version in
 /// `PRAGMA user_version` too, so that a build from before versioned migrations (which checks only
 /// that pragma) refuses a file a newer build migrated. A file with a version this build does not
@@ -260,7 +255,7 @@ async fn migrate(
     conn: &SqlitePool,
     migrator: &'static Migrator,
 ) -> Result<(), OpenError> {
-    let known = newest(migrator);
+    let known = crate::newest_migration(migrator);
     let schema_err = |source| OpenError::Schema {
         path: path.to_path_buf(),
         source,
