@@ -275,6 +275,65 @@ pub fn check_written(
     Ok(())
 }
 
+/// One transfer a batch applies, in the batch's order: the transfer and its two balance changes,
+/// each decided against the balances the transfers before it in the batch left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub transfer: Transfer,
+    pub debit: BalanceChange,
+    pub credit: BalanceChange,
+}
+
+/// What a batch backend reads back for one transfer's entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntrySums {
+    pub entries: i64,
+    pub debits_minor: i64,
+    pub credits_minor: i64,
+}
+
+/// [`check_written`] for a batch that writes each account's balance once, at the end: every
+/// transfer's entries pair up to its amount, and each account's balance changes chain (the
+/// balance one transfer leaves is the one the next transfer on that account started from) to the
+/// balance stored after the batch. `entries` and `stored` are what the backend read back.
+pub fn check_batch_written(
+    applied: &[Applied],
+    entries: &std::collections::HashMap<TransferId, EntrySums>,
+    stored: &std::collections::HashMap<AccountId, i64>,
+) -> Result<(), Unbalanced> {
+    // The balance each account holds after each transfer, as the rest of the batch leaves it:
+    // the next change's `before` on that account, or the stored balance after the last.
+    let mut after_this: Vec<(Option<i64>, Option<i64>)> = vec![(None, None); applied.len()];
+    let mut next_before: std::collections::HashMap<&AccountId, i64> =
+        std::collections::HashMap::new();
+    for (i, a) in applied.iter().enumerate().rev() {
+        let t = &a.transfer;
+        let left = |account: &AccountId, next: &std::collections::HashMap<&AccountId, i64>| {
+            next.get(account)
+                .copied()
+                .or_else(|| stored.get(account).copied())
+        };
+        after_this[i] = (
+            left(&t.debit_account_id, &next_before),
+            left(&t.credit_account_id, &next_before),
+        );
+        next_before.insert(&t.debit_account_id, a.debit.before.as_i64());
+        next_before.insert(&t.credit_account_id, a.credit.before.as_i64());
+    }
+    for (a, (debit_balance, credit_balance)) in applied.iter().zip(after_this) {
+        let sums = entries.get(&a.transfer.id).copied().unwrap_or_default();
+        let back = ReadBack {
+            entries: sums.entries,
+            debits_minor: sums.debits_minor,
+            credits_minor: sums.credits_minor,
+            debit_balance,
+            credit_balance,
+        };
+        check_written(&a.transfer, a.debit, a.credit, &back)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 pub trait WalletStore: Send + Sync + 'static {
     /// Opens an account with an opening balance (the seed). Idempotent: opening the same account with
@@ -522,6 +581,71 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    fn applied(id: &str, from: &str, to: &str, debit: (u64, u64), credit: (u64, u64)) -> Applied {
+        let r = TransferRequest {
+            id: TransferId::try_from(id).expect("transfer id"),
+            debit_account_id: acct(from),
+            credit_account_id: acct(to),
+            amount: Amount::try_new(debit.0 - debit.1).expect("amount"),
+            currency: Currency::Usd,
+        };
+        Applied {
+            transfer: r.transfer_at(7),
+            debit: change(debit.0, debit.1),
+            credit: change(credit.0, credit.1),
+        }
+    }
+
+    fn sums(amount: i64) -> EntrySums {
+        EntrySums {
+            entries: 2,
+            debits_minor: amount,
+            credits_minor: amount,
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_balances_chain_to_the_stored_ones_passes() {
+        // alice pays bob 30, then bob pays carol 10, then alice pays carol 5.
+        let batch = [
+            applied("t1", "alice", "bob", (100, 70), (5, 35)),
+            applied("t2", "bob", "carol", (35, 25), (0, 10)),
+            applied("t3", "alice", "carol", (70, 65), (10, 15)),
+        ];
+        let entries = [("t1", 30), ("t2", 10), ("t3", 5)]
+            .map(|(id, a)| (TransferId::try_from(id).expect("id"), sums(a)))
+            .into();
+        let stored = [("alice", 65), ("bob", 25), ("carol", 15)]
+            .map(|(id, b)| (acct(id), b))
+            .into();
+        assert_eq!(check_batch_written(&batch, &entries, &stored), Ok(()));
+
+        // A stored balance that is not where the chain ends is named, on the last transfer that
+        // touched it.
+        let mut wrong = stored.clone();
+        wrong.insert(acct("carol"), 16);
+        let e = check_batch_written(&batch, &entries, &wrong).expect_err("lost update");
+        assert!(
+            matches!(&e, Unbalanced::Balance { id, account, .. } if id.as_str() == "t3" && account.as_str() == "carol"),
+            "{e:?}"
+        );
+        // A chain with a gap (t2 decided from a balance t1 did not leave) is refused.
+        let mut gap = batch.clone();
+        gap[1] = applied("t2", "bob", "carol", (36, 26), (0, 10));
+        let mut stored_gap = stored.clone();
+        stored_gap.insert(acct("bob"), 26);
+        let e = check_batch_written(&gap, &entries, &stored_gap).expect_err("gap");
+        assert!(
+            matches!(&e, Unbalanced::Balance { id, account, .. } if id.as_str() == "t1" && account.as_str() == "bob"),
+            "{e:?}"
+        );
+        // A transfer whose entries did not come back is unbalanced.
+        let mut missing = entries.clone();
+        missing.remove(&TransferId::try_from("t2").expect("id"));
+        let e = check_batch_written(&batch, &missing, &stored).expect_err("no entries");
+        assert!(matches!(e, Unbalanced::Entries { .. }), "{e:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use common::*;
 use finpay_core::{Currency, Fingerprint, IdempotencyKey, PaymentId, PaymentStatus};
 use finpay_ledger::audit::{audit, AuditReport, CurrencyTotals, DeliveryReport};
 use finpay_ledger::inbox::{InboxStore, Notification};
-use finpay_ledger::payments::{Begin, NewPayment, OutboxMessage, PaymentStore, StepNote};
+use finpay_ledger::payments::{Begin, Lease, NewPayment, OutboxMessage, PaymentStore, StepNote};
 use finpay_ledger::sqlite::{SqliteInbox, SqlitePayments, SqliteWallet};
 use finpay_ledger::wallet::{TransferRequest, WalletStore};
 use sqlx::{ConnectOptions, Connection};
@@ -54,17 +54,20 @@ async fn build(dir: &Path) -> (World, SqliteWallet, SqlitePayments, SqliteInbox)
     let begin = |n: NewPayment| {
         let payments = payments.clone();
         async move {
-            match payments.begin(n).await.expect("begins") {
-                Begin::Created(p) => p,
-                Begin::Existing(p) => panic!("fresh key expected, found {}", p.id),
+            match payments.begin(n, &owner(), TTL).await.expect("begins") {
+                Begin::Created(p, lease) => (p, lease),
+                Begin::Existing { payment, .. } => {
+                    panic!("fresh key expected, found {}", payment.id)
+                }
             }
         }
     };
-    let step = |id, from, to| {
+    let step = |id, lease: &Lease, from, to| {
         let payments = payments.clone();
+        let lease = lease.clone();
         async move {
             payments
-                .advance(id, from, to, StepNote::default())
+                .advance(id, from, to, StepNote::default(), &lease)
                 .await
                 .expect("steps")
         }
@@ -72,8 +75,14 @@ async fn build(dir: &Path) -> (World, SqliteWallet, SqlitePayments, SqliteInbox)
 
     let mut succeeded = Vec::new();
     for i in 0..3 {
-        let p = begin(start(&format!("ok-{i}"), "cust-1", 100 + i)).await;
-        step(p.id, PaymentStatus::Received, PaymentStatus::FraudChecked).await;
+        let (p, lease) = begin(start(&format!("ok-{i}"), "cust-1", 100 + i)).await;
+        step(
+            p.id,
+            &lease,
+            PaymentStatus::Received,
+            PaymentStatus::FraudChecked,
+        )
+        .await;
         wallet
             .transfer(&TransferRequest {
                 id: p.id.debit_transfer_id(),
@@ -84,7 +93,13 @@ async fn build(dir: &Path) -> (World, SqliteWallet, SqlitePayments, SqliteInbox)
             })
             .await
             .expect("debit");
-        step(p.id, PaymentStatus::FraudChecked, PaymentStatus::Debited).await;
+        step(
+            p.id,
+            &lease,
+            PaymentStatus::FraudChecked,
+            PaymentStatus::Debited,
+        )
+        .await;
         let message = OutboxMessage {
             id: p.id.notification_id(),
             payment_id: p.id,
@@ -96,7 +111,7 @@ async fn build(dir: &Path) -> (World, SqliteWallet, SqlitePayments, SqliteInbox)
             last_error: None,
         };
         payments
-            .succeed(p.id, message.clone())
+            .succeed(p.id, message.clone(), &lease)
             .await
             .expect("succeeds");
         if i < 2 {
@@ -118,22 +133,30 @@ async fn build(dir: &Path) -> (World, SqliteWallet, SqlitePayments, SqliteInbox)
         succeeded.push(p.id);
     }
     // Declined for insufficient funds: the wallet refused, nothing was debited.
-    let declined = begin(start("poor", "cust-2", 500)).await;
+    let (declined, lease) = begin(start("poor", "cust-2", 500)).await;
     step(
         declined.id,
+        &lease,
         PaymentStatus::Received,
         PaymentStatus::FraudChecked,
     )
     .await;
     step(
         declined.id,
+        &lease,
         PaymentStatus::FraudChecked,
         PaymentStatus::Declined,
     )
     .await;
-    let failed = begin(start("fraud-down", "cust-1", 10)).await;
-    step(failed.id, PaymentStatus::Received, PaymentStatus::Failed).await;
-    let in_flight = begin(start("crashed", "cust-1", 10)).await;
+    let (failed, lease) = begin(start("fraud-down", "cust-1", 10)).await;
+    step(
+        failed.id,
+        &lease,
+        PaymentStatus::Received,
+        PaymentStatus::Failed,
+    )
+    .await;
+    let (in_flight, _) = begin(start("crashed", "cust-1", 10)).await;
     // Unrelated ledger activity (not a payment) is fine too.
     wallet
         .transfer(&req("manual-1", "cust-2", "cust-1", 5))

@@ -6,8 +6,10 @@ use common::*;
 use finpay_core::{
     Currency, Fingerprint, IdempotencyKey, NotificationId, PaymentId, PaymentStatus,
 };
+use std::time::Duration;
+
 use finpay_ledger::payments::{
-    Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
+    Begin, Lease, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
 };
 use finpay_ledger::sqlite::SqlitePayments;
 
@@ -43,26 +45,35 @@ fn outbox_for(p: &Payment) -> OutboxMessage {
     }
 }
 
-async fn debited(s: &SqlitePayments, key: &str) -> Payment {
-    let Begin::Created(p) = s.begin(new_payment(key, 100)).await.expect("begins") else {
-        panic!("fresh key")
-    };
+async fn created(s: &SqlitePayments, new: NewPayment) -> (Payment, Lease) {
+    match s.begin(new, &owner(), TTL).await.expect("begins") {
+        Begin::Created(p, lease) => (p, lease),
+        Begin::Existing { payment, .. } => panic!("fresh key expected, found {}", payment.id),
+    }
+}
+
+async fn debited(s: &SqlitePayments, key: &str) -> (Payment, Lease) {
+    let (p, lease) = created(s, new_payment(key, 100)).await;
     s.advance(
         p.id,
         PaymentStatus::Received,
         PaymentStatus::FraudChecked,
         StepNote::default(),
+        &lease,
     )
     .await
     .expect("fraud checked");
-    s.advance(
-        p.id,
-        PaymentStatus::FraudChecked,
-        PaymentStatus::Debited,
-        StepNote::default(),
-    )
-    .await
-    .expect("debited")
+    let p = s
+        .advance(
+            p.id,
+            PaymentStatus::FraudChecked,
+            PaymentStatus::Debited,
+            StepNote::default(),
+            &lease,
+        )
+        .await
+        .expect("debited");
+    (p, lease)
 }
 
 #[tokio::test]
@@ -70,16 +81,20 @@ async fn begin_stores_once_per_idempotency_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
     let new = new_payment("key-1", 100);
-    let Begin::Created(created) = s.begin(new.clone()).await.expect("begins") else {
-        panic!("first begin creates")
-    };
+    let (created, lease) = created(&s, new.clone()).await;
+    assert_eq!(lease.token, 1, "the first lease of a payment");
+    assert_eq!(lease.owner, owner());
     assert_eq!(created.status, PaymentStatus::Received);
     assert_eq!(created.fingerprint, new.fingerprint);
     // A second request with the same key (even another body and id) finds the first.
     let mut other = new_payment("key-1", 999);
     other.id = PaymentId::new_v7();
-    let Begin::Existing(existing) = s.begin(other).await.expect("finds") else {
-        panic!("second begin finds the first")
+    let Begin::Existing {
+        payment: existing,
+        lease: None,
+    } = s.begin(other, &owner(), TTL).await.expect("finds")
+    else {
+        panic!("second begin finds the first, and no lease while the first is live")
     };
     assert_eq!(existing, created);
     assert_eq!(s.get(created.id).await.expect("read"), Some(created));
@@ -90,9 +105,7 @@ async fn begin_stores_once_per_idempotency_key() {
 async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
-    let Begin::Created(p) = s.begin(new_payment("k", 100)).await.expect("begins") else {
-        panic!("created")
-    };
+    let (p, lease) = created(&s, new_payment("k", 100)).await;
     let note = StepNote {
         reason: Some("fallback".to_owned()),
         needs_review: true,
@@ -103,6 +116,7 @@ async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
             PaymentStatus::Received,
             PaymentStatus::FraudChecked,
             note,
+            &lease,
         )
         .await
         .expect("moves");
@@ -116,6 +130,7 @@ async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
             PaymentStatus::Received,
             PaymentStatus::Failed,
             StepNote::default(),
+            &lease,
         )
         .await
         .expect_err("stale");
@@ -136,7 +151,7 @@ async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
         (PaymentStatus::Debited, PaymentStatus::Succeeded),
     ] {
         let err = s
-            .advance(p.id, from, to, StepNote::default())
+            .advance(p.id, from, to, StepNote::default(), &lease)
             .await
             .expect_err("refused");
         assert!(matches!(err, PaymentStoreError::Transition(_)), "{err:?}");
@@ -147,6 +162,7 @@ async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
             PaymentStatus::Received,
             PaymentStatus::FraudChecked,
             StepNote::default(),
+            &lease,
         )
         .await
         .expect_err("unknown");
@@ -159,8 +175,11 @@ async fn advance_is_a_compare_and_set_that_loses_on_stale_state() {
 async fn succeed_writes_the_outbox_row_in_the_same_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
-    let p = debited(&s, "k1").await;
-    let done = s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+    let (p, lease) = debited(&s, "k1").await;
+    let done = s
+        .succeed(p.id, outbox_for(&p), &lease)
+        .await
+        .expect("succeeds");
     assert_eq!(done.status, PaymentStatus::Succeeded);
     let due = s.outbox_due(crate_now(), 10).await.expect("read");
     assert_eq!(due.len(), 1);
@@ -168,7 +187,10 @@ async fn succeed_writes_the_outbox_row_in_the_same_transaction() {
     assert_eq!(s.outbox_pending().await.expect("count"), 1);
 
     // Succeeding twice loses the compare-and-set and adds no second row.
-    let err = s.succeed(p.id, outbox_for(&p)).await.expect_err("stale");
+    let err = s
+        .succeed(p.id, outbox_for(&p), &lease)
+        .await
+        .expect_err("stale");
     assert!(matches!(
         err,
         PaymentStoreError::StaleState {
@@ -180,11 +202,11 @@ async fn succeed_writes_the_outbox_row_in_the_same_transaction() {
 
     // When the outbox insert fails (here: a notification id already taken), the status change is
     // rolled back with it.
-    let q = debited(&s, "k2").await;
+    let (q, q_lease) = debited(&s, "k2").await;
     let mut clash = outbox_for(&q);
     clash.id = p.id.notification_id();
     let err = s
-        .succeed(q.id, clash)
+        .succeed(q.id, clash, &q_lease)
         .await
         .expect_err("outbox insert fails");
     assert!(matches!(err, PaymentStoreError::Storage(_)), "{err:?}");
@@ -195,7 +217,7 @@ async fn succeed_writes_the_outbox_row_in_the_same_transaction() {
     // An outbox row for another payment is refused.
     let mut foreign = outbox_for(&q);
     foreign.payment_id = p.id;
-    assert!(s.succeed(q.id, foreign).await.is_err());
+    assert!(s.succeed(q.id, foreign, &q_lease).await.is_err());
     assert_eq!(
         s.get(q.id).await.expect("read").map(|p| p.status),
         Some(PaymentStatus::Debited)
@@ -210,21 +232,38 @@ fn crate_now() -> i64 {
 async fn the_outbox_retries_later_and_stays_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
-    let p = debited(&s, "k").await;
-    s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+    let (p, lease) = debited(&s, "k").await;
+    s.succeed(p.id, outbox_for(&p), &lease)
+        .await
+        .expect("succeeds");
     let id = p.id.notification_id();
-    s.outbox_retry_later(&id, 1, 5_000, "notification down")
+    let claimed = s.claim_outbox(&owner(), TTL, 10).await.expect("claims");
+    assert_eq!(claimed.len(), 1);
+    let claim = claimed[0].1.clone();
+    let before = crate_now();
+    s.outbox_retry_later(&id, &claim, 1, Duration::from_secs(60), "notification down")
         .await
         .expect("rescheduled");
-    assert!(s.outbox_due(4_999, 10).await.expect("read").is_empty());
-    let due = s.outbox_due(5_000, 10).await.expect("read");
+    // Not due again for a minute by the database's clock: nothing to claim.
+    assert!(s
+        .claim_outbox(&owner(), TTL, 10)
+        .await
+        .expect("claims")
+        .is_empty());
+    assert!(s
+        .outbox_due(before + 59_000, 10)
+        .await
+        .expect("read")
+        .is_empty());
+    let due = s.outbox_due(i64::MAX, 10).await.expect("read");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 1);
     assert_eq!(due[0].last_error.as_deref(), Some("notification down"));
+    assert!(due[0].next_attempt_at_ms >= before + 60_000);
     s.outbox_delivered(&id, 6_000).await.expect("delivered");
     s.outbox_delivered(&id, 7_000).await.expect("idempotent");
     // A late failure report from another dispatcher does not undeliver it.
-    s.outbox_retry_later(&id, 2, 8_000, "late")
+    s.outbox_retry_later(&id, &claim, 2, Duration::ZERO, "late")
         .await
         .expect("ignored");
     assert!(s.outbox_due(i64::MAX, 10).await.expect("read").is_empty());
@@ -233,27 +272,28 @@ async fn the_outbox_retries_later_and_stays_delivered() {
     assert!(s.outbox_delivered(&unknown, 1).await.is_err());
 }
 
-async fn fraud_checked(s: &SqlitePayments, key: &str) -> Payment {
-    let Begin::Created(p) = s.begin(new_payment(key, 100)).await.expect("begins") else {
-        panic!("fresh key")
-    };
-    s.advance(
-        p.id,
-        PaymentStatus::Received,
-        PaymentStatus::FraudChecked,
-        StepNote::default(),
-    )
-    .await
-    .expect("fraud checked")
+async fn fraud_checked(s: &SqlitePayments, key: &str) -> (Payment, Lease) {
+    let (p, lease) = created(s, new_payment(key, 100)).await;
+    let p = s
+        .advance(
+            p.id,
+            PaymentStatus::Received,
+            PaymentStatus::FraudChecked,
+            StepNote::default(),
+            &lease,
+        )
+        .await
+        .expect("fraud checked");
+    (p, lease)
 }
 
 #[tokio::test]
 async fn succeed_from_fraud_checked_goes_through_debited_in_one_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
-    let p = fraud_checked(&s, "k1").await;
+    let (p, lease) = fraud_checked(&s, "k1").await;
     let done = s
-        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p))
+        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p), &lease)
         .await
         .expect("succeeds");
     assert_eq!(done.status, PaymentStatus::Succeeded);
@@ -261,7 +301,7 @@ async fn succeed_from_fraud_checked_goes_through_debited_in_one_write() {
 
     // Repeating it (a resumer racing the request path) loses the compare-and-set, adds no row.
     let err = s
-        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p))
+        .succeed_from(p.id, PaymentStatus::FraudChecked, outbox_for(&p), &lease)
         .await
         .expect_err("stale");
     assert!(matches!(
@@ -275,11 +315,9 @@ async fn succeed_from_fraud_checked_goes_through_debited_in_one_write() {
     assert_eq!(s.outbox_pending().await.expect("count"), 1);
 
     // Never from `received`: that would be a debit without a SAFE verdict.
-    let Begin::Created(q) = s.begin(new_payment("k2", 100)).await.expect("begins") else {
-        panic!("fresh key")
-    };
+    let (q, q_lease) = created(&s, new_payment("k2", 100)).await;
     let err = s
-        .succeed_from(q.id, PaymentStatus::Received, outbox_for(&q))
+        .succeed_from(q.id, PaymentStatus::Received, outbox_for(&q), &q_lease)
         .await
         .expect_err("illegal");
     assert!(matches!(err, PaymentStoreError::Transition(_)), "{err:?}");
@@ -289,17 +327,18 @@ async fn succeed_from_fraud_checked_goes_through_debited_in_one_write() {
     );
 
     // A payment that is not in `from` any more is left alone, outbox included.
-    let r = fraud_checked(&s, "k3").await;
+    let (r, r_lease) = fraud_checked(&s, "k3").await;
     s.advance(
         r.id,
         PaymentStatus::FraudChecked,
         PaymentStatus::Declined,
         StepNote::default(),
+        &r_lease,
     )
     .await
     .expect("declined");
     assert!(s
-        .succeed_from(r.id, PaymentStatus::FraudChecked, outbox_for(&r))
+        .succeed_from(r.id, PaymentStatus::FraudChecked, outbox_for(&r), &r_lease)
         .await
         .is_err());
     assert_eq!(s.outbox_pending().await.expect("count"), 1);
@@ -311,8 +350,10 @@ async fn outbox_rows_are_marked_delivered_many_at_once() {
     let s = store(dir.path()).await;
     let mut ids = Vec::new();
     for k in ["a", "b", "c"] {
-        let p = debited(&s, k).await;
-        s.succeed(p.id, outbox_for(&p)).await.expect("succeeds");
+        let (p, lease) = debited(&s, k).await;
+        s.succeed(p.id, outbox_for(&p), &lease)
+            .await
+            .expect("succeeds");
         ids.push(p.id.notification_id());
     }
     s.outbox_delivered(&ids[0], 1_000).await.expect("first");
@@ -344,21 +385,18 @@ async fn unfinished_lists_non_terminal_payments_oldest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
     let mut ids = Vec::new();
+    let mut leases = Vec::new();
     for i in 0..5 {
-        let Begin::Created(p) = s
-            .begin(new_payment(&format!("k{i}"), 10))
-            .await
-            .expect("begins")
-        else {
-            panic!("created")
-        };
+        let (p, lease) = created(&s, new_payment(&format!("k{i}"), 10)).await;
         ids.push(p.id);
+        leases.push(lease);
     }
     s.advance(
         ids[1],
         PaymentStatus::Received,
         PaymentStatus::Declined,
         StepNote::default(),
+        &leases[1],
     )
     .await
     .expect("declined");
@@ -367,6 +405,7 @@ async fn unfinished_lists_non_terminal_payments_oldest_first() {
         PaymentStatus::Received,
         PaymentStatus::FraudChecked,
         StepNote::default(),
+        &leases[3],
     )
     .await
     .expect("checked");
@@ -386,20 +425,25 @@ async fn unfinished_lists_non_terminal_payments_oldest_first() {
 async fn racing_workers_move_a_payment_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(dir.path()).await;
-    let Begin::Created(p) = s.begin(new_payment("k", 10)).await.expect("begins") else {
-        panic!("created")
-    };
+    let (p, lease) = created(&s, new_payment("k", 10)).await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let s = s.clone();
+        let lease = lease.clone();
         let to = if i % 2 == 0 {
             PaymentStatus::FraudChecked
         } else {
             PaymentStatus::Failed
         };
         tasks.push(tokio::spawn(async move {
-            s.advance(p.id, PaymentStatus::Received, to, StepNote::default())
-                .await
+            s.advance(
+                p.id,
+                PaymentStatus::Received,
+                to,
+                StepNote::default(),
+                &lease,
+            )
+            .await
         }));
     }
     let mut won = 0;

@@ -180,11 +180,15 @@ async fn pg_payments_move_by_compare_and_set_and_succeed_with_their_outbox_row()
         currency: Currency::Usd,
         description: None,
     };
-    let Begin::Created(p) = s.begin(new.clone()).await.expect("begins") else {
+    let Begin::Created(p, lease) = s.begin(new.clone(), &owner(), TTL).await.expect("begins")
+    else {
         panic!("created")
     };
-    assert!(matches!(s.begin(new).await, Ok(Begin::Existing(ref e)) if e.id == p.id));
-    let step = |from, to| s.advance(p.id, from, to, StepNote::default());
+    assert!(matches!(
+        s.begin(new, &owner(), TTL).await,
+        Ok(Begin::Existing { ref payment, lease: None }) if payment.id == p.id
+    ));
+    let step = |from, to| s.advance(p.id, from, to, StepNote::default(), &lease);
     step(PaymentStatus::Received, PaymentStatus::FraudChecked)
         .await
         .expect("checked");
@@ -209,18 +213,33 @@ async fn pg_payments_move_by_compare_and_set_and_succeed_with_their_outbox_row()
         last_error: None,
     };
     assert_eq!(
-        s.succeed(p.id, m.clone()).await.expect("succeeds").status,
+        s.succeed(p.id, m.clone(), &lease)
+            .await
+            .expect("succeeds")
+            .status,
         PaymentStatus::Succeeded
     );
     assert!(matches!(
-        s.succeed(p.id, m.clone()).await,
+        s.succeed(p.id, m.clone(), &lease).await,
         Err(PaymentStoreError::StaleState { .. })
     ));
     assert_eq!(s.outbox_due(1, 10).await.expect("due"), vec![m.clone()]);
-    s.outbox_retry_later(&m.id, 1, 50, "down")
+    let claimed = s.claim_outbox(&owner(), TTL, 10).await.expect("claims");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].0, m);
+    s.outbox_retry_later(&m.id, &claimed[0].1, 1, Duration::from_secs(60), "down")
         .await
         .expect("later");
-    assert!(s.outbox_due(49, 10).await.expect("due").is_empty());
+    assert!(s
+        .claim_outbox(&owner(), TTL, 10)
+        .await
+        .expect("claims")
+        .is_empty());
+    let due = s.outbox_due(i64::MAX, 10).await.expect("due");
+    assert_eq!(
+        (due[0].attempts, due[0].last_error.as_deref()),
+        (1, Some("down"))
+    );
     s.outbox_delivered(&m.id, 60).await.expect("delivered");
     assert_eq!(s.outbox_pending().await.expect("count"), 0);
     assert!(s.unfinished(10).await.expect("read").is_empty());
@@ -261,5 +280,162 @@ async fn pg_inbox_stores_a_notification_once() {
         inbox.list(&acct("cust-1"), 10).await.expect("list"),
         vec![n]
     );
+    drop_schema(&opts).await;
+}
+
+/// On a current-thread runtime every transfer below is queued before the writer task runs, so
+/// they form one batch: one transaction, decided in order.
+#[tokio::test]
+async fn pg_one_batch_decides_in_order_replays_a_repeated_id_and_refuses_alone() {
+    let Some(opts) = pg("pg_one_batch_decides_in_order").await else {
+        return;
+    };
+    let w = pg_wallet(&opts, 3, 100).await;
+    let batch = [
+        req("b-1", "a0", "a1", 60),
+        // The same id again in the same batch: a replay of the first, no second debit.
+        req("b-1", "a0", "a1", 60),
+        // Same id, another body: a conflict with the first.
+        req("b-1", "a0", "a2", 60),
+        // a0 has 40 left after b-1: refused, alone.
+        req("b-2", "a0", "a2", 41),
+        // ...and 40 is exactly enough.
+        req("b-3", "a0", "a2", 40),
+        req("b-4", "a1", "a2", 160),
+        req("b-5", "a0", "ghost", 1),
+    ];
+    let answers = futures::future::join_all(batch.iter().map(|r| w.transfer(r))).await;
+    assert!(
+        matches!(answers[0], Ok(TransferOutcome::Created(_))),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[1], Ok(TransferOutcome::Replayed(_))),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[2], Err(WalletError::IdempotencyConflict(_))),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[3], Err(WalletError::InsufficientFunds { .. })),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[4], Ok(TransferOutcome::Created(_))),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[5], Ok(TransferOutcome::Created(_))),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(answers[6], Err(WalletError::UnknownAccount(_))),
+        "{answers:?}"
+    );
+    let balances = (
+        bal(&w, "a0").await,
+        bal(&w, "a1").await,
+        bal(&w, "a2").await,
+    );
+    assert_eq!(balances, (0, 0, 300));
+    let entries: i64 = count_in(&opts, "entries").await;
+    assert_eq!(
+        entries,
+        2 * 3,
+        "two entries per applied transfer, none for the others"
+    );
+    drop_schema(&opts).await;
+}
+
+async fn count_in(opts: &PgOptions, table: &str) -> i64 {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&opts.url)
+        .await
+        .expect("connects");
+    let schema = opts.schema.as_deref().expect("schema");
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {schema}.{table}"))
+        .fetch_one(&pool)
+        .await
+        .expect("counts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_wallets_crediting_one_merchant_in_batches_conserve_money_and_never_deadlock() {
+    let Some(opts) = pg("pg_two_wallets_crediting_one_merchant").await else {
+        return;
+    };
+    const CUSTOMERS: usize = 30;
+    const EACH: u64 = 12;
+    let one = Arc::new(pg_wallet(&opts, CUSTOMERS + 1, 1_000).await);
+    let two = Arc::new(PgWallet::open(&opts).await.expect("second opens"));
+    let mut tasks = Vec::new();
+    for c in 1..=CUSTOMERS {
+        for i in 0..EACH {
+            let w = Arc::clone(if (c + i as usize) % 2 == 0 {
+                &one
+            } else {
+                &two
+            });
+            tasks.push(tokio::spawn(async move {
+                // Every transfer credits a0 (the merchant); some also pay a neighbour back, so
+                // batches lock overlapping sets of accounts from both sides.
+                let id = format!("m-{c}-{i}");
+                let main = w.transfer(&req(&id, &format!("a{c}"), "a0", 3)).await;
+                let next = 1 + c % CUSTOMERS;
+                let side = w
+                    .transfer(&req(
+                        &format!("s-{c}-{i}"),
+                        &format!("a{next}"),
+                        &format!("a{c}"),
+                        1,
+                    ))
+                    .await;
+                (main, side)
+            }));
+        }
+    }
+    for t in tasks {
+        let (main, side) = t.await.expect("joined");
+        assert!(matches!(main, Ok(TransferOutcome::Created(_))), "{main:?}");
+        assert!(matches!(side, Ok(TransferOutcome::Created(_))), "{side:?}");
+    }
+    let n = (CUSTOMERS as u64) * EACH;
+    assert_eq!(bal(&one, "a0").await, 1_000 + 3 * n);
+    let mut total = 0;
+    for i in 0..=CUSTOMERS {
+        total += bal(&one, &format!("a{i}")).await;
+    }
+    assert_eq!(total, 1_000 * (CUSTOMERS as u64 + 1), "money is conserved");
+    assert_eq!(count_in(&opts, "transfers").await, 2 * n as i64);
+    assert_eq!(count_in(&opts, "entries").await, 4 * n as i64);
+    drop_schema(&opts).await;
+}
+
+#[tokio::test]
+async fn pg_a_thousand_accounts_open_in_one_transaction_all_or_nothing() {
+    let Some(opts) = pg("pg_a_thousand_accounts_open_in_one_transaction").await else {
+        return;
+    };
+    let w = PgWallet::open(&opts).await.expect("opens");
+    let seed: Vec<_> = (0..1_002)
+        .map(|i| (acct(&format!("seed-{i:04}")), Currency::Usd, balance(1_000)))
+        .collect();
+    let opened = w.open_accounts(seed.clone()).await.expect("opens all");
+    assert_eq!(opened.len(), 1_002);
+    assert_eq!(opened[7].id, acct("seed-0007"));
+    // Opening the same seed again is a no-op.
+    w.open_accounts(seed.clone()).await.expect("idempotent");
+    assert_eq!(count_in(&opts, "accounts").await, 1_002);
+    // One conflicting account refuses the whole call: the new accounts beside it are not opened.
+    let mut clash = vec![(acct("fresh-1"), Currency::Usd, balance(5))];
+    clash.push((acct("seed-0001"), Currency::Usd, balance(999)));
+    let err = w.open_accounts(clash).await.expect_err("conflicts");
+    assert!(
+        matches!(&err, WalletError::AccountConflict(a) if a.as_str() == "seed-0001"),
+        "{err:?}"
+    );
+    assert!(w.account(&acct("fresh-1")).await.expect("reads").is_none());
     drop_schema(&opts).await;
 }

@@ -100,6 +100,12 @@ pub(crate) const CHECKS: &[Check] = &[
         describe: debit_without_payment,
     },
     Check {
+        name: "terminal payment holds a lease",
+        kind: Money,
+        sql: terminal_payment_holds_a_lease_sql,
+        describe: terminal_payment_holds_a_lease,
+    },
+    Check {
         name: "outbox row state",
         kind: Money,
         sql: outbox_row_state_sql,
@@ -357,6 +363,30 @@ fn debit_without_payment_sql(s: &Scope) -> String {
 fn debit_without_payment(r: &Row) -> String {
     format!(
         "transfer {}: debits {} from {} for a payment that does not exist",
+        col(r, 0),
+        col(r, 1),
+        col(r, 2)
+    )
+}
+
+/// Every write that makes a payment terminal clears its lease in the same statement, so a terminal
+/// payment with a lease owner is a broken write, never a race with a running driver.
+fn terminal_payment_holds_a_lease_sql(s: &Scope) -> String {
+    let payments = &s.tables.payments;
+    format!(
+        "SELECT CAST(id AS TEXT), CAST(status AS TEXT), CAST(lease_owner AS TEXT) \
+         FROM {payments}.payments WHERE status IN ({}) AND lease_owner IS NOT NULL",
+        statuses([
+            PaymentStatus::Succeeded,
+            PaymentStatus::Declined,
+            PaymentStatus::Failed
+        ])
+    )
+}
+
+fn terminal_payment_holds_a_lease(r: &Row) -> String {
+    format!(
+        "payment {}: {} but still leased to {}",
         col(r, 0),
         col(r, 1),
         col(r, 2)

@@ -1,5 +1,5 @@
-//! The offline audit behind `finpay check`: reads the three stores of a data directory and reports
-//! every violated invariant, naming the record.
+//! The offline audit behind `finpay check`: reads the three stores (the files of a data directory,
+//! or three PostgreSQL schemas) and reports every violated invariant, naming the record.
 //!
 //! It checks what must hold whatever crashed, retried or raced:
 //!
@@ -23,17 +23,19 @@
 //!   small functions in this module.
 //! - `sql`: what the SQL is written against (`Tables`, `Dialect`); every query runs on SQLite and on
 //!   PostgreSQL alike, and a unit test runs the whole table on both.
-//! - `Source`: the three reads a runner offers (one integer, keyed integers, rows as text), so a
-//!   PostgreSQL runner is an implementation of it plus the opening of its read transaction.
-//! - `sqlite`: the runner. The three files are opened read-only on one connection (the payments and
-//!   notification files are `ATTACH`ed), so cross-store checks are joins. The snapshots are taken in
-//!   causal order (payments, then wallet, then inbox), so the audit is exact while the services run,
-//!   too.
+//! - `Source`: the three reads a runner offers (one integer, keyed integers, rows as text).
+//! - `sqlite`: the SQLite runner ([`audit`]). The three files are opened read-only on one
+//!   connection (the payments and notification files are `ATTACH`ed), so cross-store checks are
+//!   joins. The snapshots are taken in causal order (payments, then wallet, then inbox), so the
+//!   audit is exact while the services run, too.
+//! - `postgres`: the PostgreSQL runner ([`audit_postgres`]): the three schemas on one connection in
+//!   one `REPEATABLE READ READ ONLY` transaction, one snapshot of all three, as exact.
 //!
 //! Every check lists at most [`LISTED_PER_CHECK_MAX`] records and then counts the rest, so a badly
 //! broken store still gives a bounded report.
 
 mod checks;
+mod postgres;
 mod sql;
 mod sqlite;
 #[cfg(test)]
@@ -46,6 +48,7 @@ use finpay_core::PaymentStatus;
 use serde::Serialize;
 
 use checks::{Kind, CHECKS};
+pub use postgres::PgSchemas;
 use sql::{Scope, Tables};
 
 /// The most violations one check lists by name; the rest are counted in one line.
@@ -61,6 +64,13 @@ pub enum AuditError {
         #[source]
         source: sqlx::Error,
     },
+    /// The message never quotes the url: it may carry a password.
+    #[error("cannot connect to PostgreSQL")]
+    Connect(#[source] sqlx::Error),
+    #[error("schema name {0:?} must be letters, digits and '_'")]
+    SchemaName(String),
+    #[error("{schema}.{table} does not exist: is this a FinPay schema?")]
+    MissingTable { schema: String, table: &'static str },
     #[error("audit query for {check:?} failed")]
     Query {
         check: &'static str,
@@ -116,10 +126,23 @@ pub async fn audit(data_dir: &Path) -> Result<AuditReport, AuditError> {
     let scope = snapshot.scope();
     let result = run(snapshot.source(), &scope).await;
     snapshot.close().await;
-    let mut report = result?;
+    Ok(finish(result?))
+}
+
+/// Audits the three stores on the PostgreSQL server at `url`, each in its schema of `schemas`,
+/// from one snapshot: the same checks and the same report as [`audit`], while the services run.
+pub async fn audit_postgres(url: &str, schemas: &PgSchemas) -> Result<AuditReport, AuditError> {
+    let mut snapshot = postgres::Snapshot::open(url, schemas).await?;
+    let scope = snapshot.scope();
+    let result = run(snapshot.source(), &scope).await;
+    snapshot.close().await;
+    Ok(finish(result?))
+}
+
+fn finish(mut report: AuditReport) -> AuditReport {
     report.ok = report.violations.is_empty();
     report.delivery.ok = report.delivery.violations.is_empty();
-    Ok(report)
+    report
 }
 
 /// What a runner gives the audit: three kinds of read, inside one read transaction. Each error

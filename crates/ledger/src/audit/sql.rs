@@ -23,8 +23,6 @@ pub(crate) struct Tables {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     Sqlite,
-    /// Built by the tests that run every check on PostgreSQL, and by a PostgreSQL runner.
-    #[cfg_attr(not(test), allow(dead_code))]
     Postgres,
 }
 

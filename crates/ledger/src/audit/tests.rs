@@ -1,6 +1,6 @@
 //! The check table on both backends: the same stores, broken the same way, give the same report on
-//! SQLite (through [`audit`]) and on PostgreSQL (through a test-only [`Source`] over three
-//! PostgreSQL schemas). PostgreSQL is optional here, as in `tests/postgres.rs`: when no server
+//! SQLite (through [`audit`]) and on PostgreSQL (through [`audit_postgres`] over three PostgreSQL
+//! schemas). PostgreSQL is optional here, as in `tests/postgres.rs`: when no server
 //! answers, the PostgreSQL half prints a note and is skipped.
 
 use std::time::Duration;
@@ -8,15 +8,13 @@ use std::time::Duration;
 use finpay_core::{
     AccountId, Amount, Balance, Currency, Fingerprint, IdempotencyKey, PaymentId, PaymentStatus,
 };
-use futures::TryStreamExt;
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{Connection, Row};
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
 
-use super::sql::Dialect;
 use super::*;
 use crate::files;
 use crate::inbox::{InboxStore, Notification};
-use crate::payments::{Begin, NewPayment, OutboxMessage, PaymentStore, StepNote};
+use crate::payments::{Begin, LeaseOwner, NewPayment, OutboxMessage, PaymentStore, StepNote};
 use crate::postgres::{PgInbox, PgOptions, PgPayments, PgWallet};
 use crate::sqlite::{SqliteInbox, SqliteOptions, SqlitePayments, SqliteWallet, Synchronous};
 use crate::wallet::{TransferRequest, WalletStore};
@@ -72,12 +70,15 @@ async fn build(
             currency: Currency::Usd,
             description: None,
         };
-        let Begin::Created(p) = payments.begin(new).await.expect("begins") else {
+        let owner = LeaseOwner::try_from("audit-test").expect("owner");
+        let ttl = Duration::from_secs(600);
+        let Begin::Created(p, lease) = payments.begin(new, &owner, ttl).await.expect("begins")
+        else {
             panic!("a fresh key")
         };
         let (received, checked) = (PaymentStatus::Received, PaymentStatus::FraudChecked);
         payments
-            .advance(id, received, checked, StepNote::default())
+            .advance(id, received, checked, StepNote::default(), &lease)
             .await
             .expect("fraud checked");
         let debit = TransferRequest {
@@ -99,7 +100,7 @@ async fn build(
             last_error: None,
         };
         payments
-            .succeed_from(id, checked, message.clone())
+            .succeed_from(id, checked, message.clone(), &lease)
             .await
             .expect("succeeds");
         let delivered = Notification {
@@ -136,7 +137,7 @@ fn damage(ids: &[PaymentId]) -> [String; 3] {
              UPDATE payments SET amount = amount + 1 WHERE id = '{p1}'; \
              UPDATE payments SET status = 'bogus' WHERE id = '{p2}'; \
              DELETE FROM outbox WHERE id = '{o3}'; \
-             UPDATE payments SET status = 'declined' WHERE id = '{p4}'; \
+             UPDATE payments SET status = 'declined', lease_owner = 'ghost' WHERE id = '{p4}'; \
              UPDATE outbox SET delivered_at_ms = NULL, attempts = -1 WHERE id = '{o1}';",
             p0 = p(0),
             p1 = p(1),
@@ -183,57 +184,6 @@ async fn sqlite_report(ids: &[PaymentId]) -> AuditReport {
         conn.close().await.expect("closes");
     }
     audit(dir.path()).await.expect("audits")
-}
-
-/// The audit's three reads over one PostgreSQL connection: what a PostgreSQL runner adds, besides
-/// opening the connection in one `REPEATABLE READ` transaction.
-impl Source for PgConnection {
-    async fn int(&mut self, check: &'static str, sql: &str) -> Result<i64, AuditError> {
-        sqlx::query_scalar(sql)
-            .fetch_one(&mut *self)
-            .await
-            .map_err(|source| AuditError::Query { check, source })
-    }
-
-    async fn keyed_ints(
-        &mut self,
-        check: &'static str,
-        sql: &str,
-        ints: usize,
-    ) -> Result<Vec<(Option<String>, Vec<i64>)>, AuditError> {
-        let err = |source| AuditError::Query { check, source };
-        let rows = sqlx::query(sql).fetch_all(&mut *self).await.map_err(err)?;
-        rows.iter()
-            .map(|row| {
-                let key = row.try_get(0)?;
-                let values = (1..=ints)
-                    .map(|i| row.try_get(i))
-                    .collect::<Result<_, _>>()?;
-                Ok((key, values))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(err)
-    }
-
-    async fn rows(
-        &mut self,
-        check: &'static str,
-        sql: &str,
-        keep: usize,
-    ) -> Result<Rows, AuditError> {
-        let err = |source| AuditError::Query { check, source };
-        let mut stream = sqlx::query(sql).fetch(&mut *self);
-        let mut rows = Rows::default();
-        while let Some(row) = stream.try_next().await.map_err(err)? {
-            rows.found += 1;
-            if rows.listed.len() < keep {
-                let texts: Result<Vec<Option<String>>, _> =
-                    (0..row.len()).map(|i| PgRow::try_get(&row, i)).collect();
-                rows.listed.push(texts.map_err(err)?);
-            }
-        }
-        Ok(rows)
-    }
 }
 
 /// The PostgreSQL report, or `None` when no server answers.
@@ -284,12 +234,12 @@ async fn postgres_report(ids: &[PaymentId]) -> Option<AuditReport> {
             .await
             .expect("damage");
     }
-    let scope = Scope {
-        tables: tables.clone(),
-        dialect: Dialect::Postgres,
-        payments_snapshot_ms: crate::now_ms(),
+    let pg_schemas = PgSchemas {
+        wallet: tables.wallet.clone(),
+        payments: tables.payments.clone(),
+        inbox: tables.inbox.clone(),
     };
-    let report = run(&mut conn, &scope).await;
+    let report = audit_postgres(&url, &pg_schemas).await;
     for schema in schemas {
         let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
         let _ = sqlx::query(&drop).execute(&mut conn).await;
@@ -308,8 +258,7 @@ async fn the_check_table_reports_the_same_records_in_the_same_words_on_both_back
     let Some(postgres) = postgres_report(&ids).await else {
         return;
     };
-    // `run` leaves `ok` to `audit`, and the checks without an ORDER BY may list rows in another
-    // order on PostgreSQL.
+    // The checks without an ORDER BY may list rows in another order on PostgreSQL.
     let comparable = |mut r: AuditReport| {
         r.ok = r.violations.is_empty();
         r.delivery.ok = r.delivery.violations.is_empty();
@@ -318,4 +267,26 @@ async fn the_check_table_reports_the_same_records_in_the_same_words_on_both_back
         r
     };
     assert_eq!(comparable(postgres), comparable(sqlite));
+}
+
+#[tokio::test]
+async fn a_postgres_audit_names_a_missing_table_and_refuses_a_bad_schema_name() {
+    let url = std::env::var("FINPAY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let err = audit_postgres(&url, &PgSchemas::one("bad-name; DROP"))
+        .await
+        .expect_err("refused before connecting");
+    assert!(matches!(err, AuditError::SchemaName(_)), "{err:?}");
+    match audit_postgres(&url, &PgSchemas::one("finpay_no_such_schema")).await {
+        Err(AuditError::MissingTable { schema, table }) => {
+            assert_eq!(
+                (schema.as_str(), table),
+                ("finpay_no_such_schema", "accounts")
+            );
+        }
+        Err(AuditError::Connect(e)) => {
+            eprintln!("note: the PostgreSQL half skipped: no server: {e}");
+        }
+        other => panic!("a missing schema is named: {other:?}"),
+    }
 }

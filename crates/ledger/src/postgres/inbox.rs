@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use finpay_core::AccountId;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
 
 use super::{open_pool, retrying, PgOpenError, PgOptions};
@@ -9,16 +10,9 @@ use crate::error::BoxError;
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
 use crate::rows::{self};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS notifications (
-    id             TEXT PRIMARY KEY,
-    payment_id     TEXT NOT NULL,
-    account_id     TEXT NOT NULL,
-    message        TEXT NOT NULL,
-    received_at_ms BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notifications_by_account ON notifications (account_id, received_at_ms, id);
-";
+/// The inbox migrations, `migrations/postgres/inbox/`. The primary key on `id` is the
+/// deduplication: a notification is stored at most once.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/inbox");
 
 const COLUMNS: &str = "id, payment_id, account_id, message, received_at_ms";
 
@@ -30,7 +24,7 @@ pub struct PgInbox {
 impl PgInbox {
     pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
         Ok(Self {
-            pool: open_pool(opts, SCHEMA).await?,
+            pool: open_pool(opts, &MIGRATOR).await?,
         })
     }
 }

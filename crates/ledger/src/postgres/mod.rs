@@ -1,18 +1,26 @@
 //! The PostgreSQL backend: the same three stores as [`crate::sqlite`], for when the ledger outgrows one
 //! machine's file.
 //!
-//! No writer task here: PostgreSQL has real concurrent writers (and its own group commit), so each
-//! operation is one transaction from a pool. Concurrency is handled by the database:
+//! Concurrency is the database's, with two shapes:
 //!
-//! - a transfer locks its two accounts `FOR UPDATE` in id order (no deadlock between two transfers
-//!   that touch the same pair in opposite directions), then checks its id, then writes;
-//! - idempotency keys and ids are unique constraints, so two racing requests resolve to one row and
-//!   the loser is retried and sees the winner (replay or conflict, never a second debit);
-//! - serialization failures, deadlocks and unique races are retried a bounded number of times.
+//! - **payments and the inbox**: every step is one statement (data-modifying CTEs where a step
+//!   writes two tables), so one round trip and one transaction from a pool; PostgreSQL's own group
+//!   commit batches the WAL flushes of concurrent commits. Leases and claims are taken with
+//!   `FOR UPDATE SKIP LOCKED`, so two replicas' resumers and dispatchers pass each other.
+//! - **the wallet**: a writer task per store batches queued transfers into one transaction of a
+//!   fixed number of round trips, locking the batch's accounts at once in id order (see
+//!   [`PgWallet`]'s module for the design and its arithmetic): every payment credits one merchant
+//!   row, which one-transfer-per-transaction would lock once per transfer.
 //!
-//! The schema is created at `open` under a transaction-scoped advisory lock, so two processes opening
-//! an empty database at once create it once. [`PgOptions::schema`] puts the tables in their own
-//! PostgreSQL schema (tests use one per test).
+//! Idempotency keys and ids are unique constraints, so two racing requests resolve to one row;
+//! serialization failures, deadlocks and unique races are retried a bounded number of times.
+//!
+//! TLS is the url's (`sslmode`, `sslrootcert`; rustls): `require` never falls back to plaintext.
+//!
+//! The schema is migrated at `open` (`migrations/postgres/<store>/`, embedded with
+//! `sqlx::migrate!`) under sqlx's advisory lock, so two processes opening an empty database at once
+//! migrate it once. [`PgOptions::schema`] puts the tables in their own PostgreSQL schema (tests use
+//! one per test).
 
 mod inbox;
 mod payments;
@@ -20,6 +28,7 @@ mod wallet;
 
 use std::time::Duration;
 
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::StorageError;
@@ -59,6 +68,18 @@ pub enum PgOpenError {
     Connect(#[source] sqlx::Error),
     #[error("cannot create the schema")]
     Schema(#[source] sqlx::Error),
+    #[error("cannot migrate schema {schema}")]
+    Migrate {
+        schema: String,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("schema {schema} has version {found} of this store, newer than this build knows (up to {known}): it was migrated by a newer build")]
+    NewerSchema {
+        schema: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// How many times a transient failure (serialization, deadlock, unique race) is retried.
@@ -102,7 +123,11 @@ where
     }
 }
 
-pub(crate) async fn open_pool(opts: &PgOptions, schema_sql: &str) -> Result<PgPool, PgOpenError> {
+/// Opens the pool (creating `opts.schema` when named and absent) and migrates the store.
+pub(crate) async fn open_pool(
+    opts: &PgOptions,
+    migrator: &'static Migrator,
+) -> Result<PgPool, PgOpenError> {
     let mut connect: PgConnectOptions = opts.url.parse().map_err(PgOpenError::Url)?;
     if let Some(schema) = &opts.schema {
         if schema.is_empty()
@@ -142,15 +167,58 @@ pub(crate) async fn open_pool(opts: &PgOptions, schema_sql: &str) -> Result<PgPo
         .connect_with(connect)
         .await
         .map_err(PgOpenError::Connect)?;
-    let mut tx = pool.begin().await.map_err(PgOpenError::Schema)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('finpay-ledger-schema'))")
-        .execute(&mut *tx)
-        .await
-        .map_err(PgOpenError::Schema)?;
-    sqlx::raw_sql(schema_sql)
-        .execute(&mut *tx)
-        .await
-        .map_err(PgOpenError::Schema)?;
-    tx.commit().await.map_err(PgOpenError::Schema)?;
+    migrate(&pool, opts, migrator).await?;
     Ok(pool)
 }
+
+/// Applies the store's migrations. sqlx's PostgreSQL migrator holds an advisory lock meanwhile, so
+/// two processes opening an empty schema at once apply them once.
+///
+/// The three stores may share one schema, and so one `_sqlx_migrations` table; each numbers its
+/// versions in its own thousand (wallet 1001.., payments 2001.., inbox 3001..). So the migrator
+/// ignores versions it does not know, and the check for a newer build is made here, within this
+/// store's thousand.
+async fn migrate(
+    pool: &PgPool,
+    opts: &PgOptions,
+    migrator: &'static Migrator,
+) -> Result<(), PgOpenError> {
+    let schema = || {
+        opts.schema
+            .clone()
+            .unwrap_or_else(|| "(search_path)".to_owned())
+    };
+    let mut shared = Migrator {
+        migrations: migrator.migrations.clone(),
+        ..Migrator::DEFAULT
+    };
+    shared.set_ignore_missing(true);
+    shared
+        .run(pool)
+        .await
+        .map_err(|source| PgOpenError::Migrate {
+            schema: schema(),
+            source,
+        })?;
+    let known = crate::newest_migration(migrator);
+    let thousand = known / 1000 * 1000;
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(version) FROM _sqlx_migrations WHERE version >= $1 AND version < $1 + 1000",
+    )
+    .bind(thousand)
+    .fetch_one(pool)
+    .await
+    .map_err(PgOpenError::Schema)?;
+    match found {
+        Some(found) if found > known => Err(PgOpenError::NewerSchema {
+            schema: schema(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The database clock, in milliseconds since the epoch: every lease and claim is judged by it.
+/// The statement's own start time, so one statement reads one clock.
+pub(crate) const NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";

@@ -2,51 +2,24 @@
 
 use std::sync::LazyLock;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use finpay_core::{NotificationId, PaymentId, PaymentStatus};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Executor, Postgres};
+use sqlx::{Postgres, Row};
 
-use super::{open_pool, retrying, PgOpenError, PgOptions};
+use super::{open_pool, retrying, PgOpenError, PgOptions, NOW_MS, RETRIES_MAX};
 use crate::error::BoxError;
 use crate::payments::{
-    Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
+    fenced_miss, ttl_ms, Begin, Lease, LeaseOwner, NewPayment, OutboxMessage, Payment,
+    PaymentStore, PaymentStoreError, StepNote,
 };
 use crate::rows::{self, corrupt};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS payments (
-    id                  TEXT PRIMARY KEY,
-    idempotency_key     TEXT NOT NULL UNIQUE,
-    fingerprint         TEXT NOT NULL,
-    account_id          TEXT NOT NULL,
-    merchant_account_id TEXT NOT NULL,
-    amount              BIGINT NOT NULL CHECK (amount > 0),
-    currency            TEXT NOT NULL,
-    description         TEXT,
-    status              TEXT NOT NULL CHECK (status IN
-                          ('received', 'fraud_checked', 'debited', 'succeeded', 'declined', 'failed')),
-    reason              TEXT,
-    needs_review        BOOLEAN NOT NULL DEFAULT FALSE,
-    created_at_ms       BIGINT NOT NULL,
-    updated_at_ms       BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (created_at_ms, id)
-    WHERE status IN ('received', 'fraud_checked', 'debited');
-CREATE TABLE IF NOT EXISTS outbox (
-    id                 TEXT PRIMARY KEY,
-    payment_id         TEXT NOT NULL UNIQUE REFERENCES payments (id),
-    account_id         TEXT NOT NULL,
-    message            TEXT NOT NULL,
-    attempts           BIGINT NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    next_attempt_at_ms BIGINT NOT NULL,
-    delivered_at_ms    BIGINT,
-    last_error         TEXT,
-    created_at_ms      BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at_ms, id)
-    WHERE delivered_at_ms IS NULL;
-";
+/// The payments schema's migrations, `migrations/postgres/payments/`.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/payments");
 
 const PAYMENT_COLUMNS: &str = "id, idempotency_key, fingerprint, account_id, merchant_account_id, \
      amount, currency, description, status, reason, needs_review, created_at_ms, updated_at_ms";
@@ -62,7 +35,7 @@ static UNFINISHED_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Payments and the outbox in PostgreSQL.
+/// Payments and the outbox in PostgreSQL. Every step is one statement, so one round trip.
 #[derive(Clone, Debug)]
 pub struct PgPayments {
     pool: PgPool,
@@ -71,7 +44,7 @@ pub struct PgPayments {
 impl PgPayments {
     pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
         Ok(Self {
-            pool: open_pool(opts, SCHEMA).await?,
+            pool: open_pool(opts, &MIGRATOR).await?,
         })
     }
 }
@@ -88,66 +61,229 @@ fn outbox_from_row(row: &PgRow) -> Result<OutboxMessage, PaymentStoreError> {
     rows::outbox_message(row).map_err(storage)
 }
 
-async fn status_of<'e, E: Executor<'e, Database = Postgres>>(
-    ex: E,
-    id: PaymentId,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT status FROM payments WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(ex)
-        .await
+fn lease_of(
+    row: &PgRow,
+    col: &str,
+    owner: &LeaseOwner,
+    ttl: Duration,
+) -> Result<Lease, PaymentStoreError> {
+    Ok(Lease {
+        owner: owner.clone(),
+        token: row.try_get(col).map_err(storage)?,
+        ttl,
+    })
 }
 
-fn lost(
+/// `begin` in one statement: insert (leased) unless the key is taken; else take an expired lease
+/// over; else read. The three parts see one snapshot, so when a concurrent `begin` of the same new
+/// key commits between that snapshot and our insert, no part answers; then the statement runs
+/// again, on a snapshot that holds the winner's row.
+static BEGIN_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH ins AS ( \
+             INSERT INTO payments ({PAYMENT_COLUMNS}, lease_owner, lease_token, lease_expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', NULL, FALSE, $9, $9, $10, 1, {NOW_MS} + $11) \
+             ON CONFLICT (idempotency_key) DO NOTHING \
+             RETURNING {PAYMENT_COLUMNS}, lease_token), \
+         took AS ( \
+             UPDATE payments SET lease_owner = $10, lease_token = lease_token + 1, \
+                 lease_expires_at_ms = {NOW_MS} + $11 \
+             WHERE idempotency_key = $2 AND fingerprint = $3 AND status IN ({nt}) \
+               AND lease_expires_at_ms <= {NOW_MS} AND NOT EXISTS (SELECT 1 FROM ins) \
+             RETURNING {PAYMENT_COLUMNS}, lease_token) \
+         SELECT 'created' AS outcome, * FROM ins \
+         UNION ALL SELECT 'took', * FROM took \
+         UNION ALL SELECT 'existing', {PAYMENT_COLUMNS}, lease_token FROM payments \
+             WHERE idempotency_key = $2 \
+               AND NOT EXISTS (SELECT 1 FROM ins) AND NOT EXISTS (SELECT 1 FROM took)",
+        nt = PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
+
+/// A fenced update as one statement: `upd` is the update (its RETURNING the payment's columns and
+/// `lease_token`); when it matched nothing, the row as it is comes back instead, to say why.
+fn fenced(update: &str) -> String {
+    format!(
+        "WITH upd AS ({update} RETURNING {PAYMENT_COLUMNS}, lease_token) \
+         SELECT TRUE AS done, * FROM upd \
+         UNION ALL SELECT FALSE, {PAYMENT_COLUMNS}, lease_token FROM payments \
+             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
+    )
+}
+
+static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    fenced(&format!(
+        "UPDATE payments SET status = $3, reason = COALESCE($4, reason), \
+             needs_review = (needs_review OR $5), updated_at_ms = $6, \
+             lease_owner = CASE WHEN $8 THEN NULL ELSE lease_owner END, \
+             lease_expires_at_ms = CASE WHEN $8 THEN 0 ELSE {NOW_MS} + $9 END \
+         WHERE id = $1 AND status = $2 AND lease_token = $7"
+    ))
+});
+
+/// `from -> succeeded` and the outbox row in one statement: a data-modifying CTE is atomic with the
+/// rest, and the row is inserted only from the update's result.
+static SUCCEED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH upd AS ( \
+             UPDATE payments SET status = 'succeeded', updated_at_ms = $2, \
+                 lease_owner = NULL, lease_expires_at_ms = 0 \
+             WHERE id = $1 AND status = $3 AND lease_token = $4 \
+             RETURNING {PAYMENT_COLUMNS}, lease_token), \
+         ins AS ( \
+             INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) \
+             SELECT $5, $1, $6, $7, $8, LEAST($9, {NOW_MS}), $10, $11, $2 FROM upd RETURNING id) \
+         SELECT TRUE AS done, upd.* FROM upd \
+         UNION ALL SELECT FALSE, {PAYMENT_COLUMNS}, lease_token FROM payments \
+             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
+    )
+});
+
+/// The resumer's take: `FOR UPDATE SKIP LOCKED` lets two replicas' takes pass each other without
+/// waiting and without taking the same row.
+static TAKE_EXPIRED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS MATERIALIZED ( \
+             SELECT id FROM payments WHERE status IN ({}) AND lease_expires_at_ms <= {NOW_MS} \
+             ORDER BY created_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE payments SET lease_owner = $1, lease_token = lease_token + 1, \
+             lease_expires_at_ms = {NOW_MS} + $2 \
+         WHERE id IN (SELECT id FROM due) \
+         RETURNING {PAYMENT_COLUMNS}, lease_token",
+        PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
+
+static CLAIM_OUTBOX_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS MATERIALIZED ( \
+             SELECT id FROM outbox WHERE delivered_at_ms IS NULL \
+               AND next_attempt_at_ms <= {NOW_MS} AND claim_expires_at_ms <= {NOW_MS} \
+             ORDER BY next_attempt_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE outbox SET claim_owner = $1, claim_token = claim_token + 1, \
+             claim_expires_at_ms = {NOW_MS} + $2 \
+         WHERE id IN (SELECT id FROM due) \
+         RETURNING {OUTBOX_COLUMNS}, claim_token"
+    )
+});
+
+/// The outcome of one fenced statement: the payment, or the row as it is now (`None`: no row).
+enum Fenced {
+    Done(Payment),
+    Missed(Option<(PaymentStatus, i64)>),
+}
+
+fn fenced_outcome(id: PaymentId, row: Option<PgRow>) -> Result<Fenced, PaymentStoreError> {
+    let Some(row) = row else {
+        return Ok(Fenced::Missed(None));
+    };
+    let done: bool = row.try_get("done").map_err(storage)?;
+    let payment = payment_from_row(&row)?;
+    if done {
+        return Ok(Fenced::Done(payment));
+    }
+    debug_assert_eq!(payment.id, id);
+    let token: i64 = row.try_get("lease_token").map_err(storage)?;
+    Ok(Fenced::Missed(Some((payment.status, token))))
+}
+
+/// Runs a fenced statement (bound by `query`) until it answers: retried on transient errors, and
+/// when the row it missed shows no reason (it changed between the update and the read).
+async fn run_fenced<F>(
+    pool: &PgPool,
     id: PaymentId,
     expected: PaymentStatus,
-    actual: Option<String>,
-) -> Result<Payment, PaymentStoreError> {
-    match actual {
-        None => Err(PaymentStoreError::NotFound(id)),
-        Some(s) => Err(PaymentStoreError::StaleState {
-            id,
-            expected,
-            actual: s
-                .parse()
-                .map_err(|e: String| storage(corrupt("status", id, e)))?,
-        }),
+    token: i64,
+    query: F,
+) -> Result<Payment, PaymentStoreError>
+where
+    F: Fn() -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> + Send + Sync,
+{
+    for _ in 0..=RETRIES_MAX {
+        let row = retried(|| query().fetch_optional(pool)).await?;
+        match fenced_outcome(id, row)? {
+            Fenced::Done(p) => return Ok(p),
+            Fenced::Missed(now) => {
+                if let Some(e) = fenced_miss(id, expected, token, now) {
+                    return Err(e);
+                }
+            }
+        }
     }
+    Err(storage(corrupt(
+        "payment",
+        id,
+        "a fenced write kept matching no row while the row matched it",
+    )))
+}
+
+/// [`retrying`] for one statement whose only answer is its rows.
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, PaymentStoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    retrying(|| {
+        let attempt = op();
+        async move { attempt.await.map(Ok) }
+    })
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{missing} of {asked} outbox rows marked delivered do not exist")]
+struct UnknownOutboxRows {
+    missing: u64,
+    asked: u64,
 }
 
 #[async_trait]
 impl PaymentStore for PgPayments {
-    async fn begin(&self, new: NewPayment) -> Result<Begin, PaymentStoreError> {
+    async fn begin(
+        &self,
+        new: NewPayment,
+        owner: &LeaseOwner,
+        ttl: Duration,
+    ) -> Result<Begin, PaymentStoreError> {
         let now = crate::now_ms();
-        retrying(|| async {
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO payments ({PAYMENT_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', NULL, FALSE, $9, $9) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
-            ))
-            .bind(new.id.to_string())
-            .bind(new.idempotency_key.as_str())
-            .bind(new.fingerprint.as_str())
-            .bind(new.account_id.as_str())
-            .bind(new.merchant_account_id.as_str())
-            .bind(new.amount.as_i64())
-            .bind(new.currency.code())
-            .bind(new.description.as_deref())
-            .bind(now)
-            .fetch_optional(&self.pool)
+        for _ in 0..=RETRIES_MAX {
+            let row = retried(|| {
+                sqlx::query(BEGIN_SQL.as_str())
+                    .bind(new.id.to_string())
+                    .bind(new.idempotency_key.as_str())
+                    .bind(new.fingerprint.as_str())
+                    .bind(new.account_id.as_str())
+                    .bind(new.merchant_account_id.as_str())
+                    .bind(new.amount.as_i64())
+                    .bind(new.currency.code())
+                    .bind(new.description.as_deref())
+                    .bind(now)
+                    .bind(owner.as_str())
+                    .bind(ttl_ms(ttl))
+                    .fetch_optional(&self.pool)
+            })
             .await?;
-            if let Some(row) = inserted {
-                return Ok(payment_from_row(&row).map(Begin::Created));
-            }
-            let row = sqlx::query(&format!(
-                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE idempotency_key = $1"
-            ))
-            .bind(new.idempotency_key.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(payment_from_row(&row).map(Begin::Existing))
-        })
-        .await
+            // No row: a concurrent begin of this key committed after our snapshot; ask again.
+            let Some(row) = row else { continue };
+            let outcome: String = row.try_get("outcome").map_err(storage)?;
+            let payment = payment_from_row(&row)?;
+            return Ok(match outcome.as_str() {
+                "created" => Begin::Created(payment, lease_of(&row, "lease_token", owner, ttl)?),
+                "took" => Begin::Existing {
+                    payment,
+                    lease: Some(lease_of(&row, "lease_token", owner, ttl)?),
+                },
+                _ => Begin::Existing {
+                    payment,
+                    lease: None,
+                },
+            });
+        }
+        Err(storage(corrupt(
+            "payment",
+            &new.idempotency_key,
+            "begin kept finding neither a free key nor a payment holding it",
+        )))
     }
 
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentStoreError> {
@@ -167,26 +303,21 @@ impl PaymentStore for PgPayments {
         from: PaymentStatus,
         to: PaymentStatus,
         note: StepNote,
+        lease: &Lease,
     ) -> Result<Payment, PaymentStoreError> {
         crate::payments::check_advance(from, to)?;
-        retrying(|| async {
-            let row = sqlx::query(&format!(
-                "UPDATE payments SET status = $3, reason = COALESCE($4, reason), \
-                     needs_review = (needs_review OR $5), updated_at_ms = $6 \
-                 WHERE id = $1 AND status = $2 RETURNING {PAYMENT_COLUMNS}"
-            ))
-            .bind(id.to_string())
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(note.reason.as_deref())
-            .bind(note.needs_review)
-            .bind(crate::now_ms())
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(match row {
-                Some(row) => payment_from_row(&row),
-                None => lost(id, from, status_of(&self.pool, id).await?),
-            })
+        let (token, ttl_ms) = (lease.token, lease.ttl_ms());
+        run_fenced(&self.pool, id, from, token, || {
+            sqlx::query(ADVANCE_SQL.as_str())
+                .bind(id.to_string())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(note.reason.clone())
+                .bind(note.needs_review)
+                .bind(crate::now_ms())
+                .bind(token)
+                .bind(to.is_terminal())
+                .bind(ttl_ms)
         })
         .await
     }
@@ -196,6 +327,7 @@ impl PaymentStore for PgPayments {
         id: PaymentId,
         from: PaymentStatus,
         m: OutboxMessage,
+        lease: &Lease,
     ) -> Result<Payment, PaymentStoreError> {
         crate::payments::check_succeed_from(from)?;
         if m.payment_id != id {
@@ -205,40 +337,73 @@ impl PaymentStore for PgPayments {
                 format!("names payment {}, not {id}", m.payment_id),
             )));
         }
-        retrying(|| async {
-            let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(&format!(
-                "UPDATE payments SET status = 'succeeded', updated_at_ms = $2 \
-                 WHERE id = $1 AND status = $3 RETURNING {PAYMENT_COLUMNS}"
-            ))
-            .bind(id.to_string())
-            .bind(crate::now_ms())
-            .bind(from.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Ok(lost(id, from, status_of(&mut *tx, id).await?));
-            };
-            sqlx::query(&format!(
-                "INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ))
-            .bind(m.id.as_str())
-            .bind(id.to_string())
-            .bind(m.account_id.as_str())
-            .bind(&m.message)
-            .bind(i64::from(m.attempts))
-            .bind(m.next_attempt_at_ms)
-            .bind(m.delivered_at_ms)
-            .bind(m.last_error.as_deref())
-            .bind(crate::now_ms())
-            .execute(&mut *tx)
-            .await?;
-            let payment = payment_from_row(&row);
-            tx.commit().await?;
-            Ok(payment)
+        let token = lease.token;
+        run_fenced(&self.pool, id, from, token, || {
+            sqlx::query(SUCCEED_SQL.as_str())
+                .bind(id.to_string())
+                .bind(crate::now_ms())
+                .bind(from.as_str())
+                .bind(token)
+                .bind(m.id.as_str().to_owned())
+                .bind(m.account_id.as_str().to_owned())
+                .bind(m.message.clone())
+                .bind(i64::from(m.attempts))
+                .bind(m.next_attempt_at_ms)
+                .bind(m.delivered_at_ms)
+                .bind(m.last_error.clone())
         })
         .await
+    }
+
+    async fn release(&self, id: PaymentId, lease: &Lease) -> Result<(), PaymentStoreError> {
+        let (released, held): (i64, Option<i64>) = retried(|| {
+            sqlx::query_as(
+                "WITH upd AS (UPDATE payments SET lease_owner = NULL, lease_expires_at_ms = 0 \
+                              WHERE id = $1 AND lease_token = $2 RETURNING id) \
+                 SELECT (SELECT COUNT(*) FROM upd), \
+                        (SELECT lease_token FROM payments WHERE id = $1)",
+            )
+            .bind(id.to_string())
+            .bind(lease.token)
+            .fetch_one(&self.pool)
+        })
+        .await?;
+        match (released, held) {
+            (1.., _) => Ok(()),
+            (_, None) => Err(PaymentStoreError::NotFound(id)),
+            (_, Some(_)) => Err(PaymentStoreError::LeaseLost {
+                what: "payment",
+                id: id.to_string(),
+                token: lease.token,
+            }),
+        }
+    }
+
+    async fn take_expired(
+        &self,
+        owner: &LeaseOwner,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<(Payment, Lease)>, PaymentStoreError> {
+        let rows = retried(|| {
+            sqlx::query(TAKE_EXPIRED_SQL.as_str())
+                .bind(owner.as_str())
+                .bind(ttl_ms(ttl))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+        })
+        .await?;
+        let mut taken = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    payment_from_row(r)?,
+                    lease_of(r, "lease_token", owner, ttl)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, PaymentStoreError>>()?;
+        taken.sort_by(|(a, _), (b, _)| (a.created_at_ms, a.id).cmp(&(b.created_at_ms, b.id)));
+        Ok(taken)
     }
 
     async fn unfinished(&self, limit: u32) -> Result<Vec<Payment>, PaymentStoreError> {
@@ -248,6 +413,30 @@ impl PaymentStore for PgPayments {
             .await
             .map_err(storage)?;
         rows.iter().map(payment_from_row).collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &LeaseOwner,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<Vec<(OutboxMessage, Lease)>, PaymentStoreError> {
+        let rows = retried(|| {
+            sqlx::query(CLAIM_OUTBOX_SQL.as_str())
+                .bind(owner.as_str())
+                .bind(ttl_ms(ttl))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+        })
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| Ok((outbox_from_row(r)?, lease_of(r, "claim_token", owner, ttl)?)))
+            .collect::<Result<Vec<_>, PaymentStoreError>>()?;
+        claimed.sort_by(|(a, _), (b, _)| {
+            (a.next_attempt_at_ms, a.id.as_str()).cmp(&(b.next_attempt_at_ms, b.id.as_str()))
+        });
+        Ok(claimed)
     }
 
     async fn outbox_due(
@@ -268,21 +457,38 @@ impl PaymentStore for PgPayments {
         rows.iter().map(outbox_from_row).collect()
     }
 
-    async fn outbox_delivered(
+    async fn outbox_delivered_many(
         &self,
-        id: &NotificationId,
+        ids: &[NotificationId],
         now_ms: i64,
     ) -> Result<(), PaymentStoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, $2) WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(storage)?;
-        if done.rows_affected() == 0 {
-            return Err(storage(corrupt("outbox message", id, "does not exist")));
+        let mut ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // One statement; it marks nothing unless every id exists, so an unknown id refuses the
+        // whole call. Delivered stays delivered: a late duplicate report keeps the first time.
+        let updated: Vec<String> = retried(|| {
+            sqlx::query_scalar(
+                "UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, $2), \
+                     claim_owner = NULL, claim_expires_at_ms = 0 \
+                 WHERE id = ANY($1) \
+                   AND (SELECT COUNT(*) FROM outbox WHERE id = ANY($1)) = cardinality($1) \
+                 RETURNING id",
+            )
+            .bind(&ids)
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+        })
+        .await?;
+        let (asked, done) = (ids.len() as u64, updated.len() as u64);
+        if done != asked {
+            return Err(storage(UnknownOutboxRows {
+                missing: asked.saturating_sub(done),
+                asked,
+            }));
         }
         Ok(())
     }
@@ -290,22 +496,41 @@ impl PaymentStore for PgPayments {
     async fn outbox_retry_later(
         &self,
         id: &NotificationId,
+        claim: &Lease,
         attempts: u32,
-        next_attempt_at_ms: i64,
+        delay: Duration,
         last_error: &str,
     ) -> Result<(), PaymentStoreError> {
-        sqlx::query(
-            "UPDATE outbox SET attempts = $2, next_attempt_at_ms = $3, last_error = $4 \
-             WHERE id = $1 AND delivered_at_ms IS NULL",
-        )
-        .bind(id.as_str())
-        .bind(i64::from(attempts))
-        .bind(next_attempt_at_ms)
-        .bind(last_error)
-        .execute(&self.pool)
-        .await
-        .map_err(storage)?;
-        Ok(())
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4);
+        // A row delivered meanwhile (by another dispatcher) is left alone.
+        let sql = format!(
+                "WITH upd AS (UPDATE outbox SET attempts = $2, next_attempt_at_ms = {NOW_MS} + $3, \
+                                  last_error = $4, claim_owner = NULL, claim_expires_at_ms = 0 \
+                              WHERE id = $1 AND delivered_at_ms IS NULL AND claim_token = $5 \
+                              RETURNING id) \
+                 SELECT (SELECT COUNT(*) FROM upd), \
+                        EXISTS (SELECT 1 FROM outbox WHERE id = $1), \
+                        EXISTS (SELECT 1 FROM outbox WHERE id = $1 AND delivered_at_ms IS NOT NULL)"
+            );
+        let (updated, exists, delivered): (i64, bool, bool) = retried(|| {
+            sqlx::query_as(&sql)
+                .bind(id.as_str())
+                .bind(i64::from(attempts))
+                .bind(delay_ms)
+                .bind(last_error)
+                .bind(claim.token)
+                .fetch_one(&self.pool)
+        })
+        .await?;
+        match (updated, exists, delivered) {
+            (1.., _, _) | (_, true, true) => Ok(()),
+            (_, false, _) => Err(storage(corrupt("outbox message", id, "does not exist"))),
+            (_, true, false) => Err(PaymentStoreError::LeaseLost {
+                what: "outbox row",
+                id: id.to_string(),
+                token: claim.token,
+            }),
+        }
     }
 
     async fn outbox_pending(&self) -> Result<u64, PaymentStoreError> {
@@ -332,12 +557,15 @@ mod tests {
 
     #[test]
     fn the_schema_lists_the_statuses_of_the_state_machine() {
-        crate::payments::assert_schema_status_lists(SCHEMA);
+        crate::payments::assert_schema_status_lists(&crate::payments::migrations_sql(&MIGRATOR));
     }
 
     #[test]
     fn the_resumer_scans_exactly_the_non_terminal_states() {
         assert!(UNFINISHED_SQL
             .contains("WHERE status IN ('received', 'fraud_checked', 'debited') ORDER BY"));
+        assert!(TAKE_EXPIRED_SQL
+            .contains("WHERE status IN ('received', 'fraud_checked', 'debited') AND"));
+        assert!(BEGIN_SQL.contains("AND status IN ('received', 'fraud_checked', 'debited') AND"));
     }
 }

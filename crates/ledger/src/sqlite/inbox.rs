@@ -5,6 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use finpay_core::AccountId;
 use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::writer::{Command, OpConn, Writer};
@@ -13,19 +14,9 @@ use crate::error::BoxError;
 use crate::inbox::{Delivery, InboxError, InboxStore, Notification};
 use crate::rows::{self};
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
-
-/// The primary key on `id` is the deduplication: a notification is stored at most once.
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS notifications (
-    id             TEXT PRIMARY KEY,
-    payment_id     TEXT NOT NULL,
-    account_id     TEXT NOT NULL,
-    message        TEXT NOT NULL,
-    received_at_ms INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS notifications_by_account ON notifications (account_id, received_at_ms, id);
-";
+/// The inbox migrations, `migrations/sqlite/inbox/`. The primary key on `id` is the
+/// deduplication: a notification is stored at most once.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/inbox");
 
 const COLUMNS: &str = "id, payment_id, account_id, message, received_at_ms";
 
@@ -46,7 +37,7 @@ impl SqliteInbox {
     /// Opens the inbox at `path`, creating the file and its schema when absent.
     /// Must be called inside a tokio runtime: it starts the store's writer task.
     pub async fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, OpenError> {
-        let opened = open_db(path, opts, SCHEMA, SCHEMA_VERSION).await?;
+        let opened = open_db(path, opts, &MIGRATOR).await?;
         Ok(Self {
             writer: Writer::spawn("inbox", opened.writer),
             readers: opened.readers,

@@ -22,8 +22,12 @@
 //!
 //! # Schema
 //!
-//! Created at `open` when absent, inside a `BEGIN IMMEDIATE` transaction guarded by
-//! `PRAGMA user_version`, so two processes opening a fresh file at once create it exactly once.
+//! Versioned migrations (`migrations/sqlite/<store>/`, embedded with `sqlx::migrate!`) are applied
+//! at `open`, under an exclusive `flock` on a lock file beside the database, so two processes
+//! opening a fresh file at once apply them exactly once. Each store numbers its versions in its own
+//! thousand (wallet 1001.., payments 2001.., inbox 3001..), the same on both backends. A file with a
+//! version newer than this build knows is refused ([`OpenError::NewerSchema`]).
+//! `PRAGMA user_version` holds the newest applied version too.
 
 mod inbox;
 mod payments;
@@ -34,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -123,7 +129,19 @@ pub enum OpenError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("{path} has schema version {found}; this build knows versions up to {known}")]
+    #[error("cannot migrate the schema of {path}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("cannot lock {path} to migrate the database beside it")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} has schema version {found}, newer than this build knows (up to {known}): it was migrated by a newer build")]
     NewerSchema {
         path: PathBuf,
         found: i64,
@@ -166,18 +184,18 @@ fn connect_options(path: &Path, opts: &SqliteOptions) -> SqliteConnectOptions {
         .disable_statement_logging()
 }
 
-/// What each store needs from `open`: the writer connection (schema applied) and the read pool.
+/// What each store needs from `open`: the writer connection (schema migrated) and the read pool.
 pub(crate) struct Opened {
     pub writer: SqliteConnection,
     pub readers: SqlitePool,
 }
 
-/// Opens (creating if needed) a database file, applies `schema` once, and returns the connections.
+/// Opens (creating if needed) a database file, migrates it to `migrator`'s newest version, and
+/// returns the connections.
 pub(crate) async fn open_db(
     path: &Path,
     opts: &SqliteOptions,
-    schema: &'static str,
-    schema_version: i64,
+    migrator: &'static Migrator,
 ) -> Result<Opened, OpenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
@@ -190,8 +208,11 @@ pub(crate) async fn open_db(
         path: path.to_path_buf(),
         source,
     };
+    // Two processes opening one fresh file at once (the two wallet replicas of `finpay up`) take
+    // turns here, so only the first applies the migrations and the second finds them recorded.
+    let lock = MigrationLock::take(path).await?;
     let mut attempt = 0;
-    let mut writer = loop {
+    let writer = loop {
         // Switching a fresh file to WAL needs a moment of exclusive access: another process doing
         // the same at the same time makes this busy, which is worth a retry.
         match SqliteConnection::connect_with(&options).await {
@@ -203,19 +224,19 @@ pub(crate) async fn open_db(
             Err(e) => return Err(connect_err(e)),
         }
     };
-    apply_schema(&mut writer, schema, schema_version)
+    // Migrated through a pool of one more connection (the writer's has switched the file to WAL
+    // already): sqlx's migrator over `&Pool` keeps the open future `Send`, which over
+    // `&mut SqliteConnection` it is not, so a store can be opened inside a spawned task.
+    let one = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .connect_with(options.clone())
         .await
-        .map_err(|e| match e {
-            SchemaError::Sql(source) => OpenError::Schema {
-                path: path.to_path_buf(),
-                source,
-            },
-            SchemaError::Newer(found) => OpenError::NewerSchema {
-                path: path.to_path_buf(),
-                found,
-                known: schema_version,
-            },
-        })?;
+        .map_err(connect_err)?;
+    let migrated = migrate(path, &one, migrator).await;
+    one.close().await;
+    migrated?;
+    drop(lock);
     let readers = SqlitePoolOptions::new()
         .max_connections(opts.max_connections.max(1))
         .min_connections(0)
@@ -225,49 +246,73 @@ pub(crate) async fn open_db(
     Ok(Opened { writer, readers })
 }
 
-enum SchemaError {
-    Sql(sqlx::Error),
-    Newer(i64),
-}
-
-impl From<sqlx::Error> for SchemaError {
-    fn from(e: sqlx::Error) -> Self {
-        SchemaError::Sql(e)
-    }
-}
-
-async fn apply_schema(
-    conn: &mut SqliteConnection,
-    schema: &'static str,
-    version: i64,
-) -> Result<(), SchemaError> {
-    begin_immediate(conn).await?;
-    let result = async {
-        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *conn)
-            .await?;
-        if found > version {
-            return Err(SchemaError::Newer(found));
-        }
-        if found < version {
-            sqlx::raw_sql(schema).execute(&mut *conn).await?;
-            // PRAGMA takes no bound parameters; `version` is a constant of this crate.
-            sqlx::raw_sql(&format!("PRAGMA user_version = {version}"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(())
+/// Applies what `migrator` has and the file lacks, then records the newest version in
+/// `PRAGMA user_version` too, so that a build from before versioned migrations (which checks only
+/// that pragma) refuses a file a newer build migrated. A file with a version this build does not
+/// know was migrated by a newer build: it is refused, and nothing is changed.
+async fn migrate(
+    path: &Path,
+    conn: &SqlitePool,
+    migrator: &'static Migrator,
+) -> Result<(), OpenError> {
+    let known = crate::newest_migration(migrator);
+    let schema_err = |source| OpenError::Schema {
+        path: path.to_path_buf(),
+        source,
+    };
+    match migrator.run(conn).await {
+        Ok(()) => {}
+        Err(MigrateError::VersionMissing(_)) => {
+            let found: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+                .fetch_one(conn)
+                .await
+                .map_err(schema_err)?;
+            return Err(OpenError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                known,
+            });
         }
         Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            Err(e)
+            return Err(OpenError::Migrate {
+                path: path.to_path_buf(),
+                source: e,
+            })
         }
+    }
+    // PRAGMA takes no bound parameters; `known` is a constant of this crate.
+    sqlx::raw_sql(&format!("PRAGMA user_version = {known}"))
+        .execute(conn)
+        .await
+        .map_err(schema_err)?;
+    Ok(())
+}
+
+/// An exclusive `flock` on `<file>-migrate.lock` beside the database, held while it is migrated.
+/// The lock is the kernel's: it goes with the process, so a crash never leaves it held.
+struct MigrationLock(#[allow(dead_code)] Flock<std::fs::File>);
+
+impl MigrationLock {
+    async fn take(db: &Path) -> Result<Self, OpenError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-migrate.lock");
+        let path = PathBuf::from(name);
+        let at = path.clone();
+        let locked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&at)?;
+            Flock::lock(file, FlockArg::LockExclusive)
+                .map_err(|(_, errno)| std::io::Error::from(errno))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        locked
+            .map(MigrationLock)
+            .map_err(|source| OpenError::Lock { path, source })
     }
 }
 

@@ -6,54 +6,27 @@ use std::sync::LazyLock;
 use async_trait::async_trait;
 use finpay_core::{IdempotencyKey, NotificationId, PaymentId, PaymentStatus};
 use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::Row;
 
 use super::writer::{Command, OpConn, Writer};
 use super::{open_db, read_retrying, OpenError, SqliteOptions};
 use crate::error::BoxError;
 use crate::payments::{
-    Begin, NewPayment, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
+    fenced_miss, ttl_ms, Begin, Lease, LeaseOwner, NewPayment, OutboxMessage, Payment,
+    PaymentStore, PaymentStoreError, StepNote,
 };
 use crate::rows::{self, corrupt};
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The payments file's migrations, `migrations/sqlite/payments/`: the tables of 2001 (`status` is
+/// one of the state machine's names; the partial indexes keep the resumer's and the dispatcher's
+/// scans proportional to the unfinished work; an outbox row belongs to exactly one payment, which
+/// is the "exactly one notification per success" invariant) and the lease columns of 2002.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/payments");
 
-/// `status` is one of the state machine's names (CHECK); the partial indexes keep the resumer's and
-/// the dispatcher's scans proportional to the unfinished work, not to history. An outbox row belongs
-/// to exactly one payment (UNIQUE), which is the "exactly one notification per success" invariant.
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS payments (
-    id                  TEXT PRIMARY KEY,
-    idempotency_key     TEXT NOT NULL UNIQUE,
-    fingerprint         TEXT NOT NULL,
-    account_id          TEXT NOT NULL,
-    merchant_account_id TEXT NOT NULL,
-    amount              INTEGER NOT NULL CHECK (amount > 0),
-    currency            TEXT NOT NULL,
-    description         TEXT,
-    status              TEXT NOT NULL CHECK (status IN
-                          ('received', 'fraud_checked', 'debited', 'succeeded', 'declined', 'failed')),
-    reason              TEXT,
-    needs_review        INTEGER NOT NULL DEFAULT 0 CHECK (needs_review IN (0, 1)),
-    created_at_ms       INTEGER NOT NULL,
-    updated_at_ms       INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (created_at_ms, id)
-    WHERE status IN ('received', 'fraud_checked', 'debited');
-CREATE TABLE IF NOT EXISTS outbox (
-    id                 TEXT PRIMARY KEY,
-    payment_id         TEXT NOT NULL UNIQUE REFERENCES payments (id),
-    account_id         TEXT NOT NULL,
-    message            TEXT NOT NULL,
-    attempts           INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-    next_attempt_at_ms INTEGER NOT NULL,
-    delivered_at_ms    INTEGER,
-    last_error         TEXT,
-    created_at_ms      INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at_ms, id)
-    WHERE delivered_at_ms IS NULL;
-";
+/// The database clock, in milliseconds since the epoch: every lease and claim is judged by it.
+pub(crate) const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
 
 const PAYMENT_COLUMNS: &str = "id, idempotency_key, fingerprint, account_id, merchant_account_id, \
      amount, currency, description, status, reason, needs_review, created_at_ms, updated_at_ms";
@@ -87,7 +60,7 @@ impl SqlitePayments {
     /// Opens the payments store at `path`, creating the file and its schema when absent.
     /// Must be called inside a tokio runtime: it starts the store's writer task.
     pub async fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, OpenError> {
-        let opened = open_db(path, opts, SCHEMA, SCHEMA_VERSION).await?;
+        let opened = open_db(path, opts, &MIGRATOR).await?;
         Ok(Self {
             writer: Writer::spawn("payments", opened.writer),
             readers: opened.readers,
@@ -107,6 +80,21 @@ fn outbox_from_row(row: &SqliteRow) -> Result<OutboxMessage, PaymentStoreError> 
     rows::outbox_message(row).map_err(storage)
 }
 
+/// The payment of a row that also carries `lease_token`, with the lease `owner` now holds on it.
+fn leased_from_row(
+    row: &SqliteRow,
+    owner: &LeaseOwner,
+    ttl: std::time::Duration,
+) -> Result<(Payment, Lease), PaymentStoreError> {
+    let token: i64 = row.try_get("lease_token").map_err(storage)?;
+    let lease = Lease {
+        owner: owner.clone(),
+        token,
+        ttl,
+    };
+    Ok((payment_from_row(row)?, lease))
+}
+
 async fn payment_by_key(
     conn: &mut SqliteConnection,
     key: &IdempotencyKey,
@@ -123,24 +111,63 @@ async fn payment_by_key(
     .transpose()
 }
 
-async fn status_of(
+/// The status and lease token of a payment, to say why a fenced write changed nothing.
+async fn status_and_token(
     conn: &mut SqliteConnection,
     id: PaymentId,
-) -> Result<Option<PaymentStatus>, PaymentStoreError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE id = ?1")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(storage)?;
-    status
-        .map(|s| {
-            s.parse()
-                .map_err(|e: String| storage(corrupt("status", id, e)))
-        })
-        .transpose()
+) -> Result<Option<(PaymentStatus, i64)>, PaymentStoreError> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT status, lease_token FROM payments WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(storage)?;
+    row.map(|(s, token)| {
+        s.parse()
+            .map(|status| (status, token))
+            .map_err(|e: String| storage(corrupt("status", id, e)))
+    })
+    .transpose()
 }
 
-struct BeginPayment(NewPayment);
+/// The answer to a fenced write that matched no row. The writer runs one command at a time, so
+/// the row cannot have changed between the write and this read.
+async fn miss(
+    conn: &mut SqliteConnection,
+    id: PaymentId,
+    expected: PaymentStatus,
+    token: i64,
+) -> PaymentStoreError {
+    match status_and_token(conn, id).await {
+        Ok(now) => fenced_miss(id, expected, token, now).unwrap_or_else(|| {
+            storage(corrupt(
+                "payment",
+                id,
+                "a fenced write matched no row, yet the row matches it",
+            ))
+        }),
+        Err(e) => e,
+    }
+}
+
+struct BeginPayment {
+    new: NewPayment,
+    owner: LeaseOwner,
+    ttl: std::time::Duration,
+}
+
+/// The takeover of an expired lease on an existing payment: only a non-terminal one, of the same
+/// body (fingerprint), whose lease has run out by the database's clock.
+static TAKE_OVER_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET lease_owner = ?2, lease_token = lease_token + 1, \
+             lease_expires_at_ms = {NOW_MS} + ?3 \
+         WHERE idempotency_key = ?1 AND fingerprint = ?4 AND status IN ({}) \
+           AND lease_expires_at_ms <= {NOW_MS} \
+         RETURNING {PAYMENT_COLUMNS}, lease_token",
+        PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
 
 impl Command for BeginPayment {
     type Output = Begin;
@@ -150,13 +177,14 @@ impl Command for BeginPayment {
         op: &'a mut OpConn<'_>,
     ) -> BoxFuture<'a, Result<Begin, PaymentStoreError>> {
         Box::pin(async move {
-            let new = &self.0;
+            let new = &self.new;
             let now = crate::now_ms();
-            // One round trip in the common case: insert unless the key is taken.
+            let ttl_ms = ttl_ms(self.ttl);
+            // One round trip in the common case: insert, leased, unless the key is taken.
             let sql = format!(
-                "{}INSERT INTO payments ({PAYMENT_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', NULL, 0, ?9, ?9) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING {PAYMENT_COLUMNS}",
+                "{}INSERT INTO payments ({PAYMENT_COLUMNS}, lease_owner, lease_token, lease_expires_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'received', NULL, 0, ?9, ?9, ?10, 1, {NOW_MS} + ?11) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING {PAYMENT_COLUMNS}, lease_token",
                 op.write_prefix()
             );
             let rows = sqlx::query(&sql)
@@ -169,14 +197,35 @@ impl Command for BeginPayment {
                 .bind(new.currency.code())
                 .bind(new.description.as_deref())
                 .bind(now)
+                .bind(self.owner.as_str())
+                .bind(ttl_ms)
                 .fetch_all(op.conn())
                 .await
                 .map_err(storage)?;
             if let Some(row) = rows.first() {
-                return Ok(Begin::Created(payment_from_row(row)?));
+                let (payment, lease) = leased_from_row(row, &self.owner, self.ttl)?;
+                return Ok(Begin::Created(payment, lease));
+            }
+            let took = sqlx::query(TAKE_OVER_SQL.as_str())
+                .bind(new.idempotency_key.as_str())
+                .bind(self.owner.as_str())
+                .bind(ttl_ms)
+                .bind(new.fingerprint.as_str())
+                .fetch_optional(op.conn())
+                .await
+                .map_err(storage)?;
+            if let Some(row) = took {
+                let (payment, lease) = leased_from_row(&row, &self.owner, self.ttl)?;
+                return Ok(Begin::Existing {
+                    payment,
+                    lease: Some(lease),
+                });
             }
             match payment_by_key(op.conn(), &new.idempotency_key).await? {
-                Some(existing) => Ok(Begin::Existing(existing)),
+                Some(payment) => Ok(Begin::Existing {
+                    payment,
+                    lease: None,
+                }),
                 None => Err(storage(corrupt(
                     "payment",
                     &new.idempotency_key,
@@ -187,49 +236,12 @@ impl Command for BeginPayment {
     }
 }
 
-/// The compare-and-set: moves `id` from `from` to `to` only if it is still in `from`.
-async fn compare_and_set(
-    op: &mut OpConn<'_>,
-    id: PaymentId,
-    from: PaymentStatus,
-    to: PaymentStatus,
-    note: &StepNote,
-) -> Result<Payment, PaymentStoreError> {
-    from.move_to(to)?;
-    let sql = format!(
-        "{}UPDATE payments SET status = ?3, reason = COALESCE(?4, reason), \
-             needs_review = (needs_review OR ?5), updated_at_ms = ?6 \
-         WHERE id = ?1 AND status = ?2 RETURNING {PAYMENT_COLUMNS}",
-        op.write_prefix()
-    );
-    let rows = sqlx::query(&sql)
-        .bind(id.to_string())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(note.reason.as_deref())
-        .bind(note.needs_review)
-        .bind(crate::now_ms())
-        .fetch_all(op.conn())
-        .await
-        .map_err(storage)?;
-    match rows.first() {
-        Some(row) => payment_from_row(row),
-        None => match status_of(op.conn(), id).await? {
-            None => Err(PaymentStoreError::NotFound(id)),
-            Some(actual) => Err(PaymentStoreError::StaleState {
-                id,
-                expected: from,
-                actual,
-            }),
-        },
-    }
-}
-
 struct Advance {
     id: PaymentId,
     from: PaymentStatus,
     to: PaymentStatus,
     note: StepNote,
+    lease: Lease,
 }
 
 impl Command for Advance {
@@ -239,7 +251,37 @@ impl Command for Advance {
         &'a self,
         op: &'a mut OpConn<'_>,
     ) -> BoxFuture<'a, Result<Payment, PaymentStoreError>> {
-        Box::pin(compare_and_set(op, self.id, self.from, self.to, &self.note))
+        Box::pin(async move {
+            let (id, from, to) = (self.id, self.from, self.to);
+            from.move_to(to)?;
+            // The compare-and-set, fenced by the lease token; it renews the lease, or clears it
+            // when the payment comes to rest.
+            let sql = format!(
+                "{}UPDATE payments SET status = ?3, reason = COALESCE(?4, reason), \
+                     needs_review = (needs_review OR ?5), updated_at_ms = ?6, \
+                     lease_owner = CASE WHEN ?8 THEN NULL ELSE lease_owner END, \
+                     lease_expires_at_ms = CASE WHEN ?8 THEN 0 ELSE {NOW_MS} + ?9 END \
+                 WHERE id = ?1 AND status = ?2 AND lease_token = ?7 RETURNING {PAYMENT_COLUMNS}",
+                op.write_prefix()
+            );
+            let rows = sqlx::query(&sql)
+                .bind(id.to_string())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(self.note.reason.as_deref())
+                .bind(self.note.needs_review)
+                .bind(crate::now_ms())
+                .bind(self.lease.token)
+                .bind(to.is_terminal())
+                .bind(self.lease.ttl_ms())
+                .fetch_all(op.conn())
+                .await
+                .map_err(storage)?;
+            match rows.first() {
+                Some(row) => payment_from_row(row),
+                None => Err(miss(op.conn(), id, from, self.lease.token).await),
+            }
+        })
     }
 }
 
@@ -257,6 +299,7 @@ struct Succeed {
     /// `debited`, or `fraud_checked` (through `debited`; checked before the command is queued).
     from: PaymentStatus,
     message: OutboxMessage,
+    lease: Lease,
 }
 
 impl Command for Succeed {
@@ -276,19 +319,22 @@ impl Command for Succeed {
                 }));
             }
             // One multi-statement write: the outbox row is inserted only while the payment is
-            // still in `from`, then the same condition moves it to `succeeded`. Both or neither;
-            // and if the insert fails the command's savepoint undoes the lot.
+            // still in `from` under this lease, then the same condition moves it to `succeeded`
+            // and clears the lease. Both or neither; and if the insert fails the command's
+            // savepoint undoes the lot.
             // Plain `?` placeholders in order of appearance (see the wallet's transfer for why).
             let sql = format!(
                 "{}INSERT INTO outbox ({OUTBOX_COLUMNS}, created_at_ms) \
-                     SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? \
-                     WHERE EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = ?); \
-                 UPDATE payments SET status = 'succeeded', updated_at_ms = ? \
-                     WHERE id = ? AND status = ? RETURNING {PAYMENT_COLUMNS}",
+                     SELECT ?, ?, ?, ?, ?, MIN(?, {NOW_MS}), ?, ?, ? \
+                     WHERE EXISTS (SELECT 1 FROM payments WHERE id = ? AND status = ? AND lease_token = ?); \
+                 UPDATE payments SET status = 'succeeded', updated_at_ms = ?, \
+                     lease_owner = NULL, lease_expires_at_ms = 0 \
+                     WHERE id = ? AND status = ? AND lease_token = ? RETURNING {PAYMENT_COLUMNS}",
                 op.write_prefix()
             );
             let id = self.id.to_string();
             let from = self.from.as_str();
+            let token = self.lease.token;
             let now = crate::now_ms();
             let rows = sqlx::query(&sql)
                 .bind(m.id.as_str())
@@ -302,23 +348,157 @@ impl Command for Succeed {
                 .bind(now)
                 .bind(&id)
                 .bind(from)
+                .bind(token)
                 .bind(now)
                 .bind(&id)
                 .bind(from)
+                .bind(token)
                 .fetch_all(op.conn())
                 .await
                 .map_err(storage)?;
             match rows.first() {
                 Some(row) => payment_from_row(row),
-                None => match status_of(op.conn(), self.id).await? {
-                    None => Err(PaymentStoreError::NotFound(self.id)),
-                    Some(actual) => Err(PaymentStoreError::StaleState {
-                        id: self.id,
-                        expected: self.from,
-                        actual,
-                    }),
-                },
+                None => Err(miss(op.conn(), self.id, self.from, token).await),
             }
+        })
+    }
+}
+
+/// Ends a lease now, fenced.
+struct Release {
+    id: PaymentId,
+    token: i64,
+}
+
+impl Command for Release {
+    type Output = ();
+    type Error = PaymentStoreError;
+    fn run<'a>(&'a self, op: &'a mut OpConn<'_>) -> BoxFuture<'a, Result<(), PaymentStoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "{}UPDATE payments SET lease_owner = NULL, lease_expires_at_ms = 0 \
+                 WHERE id = ?1 AND lease_token = ?2 RETURNING id",
+                op.write_prefix()
+            );
+            let released = sqlx::query(&sql)
+                .bind(self.id.to_string())
+                .bind(self.token)
+                .fetch_all(op.conn())
+                .await
+                .map_err(storage)?;
+            if !released.is_empty() {
+                return Ok(());
+            }
+            Err(match status_and_token(op.conn(), self.id).await? {
+                None => PaymentStoreError::NotFound(self.id),
+                Some(_) => PaymentStoreError::LeaseLost {
+                    what: "payment",
+                    id: self.id.to_string(),
+                    token: self.token,
+                },
+            })
+        })
+    }
+}
+
+/// The resumer's take: every non-terminal payment whose lease ran out, oldest first, over the
+/// partial index `payments_unfinished`.
+static TAKE_EXPIRED_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET lease_owner = ?1, lease_token = lease_token + 1, \
+             lease_expires_at_ms = {NOW_MS} + ?2 \
+         WHERE id IN (SELECT id FROM payments WHERE status IN ({}) \
+                      AND lease_expires_at_ms <= {NOW_MS} \
+                      ORDER BY created_at_ms, id LIMIT ?3) \
+         RETURNING {PAYMENT_COLUMNS}, lease_token",
+        PaymentStatus::sql_list(PaymentStatus::non_terminal())
+    )
+});
+
+struct TakeExpired {
+    owner: LeaseOwner,
+    ttl: std::time::Duration,
+    limit: u32,
+}
+
+impl Command for TakeExpired {
+    type Output = Vec<(Payment, Lease)>;
+    type Error = PaymentStoreError;
+    fn run<'a>(
+        &'a self,
+        op: &'a mut OpConn<'_>,
+    ) -> BoxFuture<'a, Result<Self::Output, PaymentStoreError>> {
+        Box::pin(async move {
+            let sql = format!("{}{}", op.write_prefix(), TAKE_EXPIRED_SQL.as_str());
+            let rows = sqlx::query(&sql)
+                .bind(self.owner.as_str())
+                .bind(ttl_ms(self.ttl))
+                .bind(i64::from(self.limit))
+                .fetch_all(op.conn())
+                .await
+                .map_err(storage)?;
+            let mut taken = rows
+                .iter()
+                .map(|r| leased_from_row(r, &self.owner, self.ttl))
+                .collect::<Result<Vec<_>, _>>()?;
+            // RETURNING comes in no particular order.
+            taken.sort_by(|(a, _), (b, _)| (a.created_at_ms, a.id).cmp(&(b.created_at_ms, b.id)));
+            Ok(taken)
+        })
+    }
+}
+
+struct ClaimOutbox {
+    owner: LeaseOwner,
+    ttl: std::time::Duration,
+    limit: u32,
+}
+
+/// Due (by the database's clock), undelivered, and unclaimed or with a claim that ran out.
+fn claimable(now: &str) -> String {
+    format!(
+        "delivered_at_ms IS NULL AND next_attempt_at_ms <= {now} AND claim_expires_at_ms <= {now}"
+    )
+}
+
+impl Command for ClaimOutbox {
+    type Output = Vec<(OutboxMessage, Lease)>;
+    type Error = PaymentStoreError;
+    fn run<'a>(
+        &'a self,
+        op: &'a mut OpConn<'_>,
+    ) -> BoxFuture<'a, Result<Self::Output, PaymentStoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "{}UPDATE outbox SET claim_owner = ?1, claim_token = claim_token + 1, \
+                     claim_expires_at_ms = {NOW_MS} + ?2 \
+                 WHERE id IN (SELECT id FROM outbox WHERE {} \
+                              ORDER BY next_attempt_at_ms, id LIMIT ?3) \
+                 RETURNING {OUTBOX_COLUMNS}, claim_token",
+                op.write_prefix(),
+                claimable(NOW_MS)
+            );
+            let rows = sqlx::query(&sql)
+                .bind(self.owner.as_str())
+                .bind(ttl_ms(self.ttl))
+                .bind(i64::from(self.limit))
+                .fetch_all(op.conn())
+                .await
+                .map_err(storage)?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let token: i64 = row.try_get("claim_token").map_err(storage)?;
+                let claim = Lease {
+                    owner: self.owner.clone(),
+                    token,
+                    ttl: self.ttl,
+                };
+                claimed.push((outbox_from_row(row)?, claim));
+            }
+            claimed.sort_by(|(a, _), (b, _)| {
+                (a.next_attempt_at_ms, a.id.as_str()).cmp(&(b.next_attempt_at_ms, b.id.as_str()))
+            });
+            Ok(claimed)
         })
     }
 }
@@ -353,7 +533,8 @@ impl Command for DeliveredMany {
             let marks = vec!["?"; self.ids.len()].join(", ");
             // Delivered stays delivered: a late duplicate report keeps the first time.
             let sql = format!(
-                "{}UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, ?) \
+                "{}UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, ?), \
+                     claim_owner = NULL, claim_expires_at_ms = 0 \
                  WHERE id IN ({marks}) RETURNING id",
                 op.write_prefix()
             );
@@ -378,70 +559,53 @@ impl Command for DeliveredMany {
     }
 }
 
-enum OutboxUpdate {
-    Delivered {
-        id: NotificationId,
-        now_ms: i64,
-    },
-    RetryLater {
-        id: NotificationId,
-        attempts: u32,
-        next_attempt_at_ms: i64,
-        last_error: String,
-    },
+struct RetryLater {
+    id: NotificationId,
+    token: i64,
+    attempts: u32,
+    delay_ms: i64,
+    last_error: String,
 }
 
-impl Command for OutboxUpdate {
+impl Command for RetryLater {
     type Output = ();
     type Error = PaymentStoreError;
     fn run<'a>(&'a self, op: &'a mut OpConn<'_>) -> BoxFuture<'a, Result<(), PaymentStoreError>> {
         Box::pin(async move {
-            let prefix = op.write_prefix();
-            let (id, done) = match self {
-                // Delivered stays delivered: a late duplicate report keeps the first time.
-                OutboxUpdate::Delivered { id, now_ms } => (
-                    id,
-                    sqlx::query(&format!(
-                        "{prefix}UPDATE outbox SET delivered_at_ms = COALESCE(delivered_at_ms, ?2) \
-                         WHERE id = ?1 RETURNING id"
-                    ))
-                    .bind(id.as_str())
-                    .bind(now_ms)
-                    .fetch_all(op.conn())
-                    .await,
-                ),
-                // A row delivered meanwhile (by another dispatcher) is left alone.
-                OutboxUpdate::RetryLater {
-                    id,
-                    attempts,
-                    next_attempt_at_ms,
-                    last_error,
-                } => (
-                    id,
-                    sqlx::query(&format!(
-                        "{prefix}UPDATE outbox SET attempts = ?2, next_attempt_at_ms = ?3, \
-                         last_error = ?4 WHERE id = ?1 AND delivered_at_ms IS NULL RETURNING id"
-                    ))
-                    .bind(id.as_str())
-                    .bind(i64::from(*attempts))
-                    .bind(next_attempt_at_ms)
-                    .bind(last_error.as_str())
-                    .fetch_all(op.conn())
-                    .await,
-                ),
-            };
-            // Counted from RETURNING: `rows_affected` adds up every statement of the savepoint prefix.
-            if done.map_err(storage)?.is_empty() {
-                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM outbox WHERE id = ?1")
-                    .bind(id.as_str())
+            // A row delivered meanwhile (by another dispatcher) is left alone.
+            let sql = format!(
+                "{}UPDATE outbox SET attempts = ?2, next_attempt_at_ms = {NOW_MS} + ?3, \
+                     last_error = ?4, claim_owner = NULL, claim_expires_at_ms = 0 \
+                 WHERE id = ?1 AND delivered_at_ms IS NULL AND claim_token = ?5 RETURNING id",
+                op.write_prefix()
+            );
+            let done = sqlx::query(&sql)
+                .bind(self.id.as_str())
+                .bind(i64::from(self.attempts))
+                .bind(self.delay_ms)
+                .bind(self.last_error.as_str())
+                .bind(self.token)
+                .fetch_all(op.conn())
+                .await
+                .map_err(storage)?;
+            if !done.is_empty() {
+                return Ok(());
+            }
+            let now: Option<(Option<i64>, i64)> =
+                sqlx::query_as("SELECT delivered_at_ms, claim_token FROM outbox WHERE id = ?1")
+                    .bind(self.id.as_str())
                     .fetch_optional(op.conn())
                     .await
                     .map_err(storage)?;
-                if exists.is_none() {
-                    return Err(storage(UnknownOutboxRow(id.clone())));
-                }
+            match now {
+                None => Err(storage(UnknownOutboxRow(self.id.clone()))),
+                Some((Some(_), _)) => Ok(()),
+                Some((None, _)) => Err(PaymentStoreError::LeaseLost {
+                    what: "outbox row",
+                    id: self.id.to_string(),
+                    token: self.token,
+                }),
             }
-            Ok(())
         })
     }
 }
@@ -458,8 +622,19 @@ impl Command for Ping {
 
 #[async_trait]
 impl PaymentStore for SqlitePayments {
-    async fn begin(&self, new: NewPayment) -> Result<Begin, PaymentStoreError> {
-        self.writer.execute(BeginPayment(new)).await
+    async fn begin(
+        &self,
+        new: NewPayment,
+        owner: &LeaseOwner,
+        ttl: std::time::Duration,
+    ) -> Result<Begin, PaymentStoreError> {
+        self.writer
+            .execute(BeginPayment {
+                new,
+                owner: owner.clone(),
+                ttl,
+            })
+            .await
     }
 
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentStoreError> {
@@ -477,9 +652,18 @@ impl PaymentStore for SqlitePayments {
         from: PaymentStatus,
         to: PaymentStatus,
         note: StepNote,
+        lease: &Lease,
     ) -> Result<Payment, PaymentStoreError> {
         crate::payments::check_advance(from, to)?;
-        self.writer.execute(Advance { id, from, to, note }).await
+        self.writer
+            .execute(Advance {
+                id,
+                from,
+                to,
+                note,
+                lease: lease.clone(),
+            })
+            .await
     }
 
     async fn succeed_from(
@@ -487,6 +671,7 @@ impl PaymentStore for SqlitePayments {
         id: PaymentId,
         from: PaymentStatus,
         notification: OutboxMessage,
+        lease: &Lease,
     ) -> Result<Payment, PaymentStoreError> {
         crate::payments::check_succeed_from(from)?;
         self.writer
@@ -494,6 +679,31 @@ impl PaymentStore for SqlitePayments {
                 id,
                 from,
                 message: notification,
+                lease: lease.clone(),
+            })
+            .await
+    }
+
+    async fn release(&self, id: PaymentId, lease: &Lease) -> Result<(), PaymentStoreError> {
+        self.writer
+            .execute(Release {
+                id,
+                token: lease.token,
+            })
+            .await
+    }
+
+    async fn take_expired(
+        &self,
+        owner: &LeaseOwner,
+        ttl: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<(Payment, Lease)>, PaymentStoreError> {
+        self.writer
+            .execute(TakeExpired {
+                owner: owner.clone(),
+                ttl,
+                limit,
             })
             .await
     }
@@ -507,6 +717,32 @@ impl PaymentStore for SqlitePayments {
         .await
         .map_err(storage)?;
         rows.iter().map(payment_from_row).collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &LeaseOwner,
+        ttl: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<(OutboxMessage, Lease)>, PaymentStoreError> {
+        // A look on the read pool first: an idle dispatcher's pass costs no write transaction.
+        let any = format!(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE {})",
+            claimable(NOW_MS)
+        );
+        let due: bool = read_retrying(|| sqlx::query_scalar(&any).fetch_one(&self.readers))
+            .await
+            .map_err(storage)?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .execute(ClaimOutbox {
+                owner: owner.clone(),
+                ttl,
+                limit,
+            })
+            .await
     }
 
     async fn outbox_due(
@@ -528,19 +764,6 @@ impl PaymentStore for SqlitePayments {
         .await
         .map_err(storage)?;
         rows.iter().map(outbox_from_row).collect()
-    }
-
-    async fn outbox_delivered(
-        &self,
-        id: &NotificationId,
-        now_ms: i64,
-    ) -> Result<(), PaymentStoreError> {
-        self.writer
-            .execute(OutboxUpdate::Delivered {
-                id: id.clone(),
-                now_ms,
-            })
-            .await
     }
 
     async fn outbox_delivered_many(
@@ -565,15 +788,17 @@ impl PaymentStore for SqlitePayments {
     async fn outbox_retry_later(
         &self,
         id: &NotificationId,
+        claim: &Lease,
         attempts: u32,
-        next_attempt_at_ms: i64,
+        delay: std::time::Duration,
         last_error: &str,
     ) -> Result<(), PaymentStoreError> {
         self.writer
-            .execute(OutboxUpdate::RetryLater {
+            .execute(RetryLater {
                 id: id.clone(),
+                token: claim.token,
                 attempts,
-                next_attempt_at_ms,
+                delay_ms: i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 4),
                 last_error: last_error.to_owned(),
             })
             .await
@@ -603,12 +828,17 @@ mod tests {
 
     #[test]
     fn the_schema_lists_the_statuses_of_the_state_machine() {
-        crate::payments::assert_schema_status_lists(SCHEMA);
+        crate::payments::assert_schema_status_lists(&crate::payments::migrations_sql(&MIGRATOR));
     }
 
     #[test]
     fn the_resumer_scans_exactly_the_non_terminal_states() {
         assert!(UNFINISHED_SQL
             .contains("WHERE status IN ('received', 'fraud_checked', 'debited') ORDER BY"));
+        assert!(TAKE_EXPIRED_SQL
+            .contains("WHERE status IN ('received', 'fraud_checked', 'debited') AND"));
+        assert!(
+            TAKE_OVER_SQL.contains("AND status IN ('received', 'fraud_checked', 'debited') AND")
+        );
     }
 }

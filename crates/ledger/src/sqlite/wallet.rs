@@ -5,6 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use finpay_core::{AccountId, Balance, Currency, TransferId};
 use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
@@ -17,37 +18,11 @@ use crate::wallet::{
     TransferRequest, WalletError, WalletStore,
 };
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
-
-/// Amounts are unsigned; the entry's `direction` says which side. Balances can never be negative
-/// (CHECK), a transfer can never touch one account twice (CHECK), and a transfer has at most one
-/// debit and one credit entry (primary key).
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS accounts (
-    id              TEXT PRIMARY KEY,
-    currency        TEXT NOT NULL,
-    balance         INTEGER NOT NULL CHECK (balance >= 0),
-    opening_balance INTEGER NOT NULL CHECK (opening_balance >= 0),
-    created_at_ms   INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS transfers (
-    id                TEXT PRIMARY KEY,
-    debit_account_id  TEXT NOT NULL REFERENCES accounts (id),
-    credit_account_id TEXT NOT NULL REFERENCES accounts (id),
-    amount            INTEGER NOT NULL CHECK (amount > 0),
-    currency          TEXT NOT NULL,
-    created_at_ms     INTEGER NOT NULL,
-    CHECK (debit_account_id <> credit_account_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS entries (
-    transfer_id TEXT NOT NULL REFERENCES transfers (id),
-    account_id  TEXT NOT NULL REFERENCES accounts (id),
-    direction   TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
-    amount      INTEGER NOT NULL CHECK (amount > 0),
-    PRIMARY KEY (transfer_id, direction)
-) STRICT;
-CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id);
-";
+/// The wallet migrations, `migrations/sqlite/wallet/`. Amounts are unsigned; the entry's
+/// `direction` says which side. Balances can never be negative (CHECK), a transfer can never touch
+/// one account twice (CHECK), and a transfer has at most one debit and one credit entry (primary
+/// key).
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite/wallet");
 
 /// The wallet ledger in one SQLite file. Several instances (processes) may share the file.
 #[derive(Clone)]
@@ -66,7 +41,7 @@ impl SqliteWallet {
     /// Opens the wallet at `path`, creating the file and its schema when absent.
     /// Must be called inside a tokio runtime: it starts the store's writer task.
     pub async fn open(path: &Path, opts: &SqliteOptions) -> Result<Self, OpenError> {
-        let opened = open_db(path, opts, SCHEMA, SCHEMA_VERSION).await?;
+        let opened = open_db(path, opts, &MIGRATOR).await?;
         Ok(Self {
             writer: Writer::spawn("wallet", opened.writer),
             readers: opened.readers,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
+use finpay_ledger::payments::LeaseOwner;
 use finpay_ledger::sqlite::{SqliteOptions, SqliteWallet, Synchronous};
 use finpay_ledger::wallet::{TransferRequest, WalletStore};
 
@@ -67,3 +68,11 @@ pub async fn total(w: &SqliteWallet, n: usize) -> u64 {
     }
     sum
 }
+
+/// The lease owner of a test's one driver.
+pub fn owner() -> LeaseOwner {
+    LeaseOwner::try_from("test-driver").expect("valid owner")
+}
+
+/// A lease no test outlives: expiry only happens where a test asks for it.
+pub const TTL: std::time::Duration = std::time::Duration::from_secs(600);

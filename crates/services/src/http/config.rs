@@ -169,8 +169,20 @@ pub struct StorageSettings {
     /// SQLite only: how long to wait on a locked file. PostgreSQL waits this long for a pooled
     /// connection instead.
     pub busy_timeout_ms: u64,
-    /// PostgreSQL only, required there: `postgres://user@host:5432/db`. It may carry a password,
-    /// so it is a [`Secret`] and never printed.
+    /// PostgreSQL only, required there. It may carry a password, so it is a [`Secret`] and never
+    /// printed. Its forms, by what they ask of TLS (`sslmode`, as libpq spells it):
+    ///
+    /// - `postgres://user[:password]@host[:port]/db`: `sslmode=prefer`, TLS when the server offers
+    ///   it, else plaintext;
+    /// - `...?sslmode=disable`: never TLS;
+    /// - `...?sslmode=require`: TLS or no connection at all (never a plaintext fallback), the
+    ///   server's certificate not checked;
+    /// - `...?sslmode=verify-ca&sslrootcert=/path/ca.pem`: TLS, the certificate signed by that CA;
+    /// - `...?sslmode=verify-full&sslrootcert=/path/ca.pem`: as verify-ca, and `host` must be a name
+    ///   the certificate carries (connect by that name, e.g. `localhost` for Debian's snakeoil
+    ///   certificate, not by address).
+    ///
+    /// Without `sslrootcert` the verifying modes trust the Mozilla roots built into the binary.
     pub url: Option<Secret>,
     /// PostgreSQL only: put the tables in this schema (created if absent); absent = the default
     /// search path.

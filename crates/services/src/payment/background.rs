@@ -1,12 +1,14 @@
 //! The payment service's two background loops.
 //!
 //! - The **resumer** finishes what a crash (or an unreachable wallet) left behind: on start and every
-//!   `resume_interval_ms` it drives each non-terminal payment nobody in this process is driving.
-//!   Repeating a step is safe (see [`super::engine`]), so resuming needs no record of how far the dead
-//!   process got beyond the persisted state.
-//! - The **outbox dispatcher** delivers due notifications to the notification service with capped
-//!   exponential backoff and full jitter, persisting attempts and the next attempt time, so delivery
-//!   survives restarts. It runs beside payments and never blocks or fails one.
+//!   `resume_interval_ms` it takes the non-terminal payments whose lease ran out (on any replica:
+//!   `take_expired`, one write that leases them to this replica) and drives each. Repeating a step
+//!   is safe (see [`super::engine`]), so resuming needs no record of how far the dead process got
+//!   beyond the persisted state.
+//! - The **outbox dispatcher** claims due notifications (`claim_outbox`: no two replicas send one
+//!   message at once) and delivers them to the notification service with capped exponential backoff
+//!   and full jitter, persisting attempts and the next attempt time (by the database's clock), so
+//!   delivery survives restarts. It runs beside payments and never blocks or fails one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,13 +17,13 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use finpay_api::notification::{self, CreateNotification};
 use finpay_core::NotificationId;
-use finpay_ledger::payments::OutboxMessage;
+use finpay_ledger::payments::{Lease, OutboxMessage};
 use finpay_resilience::retry::backoff::{Backoff, InvalidBackoff, Jitter};
 use finpay_resilience::{CallError, Deadline};
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::engine::{json_request, key_slot, payment_slot, Driven, Engine};
+use super::engine::{json_request, Driven, Engine};
 use super::settings::PaymentSettings;
 
 /// Sleeps `period` or until shutdown; `false` when shutting down.
@@ -51,10 +53,10 @@ pub async fn resumer(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
 /// What one pass of the resumer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// The store returned a whole batch: more payments may be waiting.
+    /// The store handed over a whole batch: more payments may be waiting.
     pub full: bool,
-    /// Payments of the batch another task of this process was driving.
-    pub skipped: usize,
+    /// Payments of the batch whose lease this replica lost mid-drive (another driver has them).
+    pub lost: usize,
     /// Payments left as they were because the wallet was unavailable.
     pub deferred: usize,
 }
@@ -65,63 +67,56 @@ impl Pass {
     /// away would come back at once and be turned away again (while the wallet's breaker is open,
     /// in microseconds), a loop that would spin on the store and the log for the whole outage.
     pub fn again_at_once(&self) -> bool {
-        self.full && self.skipped == 0 && self.deferred == 0
+        self.full && self.lost == 0 && self.deferred == 0
     }
 }
 
-/// One pass over at most one batch of unfinished payments.
+/// One pass over at most one batch of payments whose lease ran out, taken by this replica.
 pub async fn resume_once(engine: &Arc<Engine>) -> Pass {
     let batch = engine.cfg.resume_batch;
-    let unfinished = match engine.store.unfinished(batch).await {
+    let taken = match engine
+        .store
+        .take_expired(&engine.owner, engine.cfg.lease_ttl(), batch)
+        .await
+    {
         Ok(list) => list,
         Err(e) => {
-            tracing::warn!(error = %crate::http::problem::error_chain(&e), "resumer cannot list payments");
+            tracing::warn!(error = %crate::http::problem::error_chain(&e), "resumer cannot take payments");
             return Pass::default();
         }
     };
-    let full = unfinished.len() as u32 >= batch;
-    let deferred_count = AtomicUsize::new(0);
-    let deferred = &deferred_count;
-    let mut skipped = 0usize;
-    let claimed: Vec<_> = unfinished
-        .into_iter()
-        .filter_map(|p| {
-            let claim = engine.inflight.try_claim(vec![
-                key_slot(p.idempotency_key.as_str()),
-                payment_slot(p.id),
-            ]);
-            if claim.is_none() {
-                skipped += 1;
-            }
-            claim.map(|c| (p, c))
-        })
-        .collect();
-    futures::stream::iter(claimed)
-        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, claim)| async move {
+    let full = taken.len() as u32 >= batch;
+    let (deferred, lost) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (deferred_ref, lost_ref) = (&deferred, &lost);
+    futures::stream::iter(taken)
+        .for_each_concurrent(engine.cfg.resume_concurrency, |(p, lease)| async move {
             let id = p.id;
             let from = p.status;
             let deadline = Deadline::after(engine.cfg.deadline());
-            match engine.drive(p, deadline).await {
+            match engine.drive(p, lease, deadline).await {
                 Ok(Driven::Done(done)) => {
                     metrics::counter!("finpay_payments_resumed_total", "outcome" => done.status.as_str()).increment(1);
                     tracing::info!(payment_id = %id, %from, to = %done.status, "resumed payment");
                 }
                 Ok(Driven::WalletUnavailable { why, .. }) => {
-                    deferred.fetch_add(1, Ordering::Relaxed);
+                    deferred_ref.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("finpay_payments_resumed_total", "outcome" => "pending").increment(1);
                     tracing::info!(payment_id = %id, %why, "resume deferred: wallet unavailable");
+                }
+                Ok(Driven::LeaseLost(_)) => {
+                    lost_ref.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("finpay_payments_resumed_total", "outcome" => "lease_lost").increment(1);
                 }
                 Err(e) => {
                     tracing::warn!(payment_id = %id, error = %crate::http::problem::error_chain(&e), "resume failed");
                 }
             }
-            drop(claim);
         })
         .await;
     Pass {
         full,
-        skipped,
-        deferred: deferred_count.into_inner(),
+        lost: lost.into_inner(),
+        deferred: deferred.into_inner(),
     }
 }
 
@@ -184,17 +179,18 @@ pub async fn outbox_dispatcher(engine: Arc<Engine>, mut shutdown: watch::Receive
     }
 }
 
-/// One pass; `true` when the batch was full and every delivery went through (more may be due).
+/// One pass over the rows this replica claimed; `true` when the batch was full and every delivery
+/// went through (more may be due).
 pub async fn dispatch_once(engine: &Arc<Engine>, backoff: &Backoff) -> bool {
     let batch = engine.cfg.outbox_batch;
     let due = match engine
         .store
-        .outbox_due(finpay_ledger::now_ms(), batch)
+        .claim_outbox(&engine.owner, engine.cfg.outbox_claim_ttl(), batch)
         .await
     {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %crate::http::problem::error_chain(&e), "outbox: cannot read due rows");
+            tracing::warn!(error = %crate::http::problem::error_chain(&e), "outbox: cannot claim due rows");
             return false;
         }
     };
@@ -205,10 +201,10 @@ pub async fn dispatch_once(engine: &Arc<Engine>, backoff: &Backoff) -> bool {
     // duplicates.
     let delivered = std::sync::Mutex::new(Vec::with_capacity(due.len()));
     futures::stream::iter(due)
-        .for_each_concurrent(engine.cfg.outbox_concurrency, |m| {
+        .for_each_concurrent(engine.cfg.outbox_concurrency, |(m, claim)| {
             let (failures, delivered) = (&failures, &delivered);
             async move {
-                match deliver(engine, backoff, m).await {
+                match deliver(engine, backoff, m, &claim).await {
                     Some(done) => delivered
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -234,7 +230,12 @@ struct Delivered {
 }
 
 /// Delivers one message; `Some` when the notification service has it now (to be marked delivered).
-async fn deliver(engine: &Engine, backoff: &Backoff, m: OutboxMessage) -> Option<Delivered> {
+async fn deliver(
+    engine: &Engine,
+    backoff: &Backoff,
+    m: OutboxMessage,
+    claim: &Lease,
+) -> Option<Delivered> {
     let body = CreateNotification {
         id: m.id.clone(),
         payment_id: m.payment_id,
@@ -268,13 +269,12 @@ async fn deliver(engine: &Engine, backoff: &Backoff, m: OutboxMessage) -> Option
     // Retry number `attempts` of this message: the sleep before it grows with the failures so far.
     let delay = backoff.delay(attempts, Duration::ZERO);
     let delay = floor.map_or(delay, |f| delay.max(f));
-    let next = finpay_ledger::now_ms()
-        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
     metrics::counter!("finpay_outbox_deliveries_total", "result" => "retry").increment(1);
     tracing::debug!(notification_id = %m.id, attempts, ?delay, %error, "outbox: delivery failed, retrying later");
+    // The store reckons the next attempt from its own clock: `delay` after now.
     if let Err(e) = engine
         .store
-        .outbox_retry_later(&m.id, attempts, next, &error)
+        .outbox_retry_later(&m.id, claim, attempts, delay, &error)
         .await
     {
         tracing::warn!(notification_id = %m.id, error = %crate::http::problem::error_chain(&e), "outbox: cannot record the attempt");
@@ -334,7 +334,7 @@ mod tests {
     fn only_a_full_batch_that_all_moved_goes_again_at_once() {
         let moved = Pass {
             full: true,
-            skipped: 0,
+            lost: 0,
             deferred: 0,
         };
         assert!(moved.again_at_once());
@@ -343,10 +343,8 @@ mod tests {
                 full: false,
                 ..moved
             },
-            Pass {
-                skipped: 1,
-                ..moved
-            },
+            // A lease lost mid-drive: another driver is on that payment; wait rather than race it.
+            Pass { lost: 1, ..moved },
             // The wallet turned one away: the next pass would meet the same outage.
             Pass {
                 deferred: 1,

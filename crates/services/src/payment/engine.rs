@@ -16,11 +16,20 @@
 //! fraud check is a read; the wallet transfer's id is derived from the payment id, so re-sending it
 //! after an ambiguous failure or a crash applies it at most once; `advance` is a compare-and-set.
 //!
-//! Only one driver works on a payment at a time inside this process: the [`InFlight`] set holds the
-//! idempotency key and the payment id of everything being driven. The request path claims the key
-//! before `begin`, so the resumer can never pick up a payment a request is still creating.
+//! # One driver at a time, across replicas
+//!
+//! A payment being driven holds a lease in its row ([`Lease`]: owner, fencing token, expiry by the
+//! database's clock). The request path gets it from `begin` (a new payment, or one whose lease ran
+//! out); the resumer gets it from `take_expired`. Every write of a drive is fenced by the lease's
+//! token and renews it; a terminal write clears it; a drive that stops short (the wallet could not
+//! be reached) releases it, so the next resumer pass on any replica takes the payment. A drive
+//! whose write finds its token stale (it paused past its lease and someone else took the payment
+//! over) stops at once: [`Driven::LeaseLost`]. Nothing of this lives in process memory, so two
+//! payment replicas never drive one payment at once, and a replica that dies leaves its payments to
+//! the others once their leases run out (`payment.lease_ms`, longer than the payment deadline, so a
+//! live drive never loses its lease between two writes).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +40,9 @@ use finpay_api::headers::{IDEMPOTENCY_KEY, REQUEST_ID as REQUEST_ID_HEADER};
 use finpay_api::problem::{slug, Problem};
 use finpay_api::wallet::{self, CreateTransfer};
 use finpay_core::{AccountId, Amount, Currency, PaymentId, PaymentStatus};
-use finpay_ledger::payments::{OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote};
+use finpay_ledger::payments::{
+    Lease, LeaseOwner, OutboxMessage, Payment, PaymentStore, PaymentStoreError, StepNote,
+};
 use finpay_resilience::{CallError, Deadline, Idempotent};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -39,86 +50,17 @@ use tokio::time::Instant;
 use super::deps::Dependencies;
 use super::settings::{FraudFallback, PaymentSettings};
 
-/// Keys and payment ids being driven in this process right now.
-#[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<Mutex<HashSet<String>>>);
-
-/// Holds slots in [`InFlight`] until dropped (also when the future holding it is cancelled).
-#[derive(Debug)]
-pub struct Claim {
-    set: InFlight,
-    slots: Vec<String>,
-}
-
-pub fn key_slot(key: &str) -> String {
-    format!("key:{key}")
-}
-
-pub fn payment_slot(id: PaymentId) -> String {
-    format!("pay:{id}")
-}
-
-impl InFlight {
-    /// Claims all `slots` or none.
-    pub fn try_claim(&self, slots: Vec<String>) -> Option<Claim> {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.iter().any(|s| set.contains(s)) {
-            return None;
-        }
-        for s in &slots {
-            set.insert(s.clone());
-        }
-        Some(Claim {
-            set: self.clone(),
-            slots,
-        })
-    }
-
-    pub fn contains(&self, slot: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(slot)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Claim {
-    /// Adds one more slot to this claim; `false` when someone else holds it.
-    pub fn add(&mut self, slot: String) -> bool {
-        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
-        if set.contains(&slot) {
-            return false;
-        }
-        set.insert(slot.clone());
-        self.slots.push(slot);
-        true
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut set = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
-        for s in &self.slots {
-            set.remove(s);
-        }
-    }
-}
-
 /// Where a drive stopped.
 #[derive(Debug)]
 pub enum Driven {
     /// Terminal: succeeded, declined or failed.
     Done(Payment),
-    /// The wallet could not be reached; the payment waits in `fraud_checked` for the resumer.
+    /// The wallet could not be reached; the payment waits in `fraud_checked` for the resumer, its
+    /// lease released.
     WalletUnavailable { payment: Payment, why: String },
+    /// The lease ran out and another driver took the payment over; this drive stopped without
+    /// writing. Holds the payment as this drive last saw it.
+    LeaseLost(Payment),
 }
 
 /// The storage failed under a drive; the payment stays where it was and the resumer retries.
@@ -142,7 +84,8 @@ enum WalletAnswer {
 pub struct Engine {
     pub store: Arc<dyn PaymentStore>,
     pub deps: Dependencies,
-    pub inflight: InFlight,
+    /// This replica's name on the leases it takes: unique per process start.
+    pub owner: LeaseOwner,
     pub cfg: PaymentSettings,
     /// Wakes the outbox dispatcher when a payment succeeded, so delivery need not wait for the poll.
     pub outbox_kick: tokio::sync::Notify,
@@ -219,7 +162,7 @@ impl Engine {
         Self {
             store,
             deps,
-            inflight: InFlight::default(),
+            owner: cfg.lease_owner(),
             cfg,
             outbox_kick: tokio::sync::Notify::new(),
             fallback,
@@ -227,18 +170,42 @@ impl Engine {
         }
     }
 
-    /// Drives `payment` until it is terminal or the wallet cannot be reached. The caller holds its claim.
+    /// Drives `payment` under `lease` until it is terminal, the wallet cannot be reached (the lease
+    /// is released then), or the lease is lost.
     pub async fn drive(
         &self,
+        payment: Payment,
+        lease: Lease,
+        deadline: Deadline,
+    ) -> Result<Driven, DriveError> {
+        let id = payment.id;
+        let driven = self.drive_steps(payment, &lease, deadline).await;
+        let stopped_short = match &driven {
+            Ok(Driven::WalletUnavailable { .. }) | Err(_) => true,
+            Ok(Driven::Done(_) | Driven::LeaseLost(_)) => false,
+        };
+        if stopped_short {
+            // Left for the next resumer pass on any replica, without waiting out the lease. A
+            // release that fails only means the lease runs out on its own.
+            if let Err(e) = self.store.release(id, &lease).await {
+                tracing::debug!(payment_id = %id, error = %crate::http::problem::error_chain(&e), "lease not released");
+            }
+        }
+        driven
+    }
+
+    async fn drive_steps(
+        &self,
         mut payment: Payment,
+        lease: &Lease,
         deadline: Deadline,
     ) -> Result<Driven, DriveError> {
         // The graph is acyclic with at most three steps; the bound also covers lost compare-and-sets.
         for _ in 0..8 {
             let step = match payment.status {
-                PaymentStatus::Received => self.fraud_step(&payment, deadline).await,
-                PaymentStatus::FraudChecked => self.wallet_step(&payment, deadline).await,
-                PaymentStatus::Debited => self.succeed_step(&payment).await,
+                PaymentStatus::Received => self.fraud_step(&payment, lease, deadline).await,
+                PaymentStatus::FraudChecked => self.wallet_step(&payment, lease, deadline).await,
+                PaymentStatus::Debited => self.succeed_step(&payment, lease).await,
                 PaymentStatus::Succeeded | PaymentStatus::Declined | PaymentStatus::Failed => {
                     return Ok(Driven::Done(payment))
                 }
@@ -247,6 +214,11 @@ impl Engine {
                 Ok(next) => next,
                 Err(StepError::Wallet(why)) => {
                     return Ok(Driven::WalletUnavailable { payment, why })
+                }
+                Err(StepError::LeaseLost) => {
+                    tracing::warn!(payment_id = %payment.id, status = %payment.status, token = lease.token, "lease lost mid-drive; another driver finishes the payment");
+                    metrics::counter!("finpay_payment_leases_lost_total").increment(1);
+                    return Ok(Driven::LeaseLost(payment));
                 }
                 Err(StepError::Stale) => self.reload(payment.id).await?,
                 Err(StepError::Store(e)) => return Err(DriveError(e)),
@@ -272,27 +244,33 @@ impl Engine {
     async fn advance(
         &self,
         p: &Payment,
+        lease: &Lease,
         to: PaymentStatus,
         note: StepNote,
     ) -> Result<Payment, StepError> {
-        match self.store.advance(p.id, p.status, to, note).await {
-            Ok(next) => Ok(next),
-            Err(PaymentStoreError::StaleState { .. }) => Err(StepError::Stale),
-            Err(e) => Err(StepError::Store(e)),
-        }
+        self.store
+            .advance(p.id, p.status, to, note, lease)
+            .await
+            .map_err(StepError::from)
     }
 
-    async fn fraud_step(&self, p: &Payment, deadline: Deadline) -> Result<Payment, StepError> {
+    async fn fraud_step(
+        &self,
+        p: &Payment,
+        lease: &Lease,
+        deadline: Deadline,
+    ) -> Result<Payment, StepError> {
         match self.check_fraud(p, deadline).await {
             FraudAnswer::Safe => {
                 self.remember_safe(&p.account_id);
-                self.advance(p, PaymentStatus::FraudChecked, StepNote::default())
+                self.advance(p, lease, PaymentStatus::FraudChecked, StepNote::default())
                     .await
             }
             FraudAnswer::Deny(reasons) => {
                 let reason = format!("fraud: {}", reasons.join("; "));
                 self.advance(
                     p,
+                    lease,
                     PaymentStatus::Declined,
                     StepNote {
                         reason: Some(reason),
@@ -311,14 +289,16 @@ impl Engine {
                         )),
                         needs_review: true,
                     };
-                    return self.advance(p, PaymentStatus::FraudChecked, note).await;
+                    return self
+                        .advance(p, lease, PaymentStatus::FraudChecked, note)
+                        .await;
                 }
                 tracing::warn!(payment_id = %p.id, %why, "fraud unavailable; failing closed");
                 let note = StepNote {
                     reason: Some(format!("fraud unavailable: {why}")),
                     needs_review: false,
                 };
-                self.advance(p, PaymentStatus::Failed, note).await
+                self.advance(p, lease, PaymentStatus::Failed, note).await
             }
         }
     }
@@ -380,16 +360,21 @@ impl Engine {
     }
 
     /// `Err(StepError::Wallet)`: the wallet could not be reached; the payment stays in `fraud_checked`.
-    async fn wallet_step(&self, p: &Payment, deadline: Deadline) -> Result<Payment, StepError> {
+    async fn wallet_step(
+        &self,
+        p: &Payment,
+        lease: &Lease,
+        deadline: Deadline,
+    ) -> Result<Payment, StepError> {
         match self.debit(p, deadline).await {
             // The debit is a fact in the wallet now: succeed through `debited` in one write.
-            WalletAnswer::Debited => self.succeed_step(p).await,
+            WalletAnswer::Debited => self.succeed_step(p, lease).await,
             WalletAnswer::Refused { slug, detail } => {
                 let note = StepNote {
                     reason: Some(format!("wallet: {slug}: {detail}")),
                     needs_review: false,
                 };
-                self.advance(p, PaymentStatus::Declined, note).await
+                self.advance(p, lease, PaymentStatus::Declined, note).await
             }
             WalletAnswer::Unavailable(why) => {
                 tracing::warn!(payment_id = %p.id, %why, "wallet unavailable; payment left for the resumer");
@@ -431,7 +416,7 @@ impl Engine {
     }
 
     /// `p` is `debited`, or `fraud_checked` with the wallet's debit confirmed.
-    async fn succeed_step(&self, p: &Payment) -> Result<Payment, StepError> {
+    async fn succeed_step(&self, p: &Payment, lease: &Lease) -> Result<Payment, StepError> {
         let msg = OutboxMessage {
             id: p.id.notification_id(),
             payment_id: p.id,
@@ -447,22 +432,28 @@ impl Engine {
             delivered_at_ms: None,
             last_error: None,
         };
-        match self.store.succeed_from(p.id, p.status, msg).await {
-            Ok(next) => {
-                // Deliver soon, off this payment's path: the dispatcher wakes instead of polling.
-                self.outbox_kick.notify_one();
-                Ok(next)
-            }
-            Err(PaymentStoreError::StaleState { .. }) => Err(StepError::Stale),
-            Err(e) => Err(StepError::Store(e)),
-        }
+        let next = self.store.succeed_from(p.id, p.status, msg, lease).await?;
+        // Deliver soon, off this payment's path: the dispatcher wakes instead of polling.
+        self.outbox_kick.notify_one();
+        Ok(next)
     }
 }
 
 enum StepError {
     Wallet(String),
     Stale,
+    LeaseLost,
     Store(PaymentStoreError),
+}
+
+impl From<PaymentStoreError> for StepError {
+    fn from(e: PaymentStoreError) -> Self {
+        match e {
+            PaymentStoreError::StaleState { .. } => StepError::Stale,
+            PaymentStoreError::LeaseLost { .. } => StepError::LeaseLost,
+            e => StepError::Store(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -479,19 +470,21 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_claims_are_all_or_nothing_and_released_on_drop() {
-        let set = InFlight::default();
-        let a = set
-            .try_claim(vec!["key:a".into(), "pay:1".into()])
-            .expect("free");
-        assert!(set
-            .try_claim(vec!["key:b".into(), "pay:1".into()])
-            .is_none());
-        assert!(!set.contains("key:b"), "a refused claim takes nothing");
-        drop(a);
-        assert!(set.is_empty());
-        let mut b = set.try_claim(vec!["key:b".into()]).expect("free");
-        assert!(b.add("pay:2".into()));
-        assert!(set.try_claim(vec!["pay:2".into()]).is_none());
+    fn a_lost_lease_is_its_own_step_error_apart_from_a_stale_state() {
+        let id = PaymentId::new_v7();
+        let lost = PaymentStoreError::LeaseLost {
+            what: "payment",
+            id: id.to_string(),
+            token: 3,
+        };
+        assert!(matches!(StepError::from(lost), StepError::LeaseLost));
+        let stale = PaymentStoreError::StaleState {
+            id,
+            expected: PaymentStatus::Received,
+            actual: PaymentStatus::FraudChecked,
+        };
+        assert!(matches!(StepError::from(stale), StepError::Stale));
+        let missing = PaymentStoreError::NotFound(id);
+        assert!(matches!(StepError::from(missing), StepError::Store(_)));
     }
 }

@@ -10,7 +10,7 @@
 //! | is new                                   | 201 with the payment (503 problem if `failed`)  |
 //! | has the same body, payment terminal      | the stored outcome, `Idempotent-Replayed: true` |
 //! | has the same body, left by a crash       | driven to the end here, then as above           |
-//! | is in flight in this process             | 409 `request-in-progress`                       |
+//! | is being driven (a live lease, any replica) | 409 `request-in-progress`                     |
 //! | has a different body                     | 422 `idempotency-key-reused`                    |
 //!
 //! The routes are in [`routes`], the flow in [`engine`], the loops in [`background`], the clients of

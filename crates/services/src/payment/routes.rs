@@ -13,11 +13,11 @@ use finpay_api::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 use finpay_api::payment::{self as api, CreatePayment};
 use finpay_api::problem::slug;
 use finpay_core::{Fingerprint, IdempotencyKey, PaymentId, PaymentStatus};
-use finpay_ledger::payments::{Begin, NewPayment, Payment};
+use finpay_ledger::payments::{Begin, Lease, NewPayment, Payment};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::engine::{self, key_slot, payment_slot, Driven, Engine};
+use super::engine::{self, Driven, Engine};
 use super::settings::Demo;
 use crate::http::server::RequestDeadline;
 use crate::http::{json_response, ApiError, ApiJson};
@@ -142,34 +142,18 @@ async fn pay(
 ) -> Result<Outcome, ApiError> {
     let started = Instant::now();
     let fingerprint = fingerprint(&body);
-    let Some(mut claim) = engine.inflight.try_claim(vec![key_slot(key.as_str())]) else {
-        record("in_progress", started);
-        return Err(in_progress());
-    };
-    let (payment, replayed) = match begin(&engine, key, body, fingerprint, started).await? {
-        Begun::Drive(p, replayed) => (p, replayed),
+    let (payment, lease, replayed) = match begin(&engine, key, body, fingerprint, started).await? {
+        Begun::Drive(p, lease, replayed) => (p, lease, replayed),
         Begun::Done(outcome) => return Ok(outcome),
     };
-    if !claim.add(payment_slot(payment.id)) {
-        // The resumer is driving it right now.
-        record("in_progress", started);
-        return Err(in_progress());
-    }
     let deadline = deadline.bounded(engine.cfg.deadline());
     // Driven in its own task: a client that hangs up does not cut a payment off between two steps.
     let task_engine = engine.clone();
     let span = tracing::info_span!("payment", payment_id = %payment.id);
-    let driven = tokio::spawn(
-        engine::REQUEST_ID.scope(
-            request_id,
-            async move {
-                let out = task_engine.drive(payment, deadline).await;
-                drop(claim);
-                out
-            }
-            .instrument(span),
-        ),
-    )
+    let driven = tokio::spawn(engine::REQUEST_ID.scope(
+        request_id,
+        async move { task_engine.drive(payment, lease, deadline).await }.instrument(span),
+    ))
     .await
     .map_err(|e| ApiError::internal(&e))?
     .map_err(|e| ApiError::storage(&e))?;
@@ -184,6 +168,11 @@ async fn pay(
             replayed,
             pending_why: Some(why),
         },
+        // Another replica took the payment over while this one paused; it finishes it.
+        Driven::LeaseLost(_) => {
+            record("in_progress", started);
+            return Err(in_progress());
+        }
     };
     let label = match (&outcome.pending_why, outcome.payment.status) {
         (Some(_), _) => "pending",
@@ -193,13 +182,15 @@ async fn pay(
     Ok(outcome)
 }
 
-/// What `begin` found: a payment to drive (and whether it existed), or an outcome to answer at once.
+/// What `begin` found: a payment to drive under its lease (and whether it existed), or an outcome
+/// to answer at once.
 enum Begun {
-    Drive(Payment, bool),
+    Drive(Payment, Lease, bool),
     Done(Outcome),
 }
 
-/// Stores the payment in `received`, or finds the one this key already made.
+/// Stores the payment in `received` with this replica's lease, or finds the one this key already
+/// made: a live lease on it, from any replica, is a request in progress (409).
 async fn begin(
     engine: &Engine,
     key: IdempotencyKey,
@@ -217,26 +208,34 @@ async fn begin(
         currency: body.currency,
         description: body.description,
     };
-    match engine
+    let begun = engine
         .store
-        .begin(new)
+        .begin(new, &engine.owner, engine.cfg.lease_ttl())
         .await
-        .map_err(|e| ApiError::storage(&e))?
-    {
-        Begin::Created(p) => Ok(Begun::Drive(p, false)),
-        Begin::Existing(p) if p.fingerprint != fingerprint => {
+        .map_err(|e| ApiError::storage(&e))?;
+    match begun {
+        Begin::Created(p, lease) => Ok(Begun::Drive(p, lease, false)),
+        // The store takes a lease over only for the same fingerprint, so another body has none.
+        Begin::Existing { payment, .. } if payment.fingerprint != fingerprint => {
             record("key_reused", started);
-            Err(key_reused(&p))
+            Err(key_reused(&payment))
         }
-        Begin::Existing(p) if p.status.is_terminal() => {
+        Begin::Existing { payment, .. } if payment.status.is_terminal() => {
             record("replayed", started);
             Ok(Begun::Done(Outcome {
-                payment: p,
+                payment,
                 replayed: true,
                 pending_why: None,
             }))
         }
-        Begin::Existing(p) => Ok(Begun::Drive(p, true)),
+        Begin::Existing {
+            payment,
+            lease: Some(lease),
+        } => Ok(Begun::Drive(payment, lease, true)),
+        Begin::Existing { lease: None, .. } => {
+            record("in_progress", started);
+            Err(in_progress())
+        }
     }
 }
 

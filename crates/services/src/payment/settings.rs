@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use finpay_core::{AccountId, Amount, Currency};
+use finpay_ledger::payments::LeaseOwner;
 use finpay_resilience::client::BalanceStrategy;
 use finpay_resilience::ClientPolicy;
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,13 @@ pub struct PaymentSettings {
     pub retry_after_s: u64,
     /// Seed of the outbox backoff jitter; absent = from entropy.
     pub seed: Option<u64>,
+    /// How long a payment's lease lasts after each write of its driver. Longer than `deadline_ms`,
+    /// so a live drive never loses it between two writes; a replica that dies leaves its payments
+    /// to the others' resumers this long after its last write.
+    pub lease_ms: u64,
+    /// This replica's name on its leases (e.g. `payment-1`); the process id and a random suffix are
+    /// added, so two processes never share an owner. Absent = `payment-<hostname>`.
+    pub replica: Option<String>,
 }
 
 impl Default for PaymentSettings {
@@ -174,6 +182,8 @@ impl Default for PaymentSettings {
             description_max_chars: 200,
             retry_after_s: 1,
             seed: None,
+            lease_ms: 5_000,
+            replica: None,
         }
     }
 }
@@ -186,6 +196,76 @@ impl PaymentSettings {
     pub fn retry_after(&self) -> Duration {
         Duration::from_secs(self.retry_after_s)
     }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// How long the outbox dispatcher's claim on a batch lasts: the longest a pass can take (its
+    /// rows delivered `outbox_concurrency` at a time, each within `outbox_deadline_ms`), plus one
+    /// lease. Past it, another replica may deliver the rows again (harmless: the inbox drops
+    /// duplicates), so it is generous rather than tight.
+    pub fn outbox_claim_ttl(&self) -> Duration {
+        let rounds = u64::from(self.outbox_batch).div_ceil(self.outbox_concurrency.max(1) as u64);
+        Duration::from_millis(
+            self.outbox_deadline_ms
+                .saturating_mul(rounds)
+                .saturating_add(self.lease_ms),
+        )
+    }
+
+    /// This process's lease owner: `<replica or payment-<hostname>>:<pid>:<random>`.
+    pub fn lease_owner(&self) -> LeaseOwner {
+        let base = match &self.replica {
+            Some(name) => name.clone(),
+            None => format!("payment-{}", hostname()),
+        };
+        let name = format!(
+            "{}:{}:{:08x}",
+            owner_part(&base),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        LeaseOwner::try_from(name).unwrap_or_else(|_| {
+            LeaseOwner::try_from(format!("payment:{}", std::process::id()))
+                .unwrap_or_else(|_| unreachable_owner())
+        })
+    }
+}
+
+/// The longest replica name `payment.replica` takes.
+pub const REPLICA_NAME_MAX_LEN: usize = 64;
+
+/// `s` cut to what a lease owner holds: visible ASCII, at most [`REPLICA_NAME_MAX_LEN`] bytes.
+fn owner_part(s: &str) -> String {
+    let part: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != ':')
+        .take(REPLICA_NAME_MAX_LEN)
+        .collect();
+    if part.is_empty() {
+        "payment".to_owned()
+    } else {
+        part
+    }
+}
+
+/// A constant owner that always parses, for the impossible case that the built ones do not.
+fn unreachable_owner() -> LeaseOwner {
+    match LeaseOwner::try_from("payment") {
+        Ok(o) => o,
+        Err(_) => unreachable!("\"payment\" is a valid lease owner"),
+    }
+}
+
+/// The machine's name, or `localhost` when it cannot be read.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// The payment `GET /pay` makes (the demo of docs/scenarios.md).
@@ -362,6 +442,21 @@ impl PaymentSettings {
         for (field, value, lo, hi) in ranges {
             check_range(&format!("payment.{field}"), value, lo, hi)?;
         }
+        // A lease that could run out between two writes of a live drive would hand the payment
+        // to a second driver while the first still works on it.
+        let lease_min = self.deadline_ms.saturating_add(1);
+        check_range("payment.lease_ms", self.lease_ms, lease_min, 3_600_000)?;
+        if let Some(name) = &self.replica {
+            let ok = !name.is_empty()
+                && name.len() <= REPLICA_NAME_MAX_LEN
+                && name.chars().all(|c| c.is_ascii_graphic() && c != ':');
+            if !ok {
+                return Err(config_err(
+                    "payment.replica",
+                    format!("must be 1..={REPLICA_NAME_MAX_LEN} visible ASCII characters without ':', got {name:?}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -430,6 +525,29 @@ mod tests {
     }
 
     #[test]
+    fn lease_owners_name_the_replica_and_differ_per_start() {
+        let cfg = PaymentSettings {
+            replica: Some("payment-1".into()),
+            ..PaymentSettings::default()
+        };
+        let (a, b) = (cfg.lease_owner(), cfg.lease_owner());
+        let pid = std::process::id().to_string();
+        assert!(a.as_str().starts_with(&format!("payment-1:{pid}:")), "{a}");
+        assert_ne!(a, b, "a random part tells two starts apart");
+        let default = PaymentSettings::default().lease_owner();
+        assert!(default.as_str().starts_with("payment-"), "{default}");
+        assert!(PaymentSettings::default().lease_ms > PaymentSettings::default().deadline_ms);
+    }
+
+    #[test]
+    fn the_outbox_claim_outlasts_the_longest_pass() {
+        let cfg = PaymentSettings::default();
+        let rounds = u64::from(cfg.outbox_batch).div_ceil(cfg.outbox_concurrency as u64);
+        let pass = Duration::from_millis(cfg.outbox_deadline_ms * rounds);
+        assert!(cfg.outbox_claim_ttl() > pass);
+    }
+
+    #[test]
     fn bad_policies_and_urls_name_the_field() {
         let mut o = urls();
         o.push((
@@ -450,6 +568,14 @@ mod tests {
         o.push(("payment.deadline_ms".into(), "0".into()));
         let e = load::<Settings>(None, &o).expect_err("refused");
         assert!(e.to_string().contains("payment.deadline_ms"), "{e}");
+        let mut o = urls();
+        o.push(("payment.deadline_ms".into(), "6000".into()));
+        let e = load::<Settings>(None, &o).expect_err("a lease shorter than the deadline");
+        assert!(e.to_string().contains("payment.lease_ms"), "{e}");
+        let mut o = urls();
+        o.push(("payment.replica".into(), "\"a b\"".into()));
+        let e = load::<Settings>(None, &o).expect_err("refused");
+        assert!(e.to_string().contains("payment.replica"), "{e}");
         let mut o = urls();
         o.push(("demo.currency".into(), "\"XYZ\"".into()));
         let e = load::<Settings>(None, &o).expect_err("refused");

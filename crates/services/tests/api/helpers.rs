@@ -128,6 +128,8 @@ pub fn payment_settings(
         c.hedge.enabled = false;
     }
     s.payment.deadline_ms = 10_000;
+    // A lease outlives the deadline (validated); tests that need one to run out make their own.
+    s.payment.lease_ms = 15_000;
     s.payment.outbox_interval_ms = 50;
     s.payment.outbox_backoff_base_ms = 20;
     s.payment.outbox_backoff_max_ms = 200;

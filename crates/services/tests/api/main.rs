@@ -2,8 +2,10 @@
 
 mod helpers;
 
+mod audit_postgres;
 mod bad_input;
 mod basics;
 mod payments;
 mod postgres;
+mod replicas;
 mod wallet_and_inbox;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use finpay_core::{
     AccountId, Amount, Currency, Fingerprint, IdempotencyKey, PaymentId, PaymentStatus,
 };
-use finpay_ledger::payments::{Begin, NewPayment, PaymentStore, StepNote};
+use finpay_ledger::payments::{Begin, LeaseOwner, NewPayment, PaymentStore, StepNote};
 use finpay_ledger::sqlite::{SqliteOptions, SqlitePayments};
 use serde_json::{json, Value};
 
@@ -291,13 +291,25 @@ async fn insert_payment(
         currency: Currency::Usd,
         description: None,
     };
-    let p = match store.begin(new).await.expect("begin") {
-        Begin::Created(p) => p,
-        Begin::Existing(p) => panic!("fresh key expected, found {p:?}"),
+    // The process that made it "crashed": its lease runs out at once.
+    let owner = LeaseOwner::try_from("crashed-replica").expect("owner");
+    let (p, lease) = match store
+        .begin(new, &owner, Duration::from_millis(1))
+        .await
+        .expect("begin")
+    {
+        Begin::Created(p, lease) => (p, lease),
+        other => panic!("fresh key expected, found {other:?}"),
     };
     if let Some(to) = to {
         store
-            .advance(p.id, PaymentStatus::Received, to, StepNote::default())
+            .advance(
+                p.id,
+                PaymentStatus::Received,
+                to,
+                StepNote::default(),
+                &lease,
+            )
             .await
             .expect("advance");
     }

@@ -18,7 +18,7 @@ use crate::helpers::*;
 
 /// A fresh schema name on a reachable server, or `None` (after printing why) when PostgreSQL does
 /// not answer. The note does not print the url: it may carry a password.
-async fn pg(test: &str) -> Option<(PgPool, PgOptions)> {
+pub(crate) async fn pg(test: &str) -> Option<(PgPool, PgOptions)> {
     let url = std::env::var("FINPAY_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let pool = match PgPoolOptions::new()
@@ -49,7 +49,7 @@ async fn drop_schema(pool: &PgPool, opts: &PgOptions) {
 }
 
 /// Runs `body`, then drops the schema whether `body` passed or panicked.
-async fn with_schema<F, Fut>(test: &str, body: F)
+pub(crate) async fn with_schema<F, Fut>(test: &str, body: F)
 where
     F: FnOnce(PgPool, PgOptions) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -68,7 +68,7 @@ where
 }
 
 /// Points a service's storage at the test schema.
-fn on_postgres(c: &mut finpay_services::http::CommonSettings, opts: &PgOptions) {
+pub(crate) fn on_postgres(c: &mut finpay_services::http::CommonSettings, opts: &PgOptions) {
     c.storage.backend = StorageBackend::Postgres;
     c.storage.url = Some(Secret::new(opts.url.clone()));
     c.storage.schema = opts.schema.clone();

@@ -1,0 +1,26 @@
+-- The wallet store as the first versioned build created it (CREATE ... IF NOT EXISTS, so a
+-- database that build made at boot is recorded at this version without change).
+CREATE TABLE IF NOT EXISTS accounts (
+    id              TEXT PRIMARY KEY,
+    currency        TEXT NOT NULL,
+    balance         BIGINT NOT NULL CHECK (balance >= 0),
+    opening_balance BIGINT NOT NULL CHECK (opening_balance >= 0),
+    created_at_ms   BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    id                TEXT PRIMARY KEY,
+    debit_account_id  TEXT NOT NULL REFERENCES accounts (id),
+    credit_account_id TEXT NOT NULL REFERENCES accounts (id),
+    amount            BIGINT NOT NULL CHECK (amount > 0),
+    currency          TEXT NOT NULL,
+    created_at_ms     BIGINT NOT NULL,
+    CHECK (debit_account_id <> credit_account_id)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    transfer_id TEXT NOT NULL REFERENCES transfers (id),
+    account_id  TEXT NOT NULL REFERENCES accounts (id),
+    direction   TEXT NOT NULL CHECK (direction IN ('debit', 'credit')),
+    amount      BIGINT NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (transfer_id, direction)
+);
+CREATE INDEX IF NOT EXISTS entries_by_account ON entries (account_id);
