@@ -216,14 +216,40 @@ pub async fn audit_postgres(
     url: &str,
     schemas: &Schemas,
 ) -> anyhow::Result<finpay_ledger::audit::AuditReport> {
-    let _ = (url, schemas);
-    anyhow::bail!("the PostgreSQL audit runner is not built yet")
+    let schemas = finpay_ledger::audit::PgSchemas {
+        wallet: schemas.wallet.clone(),
+        payments: schemas.payments.clone(),
+        inbox: schemas.inbox.clone(),
+    };
+    finpay_ledger::audit::audit_postgres(url, &schemas)
+        .await
+        .with_context(|| {
+            format!(
+                "audit the schemas {}, {} and {}",
+                schemas.wallet, schemas.payments, schemas.inbox
+            )
+        })
 }
 
-/// Terminates every database connection of the cluster `info` names; how many.
+/// Terminates every database connection of the cluster `info` names (the stores name their
+/// connections after their schema, all of which start with the cluster's prefix); how many.
 pub async fn terminate_connections(info: &StorageInfo) -> anyhow::Result<u64> {
-    let _ = info;
-    anyhow::bail!("terminating connections is not built yet")
+    let (Some(url), Some(prefix)) = (&info.database_url, &info.schema_prefix) else {
+        anyhow::bail!("the cluster keeps no database connections: its storage is SQLite");
+    };
+    finpay_ledger::postgres::admin::terminate_connections(url, &format!("{prefix}_"))
+        .await
+        .context("terminate the cluster's database connections")
+}
+
+/// Drops the cluster's three schemas (the chaos harness, after a scenario that passed).
+pub async fn drop_schemas(info: &StorageInfo) -> anyhow::Result<()> {
+    let (Some(url), Some(s)) = (&info.database_url, &info.schemas) else {
+        return Ok(());
+    };
+    finpay_ledger::postgres::admin::drop_schemas(url, &[&s.wallet, &s.payments, &s.inbox])
+        .await
+        .context("drop the cluster's schemas")
 }
 
 #[cfg(test)]

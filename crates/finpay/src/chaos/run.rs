@@ -96,6 +96,16 @@ pub async fn run_scenario(
         .context("final audit")?;
     check_stores(&report, &mut result);
     result.passed = result.violations.is_empty();
+    if result.passed {
+        // A passed scenario's PostgreSQL schemas are dropped; a failed one's are kept with its
+        // data dir, for a person.
+        if let Err(e) = crate::storage::drop_schemas(&final_state.storage).await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "cannot drop the scenario's schemas"
+            );
+        }
+    }
     if !result.passed {
         // Keep the logs, stores and every request's outcome of a failed run for a person.
         let kept = tmp.keep();

@@ -22,6 +22,7 @@
 //! migrate it once. [`PgOptions::schema`] puts the tables in their own PostgreSQL schema (tests use
 //! one per test).
 
+pub mod admin;
 mod inbox;
 mod payments;
 mod wallet;
@@ -159,7 +160,11 @@ pub(crate) async fn open_pool(
             })
             .map_err(PgOpenError::Schema)?;
         bootstrap.close().await;
-        connect = connect.options([("search_path", schema.as_str())]);
+        // The application name is the schema, so an operator (and the chaos harness) can tell a
+        // cluster's connections apart in `pg_stat_activity`.
+        connect = connect
+            .options([("search_path", schema.as_str())])
+            .application_name(schema);
     }
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections.max(1))

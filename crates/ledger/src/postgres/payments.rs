@@ -402,7 +402,7 @@ impl PaymentStore for PgPayments {
                 ))
             })
             .collect::<Result<Vec<_>, PaymentStoreError>>()?;
-        taken.sort_by(|(a, _), (b, _)| (a.created_at_ms, a.id).cmp(&(b.created_at_ms, b.id)));
+        taken.sort_by_key(|(p, _)| (p.created_at_ms, p.id));
         Ok(taken)
     }
 
