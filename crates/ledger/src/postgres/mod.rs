@@ -24,6 +24,7 @@
 
 mod inbox;
 mod payments;
+mod steps;
 mod wallet;
 
 use std::time::Duration;
