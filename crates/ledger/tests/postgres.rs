@@ -373,7 +373,7 @@ async fn pg_two_wallets_crediting_one_merchant_in_batches_conserve_money_and_nev
     let mut tasks = Vec::new();
     for c in 1..=CUSTOMERS {
         for i in 0..EACH {
-            let w = Arc::clone(if (c + i as usize) % 2 == 0 {
+            let w = Arc::clone(if (c + i as usize).is_multiple_of(2) {
                 &one
             } else {
                 &two

@@ -448,7 +448,7 @@ impl PaymentStore for PgPayments {
                 ))
             })
             .collect::<Result<Vec<_>, PaymentStoreError>>()?;
-        taken.sort_by(|(a, _), (b, _)| (a.created_at_ms, a.id).cmp(&(b.created_at_ms, b.id)));
+        taken.sort_by_key(|(a, _)| (a.created_at_ms, a.id));
         Ok(taken)
     }
 
