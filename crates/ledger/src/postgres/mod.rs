@@ -25,6 +25,7 @@
 pub mod admin;
 mod inbox;
 mod payments;
+mod steps;
 mod wallet;
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row};
 
+use super::steps::Steps;
 use super::{open_pool, retrying, PgOpenError, PgOptions, NOW_MS, RETRIES_MAX};
 use crate::error::BoxError;
 use crate::payments::{
@@ -21,9 +22,10 @@ use crate::rows::{self, corrupt};
 /// The payments schema's migrations, `migrations/postgres/payments/`.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres/payments");
 
-const PAYMENT_COLUMNS: &str = "id, idempotency_key, fingerprint, account_id, merchant_account_id, \
+pub(super) const PAYMENT_COLUMNS: &str =
+    "id, idempotency_key, fingerprint, account_id, merchant_account_id, \
      amount, currency, description, status, reason, needs_review, created_at_ms, updated_at_ms";
-const OUTBOX_COLUMNS: &str =
+pub(super) const OUTBOX_COLUMNS: &str =
     "id, payment_id, account_id, message, attempts, next_attempt_at_ms, delivered_at_ms, last_error";
 
 /// The resumer's scan, over the partial index `payments_unfinished`.
@@ -35,25 +37,32 @@ static UNFINISHED_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Payments and the outbox in PostgreSQL. Every step is one statement, so one round trip.
+/// Payments and the outbox in PostgreSQL. Every step is one statement, so one round trip; the
+/// three steps a payment's driver takes (`begin`, `advance`, `succeed_from`) are batched across
+/// concurrent drivers into one statement per kind ([`super::steps`]).
 #[derive(Clone, Debug)]
 pub struct PgPayments {
-    pool: PgPool,
+    pub(super) pool: PgPool,
+    steps: Steps,
 }
 
 impl PgPayments {
+    /// Opens the store and starts its step writer (so it must be called inside a tokio runtime);
+    /// the writer ends when every handle is dropped.
     pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
+        let pool = open_pool(opts, &MIGRATOR).await?;
         Ok(Self {
-            pool: open_pool(opts, &MIGRATOR).await?,
+            steps: Steps::spawn(pool.clone()),
+            pool,
         })
     }
 }
 
-fn storage(e: impl Into<BoxError>) -> PaymentStoreError {
+pub(super) fn storage(e: impl Into<BoxError>) -> PaymentStoreError {
     PaymentStoreError::Storage(e.into())
 }
 
-fn payment_from_row(row: &PgRow) -> Result<Payment, PaymentStoreError> {
+pub(super) fn payment_from_row(row: &PgRow) -> Result<Payment, PaymentStoreError> {
     rows::payment(row).map_err(storage)
 }
 
@@ -61,7 +70,7 @@ fn outbox_from_row(row: &PgRow) -> Result<OutboxMessage, PaymentStoreError> {
     rows::outbox_message(row).map_err(storage)
 }
 
-fn lease_of(
+pub(super) fn lease_of(
     row: &PgRow,
     col: &str,
     owner: &LeaseOwner,
@@ -168,12 +177,15 @@ static CLAIM_OUTBOX_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The outcome of one fenced statement: the payment, or the row as it is now (`None`: no row).
-enum Fenced {
+pub(super) enum Fenced {
     Done(Payment),
     Missed(Option<(PaymentStatus, i64)>),
 }
 
-fn fenced_outcome(id: PaymentId, row: Option<PgRow>) -> Result<Fenced, PaymentStoreError> {
+pub(super) fn fenced_outcome(
+    id: PaymentId,
+    row: Option<PgRow>,
+) -> Result<Fenced, PaymentStoreError> {
     let Some(row) = row else {
         return Ok(Fenced::Missed(None));
     };
@@ -237,6 +249,106 @@ struct UnknownOutboxRows {
     asked: u64,
 }
 
+/// `begin` alone, in its one statement (the batch's fallback and its answer for a key the batch
+/// could not settle).
+pub(super) async fn begin_one(
+    pool: &PgPool,
+    new: &NewPayment,
+    owner: &LeaseOwner,
+    ttl: Duration,
+) -> Result<Begin, PaymentStoreError> {
+    let now = crate::now_ms();
+    for _ in 0..=RETRIES_MAX {
+        let row = retried(|| {
+            sqlx::query(BEGIN_SQL.as_str())
+                .bind(new.id.to_string())
+                .bind(new.idempotency_key.as_str())
+                .bind(new.fingerprint.as_str())
+                .bind(new.account_id.as_str())
+                .bind(new.merchant_account_id.as_str())
+                .bind(new.amount.as_i64())
+                .bind(new.currency.code())
+                .bind(new.description.as_deref())
+                .bind(now)
+                .bind(owner.as_str())
+                .bind(ttl_ms(ttl))
+                .fetch_optional(pool)
+        })
+        .await?;
+        // No row: a concurrent begin of this key committed after our snapshot; ask again.
+        let Some(row) = row else { continue };
+        let outcome: String = row.try_get("outcome").map_err(storage)?;
+        let payment = payment_from_row(&row)?;
+        return Ok(match outcome.as_str() {
+            "created" => Begin::Created(payment, lease_of(&row, "lease_token", owner, ttl)?),
+            "took" => Begin::Existing {
+                payment,
+                lease: Some(lease_of(&row, "lease_token", owner, ttl)?),
+            },
+            _ => Begin::Existing {
+                payment,
+                lease: None,
+            },
+        });
+    }
+    Err(storage(corrupt(
+        "payment",
+        &new.idempotency_key,
+        "begin kept finding neither a free key nor a payment holding it",
+    )))
+}
+
+/// `advance` alone, in its one fenced statement.
+pub(super) async fn advance_one(
+    pool: &PgPool,
+    id: PaymentId,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    note: &StepNote,
+    lease: &Lease,
+) -> Result<Payment, PaymentStoreError> {
+    let (token, ttl_ms) = (lease.token, lease.ttl_ms());
+    run_fenced(pool, id, from, token, || {
+        sqlx::query(ADVANCE_SQL.as_str())
+            .bind(id.to_string())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(note.reason.clone())
+            .bind(note.needs_review)
+            .bind(crate::now_ms())
+            .bind(token)
+            .bind(to.is_terminal())
+            .bind(ttl_ms)
+    })
+    .await
+}
+
+/// `succeed_from` alone, in its one fenced statement.
+pub(super) async fn succeed_one(
+    pool: &PgPool,
+    id: PaymentId,
+    from: PaymentStatus,
+    m: &OutboxMessage,
+    lease: &Lease,
+) -> Result<Payment, PaymentStoreError> {
+    let token = lease.token;
+    run_fenced(pool, id, from, token, || {
+        sqlx::query(SUCCEED_SQL.as_str())
+            .bind(id.to_string())
+            .bind(crate::now_ms())
+            .bind(from.as_str())
+            .bind(token)
+            .bind(m.id.as_str().to_owned())
+            .bind(m.account_id.as_str().to_owned())
+            .bind(m.message.clone())
+            .bind(i64::from(m.attempts))
+            .bind(m.next_attempt_at_ms)
+            .bind(m.delivered_at_ms)
+            .bind(m.last_error.clone())
+    })
+    .await
+}
+
 #[async_trait]
 impl PaymentStore for PgPayments {
     async fn begin(
@@ -245,45 +357,7 @@ impl PaymentStore for PgPayments {
         owner: &LeaseOwner,
         ttl: Duration,
     ) -> Result<Begin, PaymentStoreError> {
-        let now = crate::now_ms();
-        for _ in 0..=RETRIES_MAX {
-            let row = retried(|| {
-                sqlx::query(BEGIN_SQL.as_str())
-                    .bind(new.id.to_string())
-                    .bind(new.idempotency_key.as_str())
-                    .bind(new.fingerprint.as_str())
-                    .bind(new.account_id.as_str())
-                    .bind(new.merchant_account_id.as_str())
-                    .bind(new.amount.as_i64())
-                    .bind(new.currency.code())
-                    .bind(new.description.as_deref())
-                    .bind(now)
-                    .bind(owner.as_str())
-                    .bind(ttl_ms(ttl))
-                    .fetch_optional(&self.pool)
-            })
-            .await?;
-            // No row: a concurrent begin of this key committed after our snapshot; ask again.
-            let Some(row) = row else { continue };
-            let outcome: String = row.try_get("outcome").map_err(storage)?;
-            let payment = payment_from_row(&row)?;
-            return Ok(match outcome.as_str() {
-                "created" => Begin::Created(payment, lease_of(&row, "lease_token", owner, ttl)?),
-                "took" => Begin::Existing {
-                    payment,
-                    lease: Some(lease_of(&row, "lease_token", owner, ttl)?),
-                },
-                _ => Begin::Existing {
-                    payment,
-                    lease: None,
-                },
-            });
-        }
-        Err(storage(corrupt(
-            "payment",
-            &new.idempotency_key,
-            "begin kept finding neither a free key nor a payment holding it",
-        )))
+        self.steps.begin(new, owner.clone(), ttl).await
     }
 
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentStoreError> {
@@ -306,20 +380,7 @@ impl PaymentStore for PgPayments {
         lease: &Lease,
     ) -> Result<Payment, PaymentStoreError> {
         crate::payments::check_advance(from, to)?;
-        let (token, ttl_ms) = (lease.token, lease.ttl_ms());
-        run_fenced(&self.pool, id, from, token, || {
-            sqlx::query(ADVANCE_SQL.as_str())
-                .bind(id.to_string())
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(note.reason.clone())
-                .bind(note.needs_review)
-                .bind(crate::now_ms())
-                .bind(token)
-                .bind(to.is_terminal())
-                .bind(ttl_ms)
-        })
-        .await
+        self.steps.advance(id, from, to, note, lease.clone()).await
     }
 
     async fn succeed_from(
@@ -337,22 +398,7 @@ impl PaymentStore for PgPayments {
                 format!("names payment {}, not {id}", m.payment_id),
             )));
         }
-        let token = lease.token;
-        run_fenced(&self.pool, id, from, token, || {
-            sqlx::query(SUCCEED_SQL.as_str())
-                .bind(id.to_string())
-                .bind(crate::now_ms())
-                .bind(from.as_str())
-                .bind(token)
-                .bind(m.id.as_str().to_owned())
-                .bind(m.account_id.as_str().to_owned())
-                .bind(m.message.clone())
-                .bind(i64::from(m.attempts))
-                .bind(m.next_attempt_at_ms)
-                .bind(m.delivered_at_ms)
-                .bind(m.last_error.clone())
-        })
-        .await
+        self.steps.succeed(id, from, m, lease.clone()).await
     }
 
     async fn release(&self, id: PaymentId, lease: &Lease) -> Result<(), PaymentStoreError> {
@@ -402,7 +448,7 @@ impl PaymentStore for PgPayments {
                 ))
             })
             .collect::<Result<Vec<_>, PaymentStoreError>>()?;
-        taken.sort_by_key(|(p, _)| (p.created_at_ms, p.id));
+        taken.sort_by_key(|(a, _)| (a.created_at_ms, a.id));
         Ok(taken)
     }
 

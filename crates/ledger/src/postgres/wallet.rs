@@ -57,7 +57,12 @@ use crate::wallet::{
 /// arrays of one statement.
 pub const MAX_BATCH: usize = 256;
 
-/// How many transfers may wait for the writer; past this, callers wait (backpressure).
+/// Writer tasks taking batches from the one queue. Two batches touching the merchant take turns
+/// on its lock, but the second has begun and is waiting at its lock statement when the first
+/// commits, so the row is never idle for a round trip between them.
+const WRITERS: usize = 2;
+
+/// How many transfers may wait for the writers; past this, callers wait (backpressure).
 const QUEUE_CAPACITY: usize = 4096;
 
 /// The wallet migrations, `migrations/postgres/wallet/`. Amounts are unsigned; the entry's
@@ -86,7 +91,10 @@ impl PgWallet {
     pub async fn open(opts: &PgOptions) -> Result<Self, PgOpenError> {
         let pool = open_pool(opts, &MIGRATOR).await?;
         let (writer, queue) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run_writer(pool.clone(), queue));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..WRITERS {
+            tokio::spawn(run_writer(pool.clone(), Arc::clone(&queue)));
+        }
         Ok(Self { pool, writer })
     }
 
@@ -121,9 +129,10 @@ struct WriterStopped;
 #[error("the transaction holding this transfer was rolled back")]
 struct BatchFailed(#[source] Arc<sqlx::Error>);
 
-async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
+async fn run_writer(pool: PgPool, queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // The queue is held only while a batch is taken, not while it runs.
+    while queue.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let reqs: Vec<&TransferRequest> = batch.iter().map(|j| &j.req).collect();
         let answers = run_batch(&pool, &reqs).await;
         debug_assert_eq!(answers.len(), batch.len());

@@ -442,7 +442,7 @@ impl Command for TakeExpired {
                 .map(|r| leased_from_row(r, &self.owner, self.ttl))
                 .collect::<Result<Vec<_>, _>>()?;
             // RETURNING comes in no particular order.
-            taken.sort_by_key(|(p, _)| (p.created_at_ms, p.id));
+            taken.sort_by_key(|(a, _)| (a.created_at_ms, a.id));
             Ok(taken)
         })
     }
