@@ -167,6 +167,19 @@ pub(crate) async fn open_pool(
             .options([("search_path", schema.as_str())])
             .application_name(schema);
     }
+    // Every statement of the stores finds its rows by key, is prepared once per connection and
+    // runs thousands of times with a batch's arrays as parameters. Two session settings keep its
+    // plan an index lookup per row for the connection's life:
+    // - `force_generic_plan`: the plan is made once, not re-made for the first executions and
+    //   whenever PostgreSQL judges a custom plan cheaper (planning costs more than the statement);
+    // - `enable_seqscan = off`: a plan made while a table is new and nearly empty would otherwise
+    //   be a sequential scan joined by hash, and a cached plan keeps that shape after the table has
+    //   grown to millions of rows, until the next ANALYZE happens to invalidate it.
+    // The audit reads whole tables on its own connection, without these settings.
+    connect = connect.options([
+        ("plan_cache_mode", "force_generic_plan"),
+        ("enable_seqscan", "off"),
+    ]);
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections.max(1))
         .acquire_timeout(opts.acquire_timeout)

@@ -18,9 +18,8 @@
 //!   update's result), so a step answers what it would alone.
 //! - A round holds each idempotency key (for `begin`) and each payment id (for the fenced steps) at
 //!   most once; a second step on the same key or id waits for the next round, so no statement
-//!   joins one row twice. Two rounds (of the [`WRITERS`] tasks) may run at once, as two replicas'
-//!   steps do: the database's row locks order them, and a step one of them cannot settle is run
-//!   again alone (below).
+//!   joins one row twice. Two replicas' rounds may run at once: the database's row locks order
+//!   them, and a step one of them cannot settle is run again alone (below).
 //! - A step the batched statement cannot settle (a row that changed between the update and the
 //!   read, a key inserted concurrently after the snapshot) is run again alone; when a batched
 //!   statement fails as a whole (one outbox id taken, a transient error), every step of it is run
@@ -50,9 +49,10 @@ use crate::payments::{
 /// The most steps one round takes from the queue.
 const ROUND_MAX: usize = 256;
 
-/// Writer tasks taking rounds from the one queue: while one round's statements run, the next
-/// round forms and runs beside it.
-const WRITERS: usize = 2;
+/// Writer tasks taking rounds from the one queue. One: a round takes everything queued while the
+/// previous round ran, so under load the rounds grow and the statements per step fall, where a
+/// second writer would split the same queue into twice as many half-sized rounds.
+const WRITERS: usize = 1;
 
 /// How many steps may wait for the writers; past this, callers wait (backpressure).
 const QUEUE_CAPACITY: usize = 4096;

@@ -57,10 +57,12 @@ use crate::wallet::{
 /// arrays of one statement.
 pub const MAX_BATCH: usize = 256;
 
-/// Writer tasks taking batches from the one queue. Two batches touching the merchant take turns
-/// on its lock, but the second has begun and is waiting at its lock statement when the first
-/// commits, so the row is never idle for a round trip between them.
-const WRITERS: usize = 2;
+/// Writer tasks taking batches from the one queue. One per store: a batch holds everything queued
+/// while the previous one held the merchant's lock, so under load batches grow rather than
+/// split. Two wallet replicas are two writers, whose batches take turns on the lock; the second
+/// has begun and waits at its lock statement when the first commits, so the row is not idle for
+/// a round trip between them.
+const WRITERS: usize = 1;
 
 /// How many transfers may wait for the writers; past this, callers wait (backpressure).
 const QUEUE_CAPACITY: usize = 4096;
