@@ -176,9 +176,18 @@ pub(crate) async fn open_pool(
     //   be a sequential scan joined by hash, and a cached plan keeps that shape after the table has
     //   grown to millions of rows, until the next ANALYZE happens to invalidate it.
     // The audit reads whole tables on its own connection, without these settings.
+    //
+    // A third bounds what a frozen or partitioned replica costs the others: a session that sits
+    // inside a transaction waiting for its client (a wallet batch holds the merchant's row lock
+    // between its statements) is ended by the server after IDLE_IN_TRANSACTION, which rolls the
+    // transaction back and frees its locks. A live writer's pause between two statements is
+    // microseconds of Rust; a SIGSTOPped one's lasts until its supervisor kills it, seconds later,
+    // and every payment would wait behind the lock until then.
+    let idle = format!("{}ms", IDLE_IN_TRANSACTION.as_millis());
     connect = connect.options([
         ("plan_cache_mode", "force_generic_plan"),
         ("enable_seqscan", "off"),
+        ("idle_in_transaction_session_timeout", idle.as_str()),
     ]);
     let pool = PgPoolOptions::new()
         .max_connections(opts.max_connections.max(1))
@@ -240,4 +249,8 @@ async fn migrate(
 
 /// The database clock, in milliseconds since the epoch: every lease and claim is judged by it.
 /// The statement's own start time, so one statement reads one clock.
+/// How long the server lets a session of the stores wait for its client inside a transaction
+/// before ending it (and with it the transaction's locks); see [`open_pool`].
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_millis(500);
+
 pub(crate) const NOW_MS: &str = "(extract(epoch from statement_timestamp()) * 1000)::bigint";
