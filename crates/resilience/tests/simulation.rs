@@ -168,9 +168,14 @@ async fn run_with_deadline(
     out
 }
 
-fn p99(lat: &mut [u64]) -> Duration {
+fn quantile(lat: &mut [u64], q: f64) -> Duration {
     lat.sort_unstable();
-    Duration::from_micros(lat[lat.len() * 99 / 100])
+    let i = ((lat.len() as f64 * q) as usize).min(lat.len() - 1);
+    Duration::from_micros(lat[i])
+}
+
+fn p99(lat: &mut [u64]) -> Duration {
+    quantile(lat, 0.99)
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,14 +193,19 @@ async fn thirty_percent_errors_give_four_nines_at_under_one_and_a_half_times_the
 }
 
 #[tokio::test(start_paused = true)]
-async fn thirty_percent_hangs_keep_p99_under_one_hundred_milliseconds() {
+async fn thirty_percent_hangs_keep_p99_under_one_hundred_and_p99_9_under_seventy_milliseconds() {
     let mut out = run(Mode::Hangs(0.3), 20_000, 50, 2).await;
     let success = out.ok as f64 / out.requests as f64;
     let load = out.sent as f64 / out.requests as f64;
     let p = p99(&mut out.latencies_us);
-    println!("hangs p=0.3: success {success:.5} load {load:.3} p99 {p:?}");
+    let p999 = quantile(&mut out.latencies_us, 0.999);
+    println!("hangs p=0.3: success {success:.5} load {load:.3} p99 {p:?} p99.9 {p999:?}");
     assert!(success >= 0.9999, "success {success}");
     assert!(p <= Duration::from_millis(100), "p99 {p:?}");
+    // All five tries of a round hang for 0.3^5 = 0.24% of calls, more than the 0.1% above
+    // p99.9: that tier ends when the first try's 60 ms timeout ends the round, and the next
+    // round's first try answers in a few ms.
+    assert!(p999 <= Duration::from_millis(70), "p99.9 {p999:?}");
     assert!(load <= 1.5, "actual/effective {load}");
 }
 

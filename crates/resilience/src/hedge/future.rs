@@ -178,6 +178,10 @@ where
                     match judge(shared, c, 0, race.first_start, res, &mut race.last) {
                         Verdict::Done(res) => return Poll::Ready(res),
                         Verdict::Retry => race.fire(),
+                        Verdict::TimedOut if !race.can_hedge() => {
+                            return Poll::Ready(race.give_up())
+                        }
+                        Verdict::TimedOut => race.fire(),
                     }
                     if !race.in_flight() {
                         return Poll::Ready(race.give_up());
@@ -191,6 +195,10 @@ where
                     match judge(shared, c, i, start, res, &mut race.last) {
                         Verdict::Done(res) => return Poll::Ready(res),
                         Verdict::Retry => race.fire(),
+                        Verdict::TimedOut if !race.can_hedge() => {
+                            return Poll::Ready(race.give_up())
+                        }
+                        Verdict::TimedOut => race.fire(),
                     }
                     if first.is_terminated() && !race.in_flight() {
                         return Poll::Ready(race.give_up());

@@ -12,6 +12,11 @@
 //! - Up to `max_hedges` copies. Each goes to a different replica: the copies share the request's
 //!   [`crate::balance::TriedEndpoints`] extension, which the balancer avoids.
 //! - The first good answer (by the classifier) wins; the other tries are dropped, which cancels them.
+//! - A try that runs out its per-try timeout when no copy may follow ends the round at once,
+//!   with that timeout as its answer, and the copies still in flight are dropped: the retry
+//!   layer above starts the next round without waiting for them. Each of them was sent at least
+//!   a hedge delay after it and has already run for longer than the percentile it was hedged
+//!   after, so a fresh try is the better bet (the crate docs, "Hangs", have the arithmetic).
 //! - Every hedge withdraws from the same [`RetryBudget`] as retries, so hedging and retrying together
 //!   never exceed the budget's extra load. (The budget's deposits are made by [`crate::retry::Retry`]
 //!   once per call; a `Hedge` used without it should call `RetryBudget::deposit` per request, or
@@ -36,6 +41,7 @@ use tower::{Service, ServiceExt};
 pub use self::histogram::RollingHistogram;
 pub use self::layer::HedgeLayer;
 use crate::classify::{BoxError, Class, Classify};
+use crate::deadline::PerTryTimeout;
 use crate::retry::budget::RetryBudget;
 use crate::telemetry::LazyCounter;
 
@@ -203,6 +209,9 @@ enum Verdict<Res> {
     Done(Result<Res, BoxError>),
     /// A retryable failure: kept as the last answer; fire the next copy.
     Retry,
+    /// A try ran out its per-try timeout: kept as the last answer; fire the next copy, or end
+    /// the round when none may follow (see [`future`]).
+    TimedOut,
 }
 
 fn judge<C, Req, Res>(
@@ -227,8 +236,13 @@ where
         }
         Class::Failure => Verdict::Done(res),
         Class::Retry | Class::RetrySafe => {
+            let timed_out = matches!(&res, Err(e) if e.is::<PerTryTimeout>());
             *last = Some(res);
-            Verdict::Retry
+            if timed_out {
+                Verdict::TimedOut
+            } else {
+                Verdict::Retry
+            }
         }
     }
 }
@@ -347,6 +361,43 @@ mod tests {
         );
         send.send_response(ok("x"));
         assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_try_ends_the_round_when_no_copy_may_follow() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(1, None), HttpClassify).layer(svc);
+        let start = Instant::now();
+        let call = tokio::spawn(svc.oneshot(get()));
+        let (_r0, first) = h.next_request().await.unwrap();
+        let (_r1, _copy_still_hanging) = h.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(50)).await;
+        first.send_error(crate::deadline::PerTryTimeout);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<crate::deadline::PerTryTimeout>());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(60),
+            "not the copy's own timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_try_fires_the_next_copy_while_one_may_follow() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let c = HedgeConfig {
+            delay: HedgeDelay::Fixed(Duration::from_secs(1)),
+            ..cfg(1, None)
+        };
+        let svc = HedgeLayer::new(c, HttpClassify).layer(svc);
+        let call = tokio::spawn(svc.oneshot(get()));
+        h.next_request()
+            .await
+            .unwrap()
+            .1
+            .send_error(crate::deadline::PerTryTimeout);
+        h.next_request().await.unwrap().1.send_response(ok("copy"));
+        assert_eq!(call.await.unwrap().unwrap().body(), "copy");
     }
 
     #[tokio::test(start_paused = true)]
