@@ -70,10 +70,10 @@
 //! | `hedge.enabled` / `max_hedges` | true / 4 | all five tries of a round hang with probability 0.3^5 = 0.24%, well below the 1% a p99 allows; such a round ends at its first try's timeout (below) |
 //! | `hedge.percentile` / `min_delay_ms` / `max_delay_ms` / `delay_ms` / `min_samples` | 0.95 / 10 / 20 / 15 / 100 | hedge after p95 of recent latencies, clamped to 10–20 ms |
 //! | `balancer.strategy` / `ewma_decay_ms` / `default_rtt_ms` | `p2c_ewma` / 10000 / 20 | `failover` sends everything to the first usable endpoint (FinPay's wallet: one SQLite writer) |
-//! | `outlier.consecutive_failures` | 10 | 0.3^10 = 6e-6: a healthy replica at p = 0.3 is practically never ejected; a dead one after 10 tries |
-//! | `outlier.failure_rate_threshold` / `failure_rate_min_requests` / `interval_ms` | 0.85 / 50 / 10000 | |
+//! | `outlier.consecutive_failures` / `consecutive_derived` / `false_ejections_per_hour` | 10 / true / 1e-6 | a streak ejects only when a healthy replica would show it less than once per million hours: 27 failures in a row at p = 0.3 and 50,000 tries/s (below) |
+//! | `outlier.failure_rate_threshold` / `failure_rate_min_requests` / `interval_ms` | 0.85 / 50 / 10000 | 43 of the first 50 tries of an interval failing at p = 0.3: probability 3e-16 |
 //! | `outlier.base_ejection_ms` / `max_ejection_ms` | 5000 / 300000 | n-th ejection lasts n x base |
-//! | `outlier.max_ejected_percent` / `panic_threshold_percent` | 34 / 50 | at most 1 of 3 replicas out; below half usable, use all |
+//! | `outlier.max_ejected_percent` / `panic_threshold_percent` | 67 / 30 | up to 2 of 3 replicas out, never all; only below 30% usable, use all |
 //! | `health_check.enabled` / `path` / `interval_ms` / `timeout_ms` | true / `/health/ready` / 1000 / 250 | |
 //! | `health_check.unhealthy_threshold` / `healthy_threshold` | 2 / 1 | |
 //! | `max_response_bytes` / `pool_max_idle_per_host` / `pool_idle_timeout_ms` / `seed` | 1 MiB / 64 / 30000 / none | |
@@ -104,6 +104,27 @@
 //! hedges that tier would hold 0.3^4 = 0.8% of calls, so close to 1% that on a busy machine the p99
 //! lands in the next one, which is why the default is 4. Hedges fire only for the 30% that are
 //! slow, so they cost about what retries would: load stays ~1.43.
+//!
+//! **Ejection.** A fixed streak is wrong at high rates: a run of k failures starts on a given try
+//! with probability (1 - p) p^k, so at r tries per second a healthy replica at p = 0.3 shows
+//! r x 3600 x 0.7 x 0.3^k such runs an hour. With the old fixed k = 10 that is one every
+//! 1 / (17,000 x 0.7 x 0.3^10) = 14 s at the 17,000 tries/s a replica sees in the bench: healthy
+//! replicas were ejected in most runs and the split went 46/7/46. Now k is the shortest streak
+//! (at least `consecutive_failures`) that keeps that below `false_ejections_per_hour` = 1e-6, from
+//! the replica's own try rate and the *baseline* p, the lowest failure share any replica showed
+//! over its last 10 s interval (0.5 before any has one): k = 27 at p = 0.3 and 50,000 tries/s
+//! (9.6e-7 false ejections an hour), 22 at 100 tries/s, 47 at p = 0.5. A replica that fails
+//! every call is ejected after k tries: within 1 s from ~25 tries per second. The failure-share
+//! rule adds a catch for a replica that fails often but not always: >= 85% of >= 50 tries in an
+//! interval (a healthy one: P[Bin(50, 0.3) >= 43] = 3e-16 per interval). With 2 of 3 replicas
+//! failing every call both are outliers, not noise, so up to 67% (2 of 3) may be out, and panic
+//! mode waits for fewer than 30% usable (below 1 of 3). Envoy's `success_rate` detector (mean
+//! minus 1.9 standard deviations over the hosts) is not used: among 3 hosts none can lie more
+//! than 2/sqrt(3) = 1.15 population standard deviations from the mean, so it never ejects.
+//! `balance::outlier`'s tests feed 4.5 million tries at p = 0.3 and 50,000 tries/s per replica
+//! (no ejection; the fixed 10 ejects all three) and kill 2 of 3 (both out within 1 s at 50,000
+//! and at 100 tries/s); `tests/simulation.rs` kills 2 of 3 under the whole client (no call fails,
+//! both out within 1 s).
 //!
 //! **p99.9 under hangs.** All five tries of a round hang with probability 0.3^5 = 0.24%, more
 //! than the 0.1% above p99.9, so p99.9 is set by how fast such a round is left. The first try's

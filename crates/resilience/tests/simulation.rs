@@ -328,3 +328,77 @@ async fn recovery(per_endpoint: bool) {
     assert_eq!(client.breaker_state(), Some(State::Closed));
     assert!(success >= 0.9999, "success after recovery {success}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_of_three_replicas_failing_every_call_are_ejected_within_a_second_and_no_call_fails() {
+    let rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(6)));
+    let modes = [Mode::Down, Mode::Down, Mode::Errors(0.3)];
+    let sent: Vec<Arc<AtomicU64>> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let replicas: Vec<(http::Uri, Replica)> = (0..3)
+        .map(|i| {
+            let uri: http::Uri = format!("http://fraud-{i}:8080").parse().unwrap();
+            let replica = Replica {
+                mode: Arc::new(Mutex::new(modes[i])),
+                rng: rng.clone(),
+                sent: sent[i].clone(),
+            };
+            (uri, replica)
+        })
+        .collect();
+    let policy = ClientPolicy {
+        seed: Some(6),
+        ..ClientPolicy::default()
+    };
+    let client = ResilientClient::with_endpoints("fraud", replicas, policy).unwrap();
+    let watcher = {
+        let client = client.clone();
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let at_1s: Vec<u64> = sent.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let at_2s: Vec<u64> = sent.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+            (client.ejected_endpoints(), at_1s, at_2s)
+        })
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut calls) = (0u64, 0u64);
+            let stop = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < stop {
+                let mut req = http::Request::post("/v1/checks")
+                    .body(Bytes::from_static(b"{}"))
+                    .unwrap();
+                req.extensions_mut().insert(finpay_resilience::Idempotent);
+                let r = client
+                    .call(req, Deadline::after(Duration::from_secs(2)))
+                    .await;
+                ok += u64::from(matches!(r, Ok(r) if r.status() == 200));
+                calls += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (ok, calls)
+        }));
+    }
+    let (mut ok, mut calls) = (0, 0);
+    for t in tasks {
+        let (o, c) = t.await.unwrap();
+        ok += o;
+        calls += c;
+    }
+    let (ejected, at_1s, at_2s) = watcher.await.unwrap();
+    println!("2 of 3 down: {ok} of {calls} ok, ejected {ejected}, tries by 1 s {at_1s:?}, by 2 s {at_2s:?}");
+    assert_eq!(ok, calls, "no call fails");
+    assert_eq!(ejected, 2, "both dead replicas are out");
+    assert_eq!(
+        at_2s[0], at_1s[0],
+        "the first dead replica got no try after 1 s"
+    );
+    assert_eq!(
+        at_2s[1], at_1s[1],
+        "the second dead replica got no try after 1 s"
+    );
+    assert!(at_2s[2] > at_1s[2], "the healthy one takes the traffic");
+}

@@ -57,9 +57,9 @@ use finpay_resilience::ClientPolicy;
 use super::{BareClient, CHECK_BODY, SAFE_BODY};
 
 /// The consecutive-failure threshold given to tower-resilience's outlier detector: the streak our
-/// rule derives for p = 0.3 at 50,000 tries/s (`OutlierConfig::streak_threshold`), so that
+/// rule derives for p = 0.3 at 17,000-50,000 tries/s (`OutlierConfig::streak_threshold`), so that
 /// neither contender ejects a healthy replica by chance in a run.
-const OUTLIER_STREAK: usize = 29;
+const OUTLIER_STREAK: usize = 27;
 
 /// The request the peer carries: the body (a reference count), built into an HTTP request per try.
 #[derive(Clone)]

@@ -133,7 +133,7 @@ impl Default for BalanceConfig {
             decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(20),
             outlier: OutlierConfig::default(),
-            panic_threshold_percent: 50,
+            panic_threshold_percent: 30,
             endpoint_breaker: None,
             label: "default",
             seed: None,
@@ -376,9 +376,12 @@ where
                     s.observe_rtt(penalty, decay, now);
                 }
                 let outlier = &set.inner.cfg.outlier;
+                let baseline = || set.baseline_failure_rate();
                 match class {
-                    Class::Success => s.record(false, outlier, now),
-                    Class::Retry | Class::RetrySafe => s.record(true, outlier, now),
+                    Class::Success => s.record_against(false, outlier, now, baseline),
+                    Class::Retry | Class::RetrySafe => {
+                        s.record_against(true, outlier, now, baseline)
+                    }
                     Class::Failure => false,
                 }
             });
@@ -515,6 +518,8 @@ mod tests {
             strategy: Strategy::RoundRobin,
             outlier: OutlierConfig {
                 consecutive_failures: 3,
+                consecutive_derived: false,
+                max_ejected_percent: 34,
                 ..OutlierConfig::default()
             },
             ..cfg()
@@ -540,17 +545,17 @@ mod tests {
                 strategy: Strategy::RoundRobin,
                 ..cfg()
             },
-            &[(200, 1), (200, 1), (200, 1)],
+            &[(200, 1), (200, 1), (200, 1), (200, 1)],
         );
-        for ep in b.endpoints().snapshot().iter().take(2) {
+        for ep in b.endpoints().snapshot().iter().take(3) {
             ep.with_stats(|s| s.healthy = false);
         }
-        for _ in 0..30 {
+        for _ in 0..40 {
             b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
         }
         assert!(
             n.iter().all(|c| c.load(Ordering::Relaxed) > 0),
-            "1 of 3 healthy is below 50%: all get traffic"
+            "1 of 4 healthy is below 30%: all get traffic"
         );
     }
 

@@ -150,6 +150,8 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
         default_rtt: Duration::from_millis(policy.balancer.default_rtt_ms),
         outlier: OutlierConfig {
             consecutive_failures: o.consecutive_failures,
+            consecutive_derived: o.consecutive_derived,
+            false_ejections_per_hour: o.false_ejections_per_hour,
             failure_rate_threshold: o.failure_rate_threshold,
             failure_rate_min_requests: o.failure_rate_min_requests,
             interval: Duration::from_millis(o.interval_ms),

@@ -354,8 +354,14 @@ impl BalancerPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierPolicy {
-    /// Eject after this many failures in a row (0 = off).
+    /// Eject after at least this many failures in a row (0 = off); see `consecutive_derived`.
     pub consecutive_failures: u32,
+    /// Lengthen that streak to what the set's normal failure rate and the endpoint's try rate
+    /// call for, so that a healthy endpoint is ejected by chance less than
+    /// `false_ejections_per_hour`; `false` ejects after exactly `consecutive_failures`.
+    pub consecutive_derived: bool,
+    /// The expected ejections per hour of a healthy endpoint the derived streak allows.
+    pub false_ejections_per_hour: f64,
     /// Eject when an endpoint's failure share over `interval_ms` reaches this (1.0 or more = off).
     pub failure_rate_threshold: f64,
     /// Tries an endpoint needs in the interval before its failure share is judged.
@@ -376,13 +382,15 @@ impl Default for OutlierPolicy {
     fn default() -> Self {
         Self {
             consecutive_failures: 10,
+            consecutive_derived: true,
+            false_ejections_per_hour: 1e-6,
             failure_rate_threshold: 0.85,
             failure_rate_min_requests: 50,
             interval_ms: 10_000,
             base_ejection_ms: 5_000,
             max_ejection_ms: 300_000,
-            max_ejected_percent: 34,
-            panic_threshold_percent: 50,
+            max_ejected_percent: 67,
+            panic_threshold_percent: 30,
         }
     }
 }
@@ -390,6 +398,11 @@ impl Default for OutlierPolicy {
 impl OutlierPolicy {
     /// Checks `[client.outlier]`; the error names the first bad field.
     pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
+        check(
+            self.false_ejections_per_hour > 0.0 && self.false_ejections_per_hour <= 1.0,
+            "outlier.false_ejections_per_hour",
+            "must be within (0, 1]",
+        )?;
         check(
             self.failure_rate_threshold > 0.0,
             "outlier.failure_rate_threshold",
