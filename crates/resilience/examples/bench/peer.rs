@@ -17,7 +17,7 @@
 //! |---|---|
 //! | bulkhead 256, `max_wait_ms = 0` | `BulkheadLayer` `max_concurrent_calls(256)`, `reject_when_full()` |
 //! | breaker: count window 100, minimum 40 calls, failure rate 0.6, slow 2 s at 0.9, open 3 s, 3 probes | `CircuitBreakerLayer`: the same numbers (no jitter on the open wait: it has none) |
-//! | 4 rounds, backoff 5 ms base, 100 ms cap, full jitter | `RetryLayer` `max_attempts(4)`, `ExponentialRandomBackoff(5 ms, 0.5)` capped at 100 ms (no full jitter: its randomisation is +-50%) |
+//! | 4 rounds, backoff 5 ms base, 100 ms cap, full jitter | `RetryLayer` `max_attempts(4)`, `ExponentialRandomBackoff(2.5 ms, 1.0)` capped at 50 ms: randomisation 1.0 draws from [0, 2 x 2.5 ms x 2^n], our full jitter; the cap applies before the randomisation, so the longest wait is 100 ms as ours |
 //! | ratio budget 0.5, reserve 10/s x 10 s, shared with hedges | AIMD budget: a success deposits 1 token, a retry withdraws 2 (ratio 0.5), floor 100 tokens; hedges are not paid from it (its hedge has no budget) |
 //! | up to 4 hedges after clamp(p95, 10, 20) ms; a fast failure fires the next at once | `HedgeLayer` `max_hedged_attempts(5)`, fixed 10 ms delay (it has no percentile delay, and a failed attempt does not fire the next one early); idempotent requests only (every bench request is) |
 //! | per-try timeout 60 ms | `TimeLimiterLayer` 60 ms, cancelling the try |
@@ -261,9 +261,10 @@ pub fn stack(
         .deposit_amount(1)
         .withdraw_amount(2)
         .build()?;
-    let backoff =
-        ExponentialRandomBackoff::new(Duration::from_millis(policy.backoff_base_ms), 0.5)?
-            .max_interval(Duration::from_millis(policy.backoff_max_ms));
+    // Randomisation 1.0 around half our base draws from [0, base x 2^n], our full jitter.
+    let half = |ms: u64| Duration::from_micros(ms * 500);
+    let backoff = ExponentialRandomBackoff::new(half(policy.backoff_base_ms), 1.0)?
+        .max_interval(half(policy.backoff_max_ms));
     let retry = RetryLayer::<PeerReq, Res, PeerError>::builder()
         .max_attempts(policy.max_attempts as usize)
         .backoff(backoff)
