@@ -90,6 +90,17 @@ struct Outcome {
     latencies_us: Vec<u64>,
     breaker_open_errors: u64,
     breaker: Option<State>,
+    ejections: u64,
+}
+
+/// Counts ejections, through the client's event hooks.
+#[derive(Default)]
+struct Ejections(AtomicU64);
+
+impl finpay_resilience::Events for Ejections {
+    fn on_ejection(&self, _: &'static str, _: &str, _: Duration) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn run(mode: Mode, requests: u64, workers: u64, seed: u64) -> Outcome {
@@ -122,7 +133,10 @@ async fn run_with_deadline(
         seed: Some(seed),
         ..ClientPolicy::default()
     };
-    let client = ResilientClient::with_endpoints("fraud", replicas, policy).unwrap();
+    let ejections = Arc::new(Ejections::default());
+    let hooks = finpay_resilience::EventHooks::new(ejections.clone());
+    let client =
+        ResilientClient::with_endpoints_and_events("fraud", replicas, policy, hooks).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let client = client.clone();
@@ -155,6 +169,7 @@ async fn run_with_deadline(
         latencies_us: Vec::new(),
         breaker_open_errors: 0,
         breaker: None,
+        ejections: 0,
     };
     for t in tasks {
         let (ok, open, lat) = t.await.unwrap();
@@ -165,6 +180,7 @@ async fn run_with_deadline(
     }
     out.sent = sent.load(Ordering::Relaxed);
     out.breaker = client.breaker_state();
+    out.ejections = ejections.0.load(Ordering::Relaxed);
     out
 }
 
@@ -188,6 +204,7 @@ async fn thirty_percent_errors_give_four_nines_at_under_one_and_a_half_times_the
         out.requests, out.ok
     );
     assert_eq!(out.requests, 100_000);
+    assert_eq!(out.ejections, 0, "no healthy replica is ejected");
     assert!(success >= 0.9999, "success {success}");
     assert!(load <= 1.5, "actual/effective {load}");
 }

@@ -42,6 +42,7 @@ use self::set::Pending;
 pub use self::set::{Endpoint, EndpointSet};
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::classify::{BoxError, Class, Classify};
+use crate::events::EventHooks;
 
 /// Endpoints already tried by this call; shared by all copies of one request (retries and hedges).
 ///
@@ -124,6 +125,8 @@ pub struct BalanceConfig {
     pub label: &'static str,
     /// RNG seed; `None` = entropy.
     pub seed: Option<u64>,
+    /// Told of every ejection.
+    pub events: EventHooks,
 }
 
 impl Default for BalanceConfig {
@@ -137,6 +140,7 @@ impl Default for BalanceConfig {
             endpoint_breaker: None,
             label: "default",
             seed: None,
+            events: EventHooks::default(),
         }
     }
 }

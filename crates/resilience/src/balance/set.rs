@@ -180,6 +180,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let breaker = self.inner.cfg.endpoint_breaker.as_ref().and_then(|c| {
             let cfg = BreakerConfig {
+                events: self.inner.cfg.events.clone(),
                 endpoint: Some(key.to_string()),
                 seed: c.seed.map(|s| s.wrapping_add(id)),
                 ..c.clone()
@@ -280,6 +281,11 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         }
         let d = ep.with_stats(|s| s.eject(cfg, now));
         self.inner.ejections.increment(1);
+        let label = self.inner.cfg.label;
+        self.inner
+            .cfg
+            .events
+            .emit(|e| e.on_ejection(label, &ep.key.to_string(), d));
         tracing::warn!(
             dependency = self.inner.cfg.label,
             endpoint = ep.id,

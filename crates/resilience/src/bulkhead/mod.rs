@@ -32,6 +32,7 @@ pub use self::error::BulkheadFull;
 use self::future::ResponseFuture;
 pub use self::layer::BulkheadLayer;
 use crate::classify::{BoxError, Classify};
+use crate::events::{EventHooks, Rejection};
 use crate::outcome::{Outcome, Recorded};
 
 /// Bulkhead settings.
@@ -215,6 +216,15 @@ pub struct Bulkhead<S, C> {
     inner: S,
     limiter: Limiter,
     classify: C,
+    hooks: Option<(&'static str, EventHooks)>,
+}
+
+impl<S, C> Bulkhead<S, C> {
+    fn rejected(&self) {
+        if let Some((label, hooks)) = &self.hooks {
+            hooks.emit(|e| e.on_rejection(label, Rejection::BulkheadFull));
+        }
+    }
 }
 
 impl<S, C, Req, Res> Service<Req> for Bulkhead<S, C>
@@ -241,7 +251,10 @@ where
                 Some(slot) => ResponseFuture::Slotted {
                     call: Recorded::new(self.inner.call(req), slot, self.classify.clone()),
                 },
-                None => ResponseFuture::Rejected,
+                None => {
+                    self.rejected();
+                    ResponseFuture::Rejected
+                }
             };
         }
         let limiter = self.limiter.clone();
@@ -250,12 +263,15 @@ where
         // `self.inner` was made ready for this call; the clone waits for a slot, then for its own
         // readiness.
         let mut svc = self.inner.clone();
+        let hooks = self.hooks.clone();
         ResponseFuture::Waiting {
             fut: Box::pin(async move {
-                let slot = limiter
-                    .acquire(deadline)
-                    .await
-                    .map_err(|e| Box::new(e) as BoxError)?;
+                let slot = limiter.acquire(deadline).await.map_err(|e| {
+                    if let Some((label, hooks)) = &hooks {
+                        hooks.emit(|ev| ev.on_rejection(label, Rejection::BulkheadFull));
+                    }
+                    Box::new(e) as BoxError
+                })?;
                 let res = match tower::ServiceExt::ready(&mut svc).await {
                     Ok(s) => s.call(req).await.map_err(Into::into),
                     Err(e) => Err(e.into()),

@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{branch, judge, Branch, HedgeInner, Shared, Verdict};
 use crate::classify::{BoxError, Classify};
+use crate::events::BudgetUse;
 use crate::retry::budget::RetryPermit;
 
 pin_project! {
@@ -125,6 +126,9 @@ where
                 None => {
                     self.stopped = true;
                     self.shared.budget_rejections.increment(1);
+                    let cfg = &self.shared.config;
+                    cfg.events
+                        .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Hedge));
                     return;
                 }
             }
@@ -134,6 +138,8 @@ where
             return;
         };
         self.shared.hedges.increment(1);
+        let (cfg, n) = (&self.shared.config, self.sent);
+        cfg.events.emit(|e| e.on_hedge(cfg.label, n));
         self.inflight
             .get_or_insert_with(FuturesUnordered::new)
             .push(branch(self.svc.clone(), self.sent as usize, copy));

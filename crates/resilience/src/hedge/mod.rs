@@ -42,6 +42,7 @@ pub use self::histogram::RollingHistogram;
 pub use self::layer::HedgeLayer;
 use crate::classify::{BoxError, Class, Classify};
 use crate::deadline::PerTryTimeout;
+use crate::events::EventHooks;
 use crate::retry::budget::RetryBudget;
 use crate::telemetry::LazyCounter;
 
@@ -97,6 +98,8 @@ pub struct HedgeConfig {
     pub budget: Option<RetryBudget>,
     /// `dependency` label for metrics.
     pub label: &'static str,
+    /// Told of every hedge, win and budget refusal.
+    pub events: EventHooks,
 }
 
 /// The configuration and counters every clone of one [`Hedge`] shares (one `Arc` per call).
@@ -231,6 +234,10 @@ where
             shared.config.delay.record(now - start, now);
             if i > 0 {
                 shared.hedges_won.increment(1);
+                let cfg = &shared.config;
+                #[allow(clippy::cast_possible_truncation)]
+                let copy = i as u32;
+                cfg.events.emit(|e| e.on_hedge_won(cfg.label, copy));
             }
             Verdict::Done(res)
         }
@@ -265,6 +272,7 @@ mod tests {
             delay: HedgeDelay::Fixed(Duration::from_millis(10)),
             budget,
             label: "test",
+            events: EventHooks::default(),
         }
     }
 

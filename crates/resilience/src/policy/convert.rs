@@ -9,6 +9,7 @@ use crate::balance::health::HealthCheckConfig;
 use crate::balance::{BalanceConfig, OutlierConfig, Strategy};
 use crate::breaker::{BreakerConfig, WindowSpec};
 use crate::bulkhead::{Aimd, BulkheadConfig};
+use crate::events::EventHooks;
 use crate::hedge::{HedgeConfig, HedgeDelay, RollingHistogram};
 use crate::retry::backoff::Backoff;
 use crate::retry::budget::{BudgetMode, RetryBudget};
@@ -58,6 +59,7 @@ impl ClientPolicy {
             budget,
             retry_after_max: Duration::from_millis(self.retry_after_max_ms),
             label: name,
+            events: EventHooks::default(),
         })
     }
 
@@ -87,6 +89,7 @@ impl ClientPolicy {
             delay,
             budget: Some(budget),
             label: name,
+            events: EventHooks::default(),
         })
     }
 
@@ -134,6 +137,7 @@ pub fn breaker_config(name: &'static str, policy: &ClientPolicy) -> BreakerConfi
         label: name,
         endpoint: None,
         seed: policy.seed,
+        events: EventHooks::default(),
     }
 }
 
@@ -166,5 +170,6 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
             .then(|| breaker_config(name, policy)),
         label: name,
         seed: policy.seed,
+        events: EventHooks::default(),
     }
 }

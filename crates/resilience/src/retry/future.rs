@@ -16,6 +16,7 @@ use super::budget::{RequestGuard, RetryPermit};
 use super::Shared;
 use crate::classify::{BoxError, Class, Classify};
 use crate::deadline::{Deadline, PerTryTimeout};
+use crate::events::BudgetUse;
 
 pin_project! {
     /// The future [`super::Retry`] returns.
@@ -181,6 +182,8 @@ impl<S, C, Req> Call<S, C, Req> {
         }
         let Some(permit) = cfg.budget.try_withdraw() else {
             self.shared.budget_rejections.increment(1);
+            cfg.events
+                .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Retry));
             return Next::Return(res);
         };
         // A try that ran out its per-try timeout has already waited longer than the backoff's
@@ -199,6 +202,8 @@ impl<S, C, Req> Call<S, C, Req> {
         }
         self.prev_sleep = backoff;
         self.permit = Some(permit);
+        let next = self.attempt + 1;
+        cfg.events.emit(|e| e.on_retry(cfg.label, next, sleep));
         Next::Retry(sleep)
     }
 }

@@ -27,6 +27,7 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::{BudgetMode, RetryBudget};
 pub use self::layer::RetryLayer;
 use crate::classify::{BoxError, Classify};
+use crate::events::EventHooks;
 use crate::telemetry::LazyCounter;
 
 /// What the retry loop may do.
@@ -42,6 +43,8 @@ pub struct RetryConfig {
     pub retry_after_max: Duration,
     /// `dependency` label for metrics.
     pub label: &'static str,
+    /// Told of every retry and budget refusal.
+    pub events: EventHooks,
 }
 
 /// The configuration and counters every clone of one [`Retry`] shares (one `Arc` per call).
@@ -126,6 +129,7 @@ mod tests {
             .unwrap(),
             retry_after_max: Duration::from_secs(1),
             label: "test",
+            events: EventHooks::default(),
         }
     }
 
