@@ -32,9 +32,9 @@ pub use crate::classify::{is_idempotent, Idempotent};
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
 pub use crate::endpoint::{HttpEndpoint, HyperClient};
 pub use crate::policy::{
-    balance_config, breaker_config, BalanceStrategy, BalancerPolicy, BreakerPolicy, BudgetModeName,
-    BudgetPolicy, BulkheadPolicy, ClientPolicy, HealthCheckPolicy, HedgePolicy, InvalidConfig,
-    OutlierPolicy, WindowKind,
+    balance_config, breaker_config, AdaptiveLimit, BalanceStrategy, BalancerPolicy, BreakerPolicy,
+    BudgetModeName, BudgetPolicy, BulkheadPolicy, ClientPolicy, HealthCheckPolicy, HedgePolicy,
+    InvalidConfig, OutlierPolicy, WindowKind,
 };
 
 /// Why a call produced no usable response.

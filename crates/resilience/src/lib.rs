@@ -10,7 +10,7 @@
 //! | layer | module | what it does |
 //! |---|---|---|
 //! | deadline | [`deadline`] | one absolute deadline per call, sent to the callee (`finpay-deadline-ms`); fail fast when spent; per-try timeout = `min(per_try, remaining)` |
-//! | bulkhead | [`bulkhead`] | concurrency limit per dependency that rejects (or waits a bounded time); optional AIMD adaptive limit |
+//! | bulkhead | [`bulkhead`] | concurrency limit per dependency that rejects (or waits a bounded time); optional adaptive limit: AIMD, Vegas or Gradient2 (`bulkhead.adaptive`) |
 //! | circuit breaker | [`breaker`] | count/time sliding windows, failure and slow-call rates, jittered open wait, exactly N half-open probes |
 //! | retry | [`retry`] | classified retries, backoff with full/equal/decorrelated jitter and a cap, `Retry-After`, a **budget** |
 //! | hedge | [`hedge`] | a copy to another replica after a latency percentile; first good answer wins; paid from the same budget |
@@ -19,6 +19,7 @@
 //! | policy | [`policy`] | what a client may do: [`ClientPolicy`] and its sections (serde, one TOML table each), their validation, and their translation into each layer's config |
 //! | client | [`client`] | all of the above composed from a [`ClientPolicy`] over the endpoints: [`ResilientClient`], [`client::build_stack`], [`CallError`] |
 //! | endpoint | [`endpoint`] | the bottom of the client's stack: [`endpoint::HttpEndpoint`], one replica reached through a pooled hyper client |
+//! | events | [`events`] | hooks that see every layer's decisions (retries, hedges, budget refusals, breaker transitions, ejections, rejections) without the metric names: [`Events`], installed with [`ResilientClient::new_with_events`] |
 //! | request | [`outbound`] | what the client's stack carries between its layers: [`Outbound`], whose copies (a retry's, a hedge's) are reference counts |
 //! | classification | [`classify`] | what counts as a failure and what may be retried; which requests may be sent twice ([`Idempotent`], [`classify::is_idempotent`]) |
 //!
@@ -65,7 +66,7 @@
 //! | `breaker.failure_rate_threshold` | 0.6 | a steady 30% never opens it (below) |
 //! | `breaker.slow_call_ms` / `slow_call_rate_threshold` | 2000 / 0.9 | |
 //! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s: 3 s x (1 + 0.2) of open wait, then the probes |
-//! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue |
+//! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue; `adaptive` also takes `"aimd"` (or `true`), `"vegas"`, `"gradient2"` |
 //! | `bulkhead.min_concurrent` / `latency_target_ms` | 8 / 200 | AIMD floor and the latency above which it shrinks |
 //! | `hedge.enabled` / `max_hedges` | true / 4 | all five tries of a round hang with probability 0.3^5 = 0.24%, well below the 1% a p99 allows; such a round ends at its first try's timeout (below) |
 //! | `hedge.percentile` / `min_delay_ms` / `max_delay_ms` / `delay_ms` / `min_samples` | 0.95 / 10 / 20 / 15 / 100 | hedge after p95 of recent latencies, clamped to 10–20 ms |

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use super::{bad, BalanceStrategy, BudgetModeName, ClientPolicy, InvalidConfig, WindowKind};
+use super::{
+    bad, AdaptiveLimit, BalanceStrategy, BudgetModeName, ClientPolicy, InvalidConfig, WindowKind,
+};
 use crate::balance::health::HealthCheckConfig;
 use crate::balance::{BalanceConfig, OutlierConfig, Strategy};
 use crate::breaker::{BreakerConfig, WindowSpec};
-use crate::bulkhead::{Aimd, BulkheadConfig};
+use crate::bulkhead::{Adaptive, Aimd, BulkheadConfig, Gradient2, Vegas};
 use crate::events::EventHooks;
 use crate::hedge::{HedgeConfig, HedgeDelay, RollingHistogram};
 use crate::retry::backoff::Backoff;
@@ -99,11 +101,22 @@ impl ClientPolicy {
         BulkheadConfig {
             max_concurrent: bh.max_concurrent,
             max_wait: Duration::from_millis(bh.max_wait_ms),
-            adaptive: bh.adaptive.then_some(Aimd {
-                min_limit: bh.min_concurrent,
-                latency_target: Duration::from_millis(bh.latency_target_ms),
-                backoff_ratio: 0.9,
-            }),
+            adaptive: match bh.adaptive {
+                AdaptiveLimit::Off => None,
+                AdaptiveLimit::Aimd => Some(Adaptive::Aimd(Aimd {
+                    min_limit: bh.min_concurrent,
+                    latency_target: Duration::from_millis(bh.latency_target_ms),
+                    backoff_ratio: 0.9,
+                })),
+                AdaptiveLimit::Vegas => Some(Adaptive::Vegas {
+                    min_limit: bh.min_concurrent,
+                    params: Vegas::default(),
+                }),
+                AdaptiveLimit::Gradient2 => Some(Adaptive::Gradient2 {
+                    min_limit: bh.min_concurrent,
+                    params: Gradient2::default(),
+                }),
+            },
         }
     }
 
