@@ -44,6 +44,36 @@
 //! folder (`{mod,layer,future,error}.rs`, as tower's `timeout/`), with the design argued in its
 //! module docs.
 //!
+//! # What we took from tower-resilience, and what we leave out
+//!
+//! tower-resilience (0.13) is the nearest crate: breaker, bulkhead, retry with an AIMD budget,
+//! hedge, time limiter, outlier detection, rate limiter, cache, coalescing, reconnect, weighted
+//! router, chaos, executor, fallback, health checks and a Vegas adaptive limiter, each a tower
+//! layer with event listeners. `examples/bench` runs it beside our client (see
+//! `docs/bench-resilience.md` for how it is configured and the figures). Taken from it, where it
+//! fits a payment client: latency-based adaptive limits (Vegas, and Netflix's Gradient2 beside
+//! it: [`bulkhead::adaptive`]), and hooks that see every layer's decisions ([`events`], one trait
+//! for the whole client rather than listener lists per layer). Left out, and why:
+//!
+//! - **Rate limiter.** A limit on our own call rate turns a burst of payments into failed
+//!   payments that the dependency could have served; the dependency protects itself, and what we
+//!   owe it is bounded extra load (the budget) and bounded concurrency (the bulkhead).
+//! - **Cache.** A fraud verdict or a balance is about one payment at one moment; a cached one is
+//!   wrong by construction. Whatever may be cached is the caller's to decide, per kind of data.
+//! - **Coalescing** (one call for identical requests in flight). Payment calls are unique per
+//!   payment and idempotency key, so nothing would merge, and merging two payments by mistake
+//!   would be a money bug.
+//! - **Reconnect.** hyper's pool opens connections per try; a replica that refuses them is
+//!   ejected and health-checked by the balancer, and a connect failure is always safe to retry.
+//! - **Weighted router.** Traffic splitting (canaries, migrations) is the deployment's
+//!   business; the balancer weighs replicas by what it measures (latency x load), not by config.
+//! - **Chaos.** Fault injection lives in the services (`FaultSettings`) and `finpay chaos`, not in
+//!   the client library every service ships to production.
+//! - **Executor** (calls on another runtime): the client runs on the caller's runtime.
+//! - **Its AIMD retry budget.** Our ratio budget (Finagle) and in-flight budget (Envoy) bound the
+//!   extra load as a share of real traffic, and pay for hedges too; its budget deposits a token
+//!   per success and its hedges are unpaid.
+//!
 //! # Defaults, and the arithmetic behind them
 //!
 //! The defaults of [`ClientPolicy`] are sized for the dependency FinPay actually has: 3 fraud
