@@ -215,7 +215,10 @@ where
             if race.can_hedge() {
                 if timer.as_mut().poll(cx).is_ready() {
                     race.fire();
-                    timer.as_mut().reset(Instant::now() + race.delay);
+                    // One delay after the last deadline, not after now: the timer wheel fires
+                    // up to a tick late, and counting from now would add that to every copy.
+                    let next = (timer.deadline() + race.delay).max(Instant::now());
+                    timer.as_mut().reset(next);
                     continue;
                 }
             } else if first.is_terminated() && !race.in_flight() {

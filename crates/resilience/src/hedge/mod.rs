@@ -372,6 +372,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn copies_go_at_multiples_of_the_delay_even_when_the_timer_fires_late() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(3, None), HttpClassify).layer(svc);
+        let start = Instant::now();
+        let call = tokio::spawn(svc.oneshot(get()));
+        let mut held = vec![h.next_request().await.unwrap()];
+        // The process stalls past the first deadline: the first copy goes late, at 13 ms ...
+        tokio::time::advance(Duration::from_millis(13)).await;
+        held.push(h.next_request().await.unwrap());
+        assert_eq!(start.elapsed(), Duration::from_millis(13));
+        // ... and the second still at 20 ms, not 23.
+        held.push(h.next_request().await.unwrap());
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        held.pop().unwrap().1.send_response(ok("x"));
+        assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_timed_out_try_ends_the_round_when_no_copy_may_follow() {
         let (svc, mut h) = mock::pair::<Req, Res>();
         let svc = HedgeLayer::new(cfg(1, None), HttpClassify).layer(svc);
