@@ -138,9 +138,9 @@
 //!
 //! **Ejection.** A fixed streak is wrong at high rates: a run of k failures starts on a given try
 //! with probability (1 - p) p^k, so at r tries per second a healthy replica at p = 0.3 shows
-//! r x 3600 x 0.7 x 0.3^k such runs an hour. With the old fixed k = 10 that is one every
-//! 1 / (17,000 x 0.7 x 0.3^10) = 14 s at the 17,000 tries/s a replica sees in the bench: healthy
-//! replicas were ejected in most runs and the split went 46/7/46. Now k is the shortest streak
+//! r x 3600 x 0.7 x 0.3^k such runs an hour. With a fixed k = 10 that is one every
+//! 1 / (17,000 x 0.7 x 0.3^10) = 14 s at the 17,000 tries/s a replica sees in the bench, so a
+//! healthy replica is ejected in most runs. So k is the shortest streak
 //! (at least `consecutive_failures`) that keeps that below `false_ejections_per_hour` = 1e-6, from
 //! the replica's own try rate and the *baseline* p, the lowest failure share any replica showed
 //! over its last 10 s interval (0.5 before any has one): k = 27 at p = 0.3 and 50,000 tries/s
@@ -160,18 +160,18 @@
 //! **p99.9 under hangs.** All five tries of a round hang with probability 0.3^5 = 0.24%, more
 //! than the 0.1% above p99.9, so p99.9 is set by how fast such a round is left. The first try's
 //! 60 ms per-try timeout is the first sign; the copies sent after it at 10, 20, 30, 40 ms would time
-//! out at 70 ... 100 ms. Waiting for the last of them (as the hedge did) put that tier at ~100 ms
-//! plus the retry's backoff, ~105-110 ms. Now a try that times out when no copy may follow ends the
-//! round at once ([`hedge`]): every copy still in flight has run for at least 60 - 4 x 10 = 20 ms,
+//! out at 70 ... 100 ms. Waiting for the last of them would put that tier at ~100 ms plus the
+//! retry's backoff, ~105-110 ms. So a try that times out when no copy may follow ends the round at
+//! once ([`hedge`]): every copy still in flight has run for at least 60 - 4 x 10 = 20 ms,
 //! twice the 10 ms (>= p95) it was hedged after, so a healthy answer from it is unlikely and a
 //! fresh try is the better bet. And a retry after a per-try timeout goes without backoff
 //! ([`retry`]): the timeout has already waited 60 ms, more than the first backoffs (0-5, 0-10,
 //! 0-20 ms), and tries that each wait out a timeout cannot storm anything. So the tier is the
 //! next round's first try, answered at ~60 ms + one answer (~61 ms); only 0.3^6 = 0.07% of calls
-//! go past it, below the 0.1%. `tests/simulation.rs` checks p99.9 <= 70 ms (it was 108 ms
-//! before, 64 ms now, with its simulated answers of 0.5-4 ms). The rounds still hold at most
-//! 1 + 4 tries each, 20 in all. A tower-resilience stack with its retry inside its hedge gets
-//! ~66 ms there: its first try's retry chain retries after the 60 ms timeout plus a backoff.
+//! go past it, below the 0.1%. `tests/simulation.rs` checks p99.9 <= 70 ms. The rounds still hold
+//! at most 1 + 4 tries each, 20 in all. A stack with its retry inside its hedge (tower-resilience's
+//! better ordering) lands that tier at 60 ms plus a backoff (0-5 ms) plus one answer: its first
+//! try's retry chain retries after the timeout.
 //!
 //! What the simulation and `finpay up` runs (with 3 and with 4 hedges) show against these numbers
 //! is in `docs/bench-resilience.md`, "Figures behind the crate docs".

@@ -364,28 +364,28 @@ mod tests {
         let cfg = OutlierConfig::default();
         let start = Instant::now();
         let new = || EndpointStats::new(Duration::from_millis(1));
-        // 30 s at 50,000 tries/s per endpoint: 4.5 million healthy tries. At the old fixed 10 a
-        // run of 10 comes every 1 / (0.7 x 0.3^10) = 240,000 tries: ~19 false ejections here.
+        // 30 s at 50,000 tries/s per endpoint: 4.5 million healthy tries. With a fixed streak of
+        // 10, a run of 10 comes every 1 / (0.7 x 0.3^10) = 240,000 tries: ~19 here.
         let mut stats = [new(), new(), new()];
         let healthy = run_three(&cfg, &mut stats, [0.3; 3], 50_000.0, start, 30.0, &mut rng);
         assert_eq!(healthy, [None; 3], "no healthy endpoint is ejected");
-        let mut old = [new(), new(), new()];
-        let old_cfg = OutlierConfig {
+        let mut fixed = [new(), new(), new()];
+        let fixed_cfg = OutlierConfig {
             consecutive_derived: false,
             ..OutlierConfig::default()
         };
-        let mut rng_old = rand::rngs::SmallRng::seed_from_u64(7);
-        let old_run = run_three(
-            &old_cfg,
-            &mut old,
+        let mut rng_fixed = rand::rngs::SmallRng::seed_from_u64(7);
+        let fixed_run = run_three(
+            &fixed_cfg,
+            &mut fixed,
             [0.3; 3],
             50_000.0,
             start,
             30.0,
-            &mut rng_old,
+            &mut rng_fixed,
         );
         assert!(
-            old_run.iter().all(Option::is_some),
+            fixed_run.iter().all(Option::is_some),
             "the fixed streak of 10 ejects healthy ones"
         );
 
