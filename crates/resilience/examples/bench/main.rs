@@ -5,7 +5,7 @@
 //! cargo run --release -p finpay-resilience --example bench -- --scenario all
 //! ```
 //!
-//! It prints a markdown report on stdout (progress goes to stderr). Three scenarios:
+//! It prints a markdown report on stdout (progress goes to stderr). The scenarios:
 //!
 //! * `overhead` — the whole [`ResilientClient`] stack (deadline, bulkhead, breaker, retry + budget,
 //!   hedge, per-try timeout, p2c balancer, health checks; default [`ClientPolicy`]) against a bare
@@ -16,6 +16,13 @@
 //!   proxy in front of the same replicas) driven by the bare client. Success rate, throughput,
 //!   p50/p99, actual/effective load, and the ratios.
 //! * `hangs` — the same, but 30% of checks hang for 3 s before answering 200.
+//! * `two-down` — 2 of the 3 replicas fail every check: FinPay's success, and when its event
+//!   hooks see each dead replica ejected.
+//! * `inproc` — the stacks' own CPU per call, one caller, over an endpoint in the process.
+//!
+//! tower-resilience 0.13 runs in every scenario but `two-down` as a third contender, in two
+//! orderings (`peer.rs` says how it is configured); the report ends with FinPay and it side by
+//! side, and the issue's targets, met or not.
 //!
 //! Each scenario runs `--rounds` rounds; in each round every contender runs for `--warmup-secs`
 //! (not measured) plus `--duration-secs` at `--concurrency`, and the order alternates between
@@ -25,8 +32,8 @@
 //! Measurement rules: throughput counts calls *completed* inside the measured window; latency and
 //! success count calls *started* inside it (a call that started there is followed to its end, so
 //! a slow tail is not cut off). Latency covers failed calls too: it is what the caller waits.
-//! Every call of both contenders carries the same deadline (`--deadline-ms`, the payment
-//! service's default of 2 s): FinPay's through [`Deadline`], the bare client's as a timeout.
+//! Every call of every contender carries the same deadline (`--deadline-ms`, the payment
+//! service's default of 2 s): FinPay's through [`Deadline`], the others' as a timeout.
 //!
 //! Everything binds 127.0.0.1. Every loop is bounded in count and time. HAProxy runs from a
 //! configuration in a temporary directory and is killed when its scenario ends (and, failing that,
@@ -93,10 +100,13 @@ enum Scenario {
     Errors,
     /// Fraud hop, 30% of checks hang for 3 s: FinPay vs HAProxy.
     Hangs,
-    /// The stack's own CPU cost per call, in process: `ResilientClient::with_endpoints` over an
-    /// endpoint that answers at once (no sockets, no kernel). Diagnostic; not part of `all`.
+    /// The stack's own CPU cost per call, in process, FinPay against tower-resilience:
+    /// `ResilientClient::with_endpoints` over an endpoint that answers at once (no sockets).
     Inproc,
-    /// All three, in that order.
+    /// 2 of 3 replicas fail every check, the third 30%: FinPay's success, and when it ejects the
+    /// two (through its event hooks).
+    TwoDown,
+    /// All of the above, in the order overhead, errors, hangs, two-down, inproc.
     All,
 }
 
@@ -351,6 +361,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if all || args.scenario == Scenario::Hangs {
         let hang = Duration::from_millis(args.hang_ms);
         fraud_hop(&args, &policy, Fault::Hang(args.fault_rate, hang)).await?;
+    }
+    if all || args.scenario == Scenario::TwoDown {
+        two_down(&args, &policy).await?;
     }
     if all || args.scenario == Scenario::Inproc {
         inproc(&args, &policy).await?;
@@ -1706,7 +1719,7 @@ fn side_by_side_inproc(medians: &BTreeMap<&str, f64>) {
 /// The side-by-side table and the verdicts.
 fn print_side_by_side() {
     let Ok(s) = SIDE.lock() else { return };
-    if s.rows.is_empty() {
+    if s.rows.is_empty() && s.verdicts.is_empty() {
         return;
     }
     println!("## Side by side: FinPay vs tower-resilience 0.13\n");
@@ -1722,4 +1735,118 @@ fn print_side_by_side() {
         println!("- {what}: **{}**", if *met { "met" } else { "NOT met" });
     }
     println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two of three replicas down
+
+/// When each endpoint was ejected, through the client's event hooks.
+#[derive(Default)]
+struct EjectionLog(std::sync::Mutex<Vec<(Instant, String)>>);
+
+impl finpay_resilience::Events for EjectionLog {
+    fn on_ejection(&self, _: &'static str, endpoint: &str, _: Duration) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((Instant::now(), endpoint.to_owned()));
+        }
+    }
+}
+
+/// 2 of 3 replicas answer every check with a 500, the third fails 30%: FinPay's success in every
+/// round, when it first ejects each dead replica (from the client's first call), and the share of
+/// its tries the dead ones still get.
+async fn two_down(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
+    eprintln!("scenario two-down");
+    let total = Arc::new(AtomicU64::new(0));
+    let faults = [
+        Fault::Error(1.0),
+        Fault::Error(1.0),
+        Fault::Error(args.fault_rate),
+    ];
+    let mut replicas = Vec::new();
+    for (i, f) in (0u64..).zip(faults) {
+        replicas.push(start_replica(i, args.seed, f, total.clone()).await?);
+    }
+    let checks = Checks::of(&total, &replicas.iter().collect::<Vec<_>>());
+    let uris = replicas
+        .iter()
+        .map(|r| format!("http://{}", r.addr).parse())
+        .collect::<Result<Vec<http::Uri>, _>>()?;
+    let log = Arc::new(EjectionLog::default());
+    let hooks = finpay_resilience::EventHooks::new(log.clone());
+    let client = ResilientClient::new_with_events("fraud", uris.clone(), policy.clone(), hooks)?;
+    let started = Instant::now();
+    let contenders = [("finpay", Arc::new(Driver::Finpay(client)))];
+    let stats = rounds(&contenders, args, &checks).await?;
+    let fin = &stats[0];
+    println!("## 5. Two of three replicas down: FinPay\n");
+    println!(
+        "3 loopback replicas: two answer every check with a 500, the third fails {:.0}% of them. \
+         FinPay's client (default policy) over the three, {} rounds as above.\n",
+        args.fault_rate * 100.0,
+        args.rounds
+    );
+    println!(
+        "| round | success | req/s | p99 ms | p99.9 ms | tries to the dead replicas | ejections |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, s) in fin.iter().enumerate() {
+        let all: u64 = s.split.iter().sum();
+        let dead: u64 = s.split.iter().take(2).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let dead_share = dead as f64 * 100.0 / all.max(1) as f64;
+        println!(
+            "| {} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {dead} of {all} ({dead_share:.2}%) | {} |",
+            i + 1,
+            s.ok,
+            s.calls,
+            pct(s.ok, s.calls),
+            s.throughput,
+            s.p_ms(0.99),
+            s.p_ms(0.999),
+            s.ejections
+        );
+    }
+    let first: Vec<Option<Duration>> = uris
+        .iter()
+        .take(2)
+        .map(|u| {
+            let key = u.to_string();
+            log.0.lock().ok().and_then(|v| {
+                v.iter()
+                    .find(|(_, k)| *k == key)
+                    .map(|(t, _)| t.duration_since(started))
+            })
+        })
+        .collect();
+    let shown: Vec<String> = first
+        .iter()
+        .map(|d| {
+            d.map_or("never".to_owned(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    println!(
+        "\nFirst ejection of each dead replica, from the client's first call: {}. (An ejection \
+         lasts 5 s, then 10 s, ...; a dead replica that comes back is ejected again.)\n",
+        shown.join(" and ")
+    );
+    let perfect = fin.iter().all(|s| s.ok == s.calls);
+    let within = first
+        .iter()
+        .all(|d| d.is_some_and(|d| d <= Duration::from_secs(1)));
+    verdict(
+        "two of three replicas down: FinPay success 100% in every round".to_owned(),
+        perfect,
+    );
+    verdict(
+        format!(
+            "two of three replicas down: both ejected within 1 s ({})",
+            shown.join(", ")
+        ),
+        within,
+    );
+    drop(replicas);
+    Ok(())
 }
