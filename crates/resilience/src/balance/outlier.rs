@@ -9,13 +9,13 @@
 //!   probability (1 - p) p^k, so at r tries per second a healthy endpoint shows
 //!   r x 3600 x (1 - p) x p^k such runs an hour. The streak that ejects is the smallest
 //!   k >= `consecutive_failures` that keeps this below `false_ejections_per_hour`
-//!   ([`OutlierConfig::streak_threshold`]): 27 at p = 0.3 and 50,000 tries/s (9.6e-7 such runs an
-//!   hour), 22 at 100 tries/s, 47 at p = 0.5. p is the *baseline*: the lowest failure share any endpoint of the set showed
-//!   over its last full interval (the best replica is what normal looks like; an endpoint that is
-//!   failing does not raise its own bar), or 0.5 before any has one. r is the endpoint's own rate:
-//!   the larger of its last interval's and its current one's. A dead endpoint is ejected after k
-//!   tries: within 1 s from ~25 tries per second at a baseline of 0.3 (k = 21), from ~40 before
-//!   any interval has ended (baseline 0.5, k = 36).
+//!   ([`OutlierConfig::streak_threshold`]): 27 at p = 0.3 and 50,000 tries/s (9.6e-7 such runs
+//!   an hour), 22 at 100 tries/s, 47 at p = 0.5. p is the *baseline*: the lowest failure share
+//!   any endpoint of the set showed over its last full interval (the best replica is what normal
+//!   looks like; an endpoint that is failing does not raise its own bar), or 0.5 before any has
+//!   one. r is the endpoint's own rate: the larger of its last interval's and its current one's.
+//!   A dead endpoint is ejected after k tries: within 1 s from ~25 tries per second at a
+//!   baseline of 0.3 (k = 21), from ~40 before any interval has ended (baseline 0.5, k = 37).
 //! - **A failure share** over `interval` reaching `failure_rate_threshold` with at least
 //!   `failure_rate_min_requests` tries (Envoy's `failure_percentage`). At p = 0.3, 43 failures in
 //!   the first 50 tries of an interval have probability ~3e-16; it catches an endpoint that
