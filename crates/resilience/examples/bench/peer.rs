@@ -22,7 +22,7 @@
 //! | up to 4 hedges after clamp(p95, 10, 20) ms; a fast failure fires the next at once | `HedgeLayer` `max_hedged_attempts(5)`, fixed 10 ms delay (it has no percentile delay, and a failed attempt does not fire the next one early); idempotent requests only (every bench request is) |
 //! | per-try timeout 60 ms | `TimeLimiterLayer` 60 ms, cancelling the try |
 //! | p2c over peak-EWMA, 10 s decay, 20 ms default RTT; each try of a call to a replica not yet tried | tower `p2c::Balance` over `PeakEwma` (same decay and RTT) behind a `Buffer` (the balancer is not `Clone`); no notion of tried replicas |
-//! | outlier ejection | `OutlierDetectionLayer` per replica (backpressure mode) on one shared `OutlierDetector`: the streak our rule derives at p = 0.3 and 50,000 tries/s (see `OUTLIER_STREAK`), at most 34% ejected, 5 s base ejection, 300 s cap; it has no failure-share rule |
+//! | outlier ejection | `OutlierDetectionLayer` per replica (backpressure mode) on one shared `OutlierDetector`: the streak our rule derives at p = 0.3 and 50,000 tries/s (see `OUTLIER_STREAK`), at most 67% ejected (our `max_ejected_percent`), 5 s base ejection, 300 s cap; it has no failure-share rule |
 //! | 2 s deadline, propagated to the callee | the bench's own 2 s timeout around each call, as for the bare client; nothing is propagated (it has no deadline) |
 //! | active health checks | not configured: the bench's replicas are always healthy, so probes change no figure |
 //!
