@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{branch, judge, Branch, HedgeInner, Shared, Verdict};
 use crate::classify::{BoxError, Classify};
+use crate::deadline::future::{STALL_EXTENSIONS_MAX, STALL_GRACE};
 use crate::events::BudgetUse;
 use crate::retry::budget::RetryPermit;
 
@@ -58,6 +59,8 @@ struct Race<S, C, Req, Res> {
     permits: Vec<RetryPermit>,
     /// The last retryable failure, returned when every try ends that way.
     last: Option<Result<Res, BoxError>>,
+    /// Times the timer was re-armed because it fired late (a stall of this process).
+    stall_extensions: u32,
 }
 
 impl<F, S, C, Req, Res> ResponseFuture<F, S, C, Req, Res> {
@@ -97,6 +100,7 @@ impl<F, S, C, Req, Res> ResponseFuture<F, S, C, Req, Res> {
                     stopped: false,
                     permits: Vec::new(),
                     last: None,
+                    stall_extensions: 0,
                 },
             },
         }
@@ -214,6 +218,16 @@ where
             }
             if race.can_hedge() {
                 if timer.as_mut().poll(cx).is_ready() {
+                    // Fired late by more than the grace: this process was stalled, and the
+                    // answers of the tries in flight may be waiting unread. Give them the late
+                    // time back (as the per-try timeout does) before paying for a copy.
+                    let now = Instant::now();
+                    let late = now.saturating_duration_since(timer.deadline());
+                    if late >= STALL_GRACE && race.stall_extensions < STALL_EXTENSIONS_MAX {
+                        race.stall_extensions += 1;
+                        timer.as_mut().reset(now + late.min(race.delay));
+                        continue;
+                    }
                     race.fire();
                     // One delay after the last deadline, not after now: the timer wheel fires
                     // up to a tick late, and counting from now would add that to every copy.

@@ -7,6 +7,9 @@
 //! - A hedge fires after a delay: a percentile (e.g. p95) of recent successful latencies taken from a
 //!   [`histogram::RollingHistogram`], clamped to `[min_delay, max_delay]`, or a fixed delay until enough
 //!   samples exist. So hedges cost about `1 - percentile` extra load when the dependency is healthy.
+//! - A timer that fires more than 5 ms late means this process was stalled (as in
+//!   [`crate::deadline`]): the answers of the tries in flight may be waiting unread, so the late
+//!   time is given back (at most 3 times) before a copy is paid for.
 //! - A try that fails fast with a retryable failure (a 503 in 2 ms) fires the next hedge at once rather
 //!   than waiting out the delay: the copy then works as an immediate retry on another replica.
 //! - Up to `max_hedges` copies. Each goes to a different replica: the copies share the request's
@@ -387,6 +390,22 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(20));
         held.pop().unwrap().1.send_response(ok("x"));
         assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_of_the_caller_does_not_fire_a_copy_at_once() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(2, None), HttpClassify).layer(svc);
+        let call = tokio::spawn(svc.oneshot(get()));
+        let (_r, first) = h.next_request().await.unwrap();
+        // The process does not run for 50 ms: the 10 ms timer fires 40 ms late, and the first
+        // try's answer came in meanwhile.
+        tokio::time::advance(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+        first.send_response(ok("first"));
+        assert_eq!(call.await.unwrap().unwrap().body(), "first");
+        let copy = tokio::time::timeout(Duration::from_millis(100), h.next_request()).await;
+        assert!(matches!(copy, Err(_) | Ok(None)), "no copy was paid for");
     }
 
     #[tokio::test(start_paused = true)]
