@@ -28,6 +28,7 @@ use finpay_resilience::deadline::{DeadlineLayer, PerTryTimeoutLayer};
 use finpay_resilience::fallback::FallbackLayer;
 use finpay_resilience::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
 use finpay_resilience::retry::{Backoff, BudgetMode, Jitter, RetryBudget, RetryConfig, RetryLayer};
+use finpay_resilience::EventHooks;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -140,12 +141,14 @@ fn settings() -> Result<(RetryConfig, HedgeConfig, Breaker, Limiter), BoxError> 
         budget: budget.clone(),
         retry_after_max: Duration::from_secs(1),
         label: "demo",
+        events: EventHooks::default(),
     };
     let hedge = HedgeConfig {
         max_hedges: 2,
         delay: HedgeDelay::Fixed(Duration::from_millis(15)),
         budget: Some(budget),
         label: "demo",
+        events: EventHooks::default(),
     };
     let breaker = Breaker::try_new(BreakerConfig {
         label: "demo",

@@ -21,6 +21,7 @@ use crate::bulkhead::{BulkheadFull, BulkheadLayer, Limiter};
 use crate::classify::{BoxError, HttpClassify};
 use crate::deadline::{DeadlineExceeded, DeadlineLayer, PerTryTimeoutLayer};
 use crate::endpoint::{check_urls, http_probe, hyper_client, HttpRequestEndpoint};
+pub use crate::events::{EventHooks, Events};
 use crate::hedge::HedgeLayer;
 use crate::outbound::Outbound;
 use crate::policy::bad;
@@ -31,9 +32,9 @@ pub use crate::classify::{is_idempotent, Idempotent};
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
 pub use crate::endpoint::{HttpEndpoint, HyperClient};
 pub use crate::policy::{
-    balance_config, breaker_config, BalanceStrategy, BalancerPolicy, BreakerPolicy, BudgetModeName,
-    BudgetPolicy, BulkheadPolicy, ClientPolicy, HealthCheckPolicy, HedgePolicy, InvalidConfig,
-    OutlierPolicy, WindowKind,
+    balance_config, breaker_config, AdaptiveLimit, BalanceStrategy, BalancerPolicy, BreakerPolicy,
+    BudgetModeName, BudgetPolicy, BulkheadPolicy, ClientPolicy, HealthCheckPolicy, HedgePolicy,
+    InvalidConfig, OutlierPolicy, WindowKind,
 };
 
 /// Why a call produced no usable response.
@@ -133,15 +134,35 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    build_stack_with_events(name, policy, set, &EventHooks::none())
+}
+
+/// [`build_stack`], telling `events` of every layer's decisions (the set's ejections are told to
+/// the hooks of its own [`crate::balance::BalanceConfig`]; [`balance_config_with_events`] sets them).
+pub fn build_stack_with_events<S>(
+    name: &'static str,
+    policy: &ClientPolicy,
+    set: EndpointSet<http::Uri, S>,
+    events: &EventHooks,
+) -> Result<(Stack, Option<Breaker>), InvalidConfig>
+where
+    S: Service<Outbound, Response = http::Response<Bytes>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     policy.validate()?;
     let budget = policy.retry_budget()?;
-    let retry = policy.retry_config(name, budget.clone())?;
-    let hedge = policy.hedge_config(name, budget)?;
+    let mut retry = policy.retry_config(name, budget.clone())?;
+    retry.events = events.clone();
+    let mut hedge = policy.hedge_config(name, budget)?;
+    hedge.events = events.clone();
     let breaker = if policy.breaker.enabled {
-        Some(
-            Breaker::try_new(breaker_config(name, policy))
-                .map_err(|e| bad("breaker", e.to_string()))?,
-        )
+        let mut cfg = breaker_config(name, policy);
+        cfg.events = events.clone();
+        Some(Breaker::try_new(cfg).map_err(|e| bad("breaker", e.to_string()))?)
     } else {
         None
     };
@@ -151,7 +172,7 @@ where
         // Every wait below is bounded by the deadline (per-try timeout, retry backoff, bulkhead
         // wait), so the outer layer only fails fast and propagates.
         .layer(DeadlineLayer::new(None).propagate_only())
-        .layer(BulkheadLayer::new(limiter, HttpClassify))
+        .layer(BulkheadLayer::new(limiter, HttpClassify).with_events(name, events.clone()))
         .option_layer(
             breaker
                 .clone()
@@ -173,17 +194,28 @@ impl ResilientClient {
         endpoints: Vec<http::Uri>,
         policy: ClientPolicy,
     ) -> Result<Self, InvalidConfig> {
+        Self::new_with_events(name, endpoints, policy, EventHooks::none())
+    }
+
+    /// [`Self::new`], telling `events` of every layer's decisions (retries, hedges, budget
+    /// refusals, breaker transitions, ejections, rejections); see [`crate::events`].
+    pub fn new_with_events(
+        name: &'static str,
+        endpoints: Vec<http::Uri>,
+        policy: ClientPolicy,
+        events: EventHooks,
+    ) -> Result<Self, InvalidConfig> {
         policy.validate()?;
         check_urls(&endpoints)?;
         let http = hyper_client(&policy);
-        let set = EndpointSet::new(balance_config(name, &policy));
+        let set = EndpointSet::new(balance_config_with_events(name, &policy, &events));
         for e in &endpoints {
             set.insert(
                 e.clone(),
                 HttpEndpoint::new(e.clone(), http.clone(), policy.max_response_bytes),
             );
         }
-        let (stack, breaker) = build_stack(name, &policy, set.clone())?;
+        let (stack, breaker) = build_stack_with_events(name, &policy, set.clone(), &events)?;
         let health = start_health_checks(&set, &policy, &http);
         let update = endpoint_updater(set.clone(), http, policy.max_response_bytes);
         Ok(Self {
@@ -214,15 +246,33 @@ impl ResilientClient {
             + 'static,
         S::Future: Send + 'static,
     {
+        Self::with_endpoints_and_events(name, endpoints, policy, EventHooks::none())
+    }
+
+    /// [`Self::with_endpoints`], telling `events` of every layer's decisions.
+    pub fn with_endpoints_and_events<S>(
+        name: &'static str,
+        endpoints: Vec<(http::Uri, S)>,
+        policy: ClientPolicy,
+        events: EventHooks,
+    ) -> Result<Self, InvalidConfig>
+    where
+        S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         policy.validate()?;
         if endpoints.is_empty() {
             return Err(bad("urls", "at least one endpoint is needed"));
         }
-        let set = EndpointSet::new(balance_config(name, &policy));
+        let set = EndpointSet::new(balance_config_with_events(name, &policy, &events));
         for (u, s) in endpoints {
             set.insert(u, HttpRequestEndpoint(s));
         }
-        let (stack, breaker) = build_stack(name, &policy, set.clone())?;
+        let (stack, breaker) = build_stack_with_events(name, &policy, set.clone(), &events)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
@@ -288,6 +338,20 @@ impl ResilientClient {
             Err(e) => Err(map_error(e)),
         }
     }
+}
+
+/// The balancer settings of `policy` (see [`balance_config`]), telling `events` of every ejection.
+pub fn balance_config_with_events(
+    name: &'static str,
+    policy: &ClientPolicy,
+    events: &EventHooks,
+) -> crate::balance::BalanceConfig {
+    let mut cfg = balance_config(name, policy);
+    cfg.events = events.clone();
+    if let Some(b) = cfg.endpoint_breaker.as_mut() {
+        b.events = events.clone();
+    }
+    cfg
 }
 
 /// Starts the active health checks of `policy` over `set`, if they are enabled and a tokio runtime

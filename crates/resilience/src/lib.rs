@@ -10,7 +10,7 @@
 //! | layer | module | what it does |
 //! |---|---|---|
 //! | deadline | [`deadline`] | one absolute deadline per call, sent to the callee (`finpay-deadline-ms`); fail fast when spent; per-try timeout = `min(per_try, remaining)` |
-//! | bulkhead | [`bulkhead`] | concurrency limit per dependency that rejects (or waits a bounded time); optional AIMD adaptive limit |
+//! | bulkhead | [`bulkhead`] | concurrency limit per dependency that rejects (or waits a bounded time); optional adaptive limit: AIMD, Vegas or Gradient2 (`bulkhead.adaptive`) |
 //! | circuit breaker | [`breaker`] | count/time sliding windows, failure and slow-call rates, jittered open wait, exactly N half-open probes |
 //! | retry | [`retry`] | classified retries, backoff with full/equal/decorrelated jitter and a cap, `Retry-After`, a **budget** |
 //! | hedge | [`hedge`] | a copy to another replica after a latency percentile; first good answer wins; paid from the same budget |
@@ -19,6 +19,7 @@
 //! | policy | [`policy`] | what a client may do: [`ClientPolicy`] and its sections (serde, one TOML table each), their validation, and their translation into each layer's config |
 //! | client | [`client`] | all of the above composed from a [`ClientPolicy`] over the endpoints: [`ResilientClient`], [`client::build_stack`], [`CallError`] |
 //! | endpoint | [`endpoint`] | the bottom of the client's stack: [`endpoint::HttpEndpoint`], one replica reached through a pooled hyper client |
+//! | events | [`events`] | hooks that see every layer's decisions (retries, hedges, budget refusals, breaker transitions, ejections, rejections) without the metric names: [`Events`], installed with [`ResilientClient::new_with_events`] |
 //! | request | [`outbound`] | what the client's stack carries between its layers: [`Outbound`], whose copies (a retry's, a hedge's) are reference counts |
 //! | classification | [`classify`] | what counts as a failure and what may be retried; which requests may be sent twice ([`Idempotent`], [`classify::is_idempotent`]) |
 //!
@@ -43,6 +44,36 @@
 //! folder (`{mod,layer,future,error}.rs`, as tower's `timeout/`), with the design argued in its
 //! module docs.
 //!
+//! # What we took from tower-resilience, and what we leave out
+//!
+//! tower-resilience (0.13) is the nearest crate: breaker, bulkhead, retry with an AIMD budget,
+//! hedge, time limiter, outlier detection, rate limiter, cache, coalescing, reconnect, weighted
+//! router, chaos, executor, fallback, health checks and a Vegas adaptive limiter, each a tower
+//! layer with event listeners. `examples/bench` runs it beside our client (see
+//! `docs/bench-resilience.md` for how it is configured and the figures). Taken from it, where it
+//! fits a payment client: latency-based adaptive limits (Vegas, and Netflix's Gradient2 beside
+//! it: [`bulkhead::adaptive`]), and hooks that see every layer's decisions ([`events`], one trait
+//! for the whole client rather than listener lists per layer). Left out, and why:
+//!
+//! - **Rate limiter.** A limit on our own call rate turns a burst of payments into failed
+//!   payments that the dependency could have served; the dependency protects itself, and what we
+//!   owe it is bounded extra load (the budget) and bounded concurrency (the bulkhead).
+//! - **Cache.** A fraud verdict or a balance is about one payment at one moment; a cached one is
+//!   wrong by construction. Whatever may be cached is the caller's to decide, per kind of data.
+//! - **Coalescing** (one call for identical requests in flight). Payment calls are unique per
+//!   payment and idempotency key, so nothing would merge, and merging two payments by mistake
+//!   would be a money bug.
+//! - **Reconnect.** hyper's pool opens connections per try; a replica that refuses them is
+//!   ejected and health-checked by the balancer, and a connect failure is always safe to retry.
+//! - **Weighted router.** Traffic splitting (canaries, migrations) is the deployment's
+//!   business; the balancer weighs replicas by what it measures (latency x load), not by config.
+//! - **Chaos.** Fault injection lives in the services (`FaultSettings`) and `finpay chaos`, not in
+//!   the client library every service ships to production.
+//! - **Executor** (calls on another runtime): the client runs on the caller's runtime.
+//! - **Its AIMD retry budget.** Our ratio budget (Finagle) and in-flight budget (Envoy) bound the
+//!   extra load as a share of real traffic, and pay for hedges too; its budget deposits a token
+//!   per success and its hedges are unpaid.
+//!
 //! # Defaults, and the arithmetic behind them
 //!
 //! The defaults of [`ClientPolicy`] are sized for the dependency FinPay actually has: 3 fraud
@@ -65,15 +96,15 @@
 //! | `breaker.failure_rate_threshold` | 0.6 | a steady 30% never opens it (below) |
 //! | `breaker.slow_call_ms` / `slow_call_rate_threshold` | 2000 / 0.9 | |
 //! | `breaker.open_wait_ms` / `open_wait_jitter` / `half_open_probes` | 3000 / 0.2 / 3 | recovery noticed within ~4 s: 3 s x (1 + 0.2) of open wait, then the probes |
-//! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue |
+//! | `bulkhead.max_concurrent` / `max_wait_ms` / `adaptive` | 256 / 0 / false | reject, do not queue; `adaptive` also takes `"aimd"` (or `true`), `"vegas"`, `"gradient2"` |
 //! | `bulkhead.min_concurrent` / `latency_target_ms` | 8 / 200 | AIMD floor and the latency above which it shrinks |
-//! | `hedge.enabled` / `max_hedges` | true / 4 | all five tries of a round hang with probability 0.3^5 = 0.24%, well below the 1% a p99 allows (below) |
+//! | `hedge.enabled` / `max_hedges` | true / 4 | all five tries of a round hang with probability 0.3^5 = 0.24%, well below the 1% a p99 allows; such a round ends at its first try's timeout (below) |
 //! | `hedge.percentile` / `min_delay_ms` / `max_delay_ms` / `delay_ms` / `min_samples` | 0.95 / 10 / 20 / 15 / 100 | hedge after p95 of recent latencies, clamped to 10–20 ms |
 //! | `balancer.strategy` / `ewma_decay_ms` / `default_rtt_ms` | `p2c_ewma` / 10000 / 20 | `failover` sends everything to the first usable endpoint (FinPay's wallet: one SQLite writer) |
-//! | `outlier.consecutive_failures` | 10 | 0.3^10 = 6e-6: a healthy replica at p = 0.3 is practically never ejected; a dead one after 10 tries |
-//! | `outlier.failure_rate_threshold` / `failure_rate_min_requests` / `interval_ms` | 0.85 / 50 / 10000 | |
+//! | `outlier.consecutive_failures` / `consecutive_derived` / `false_ejections_per_hour` | 10 / true / 1e-6 | a streak ejects only when a healthy replica would show it less than once per million hours: 27 failures in a row at p = 0.3 and 50,000 tries/s (below) |
+//! | `outlier.failure_rate_threshold` / `failure_rate_min_requests` / `interval_ms` | 0.85 / 50 / 10000 | 43 of the first 50 tries of an interval failing at p = 0.3: probability 3e-16 |
 //! | `outlier.base_ejection_ms` / `max_ejection_ms` | 5000 / 300000 | n-th ejection lasts n x base |
-//! | `outlier.max_ejected_percent` / `panic_threshold_percent` | 34 / 50 | at most 1 of 3 replicas out; below half usable, use all |
+//! | `outlier.max_ejected_percent` / `panic_threshold_percent` | 67 / 30 | up to 2 of 3 replicas out, never all; only below 30% usable, use all |
 //! | `health_check.enabled` / `path` / `interval_ms` / `timeout_ms` | true / `/health/ready` / 1000 / 250 | |
 //! | `health_check.unhealthy_threshold` / `healthy_threshold` | 2 / 1 | |
 //! | `max_response_bytes` / `pool_max_idle_per_host` / `pool_idle_timeout_ms` / `seed` | 1 MiB / 64 / 30000 / none | |
@@ -98,13 +129,49 @@
 //! outcomes). With everything down it opens after 40 calls.
 //!
 //! **Hangs.** A hedge fires after clamp(p95, 10 ms, 20 ms) — 10 ms for a healthy fraud — to another
-//! replica, up to 4: all five tries of a round hang with probability 0.3^5 = 0.24%, so p99 is at
-//! most 4 x 10 ms plus one answer's latency (`tests/simulation.rs` checks p99 <= 100 ms). Rounds
-//! that do hang entirely are cut by the 60 ms per-try timeout of their last try and retried,
-//! ~100 ms in all. That tier holds 0.3^5 = 0.24% of calls with 4 hedges; with 3 it would hold
-//! 0.3^4 = 0.8%, so close to 1% that on a busy machine the p99 lands in it, which is why the
-//! default is 4. Hedges fire only for the 30% that are slow, so they cost about what retries
-//! would: load stays ~1.43.
+//! replica, up to 4: the first k tries of a call hang with probability 0.3^k, and the (k+1)-th
+//! answers about k x 10 ms in. 0.3^4 = 0.81% is below the 1% a p99 allows, so p99 is at most
+//! 3 x 10 ms plus one answer's latency (~35 ms; `tests/simulation.rs` checks p99 <= 100 ms). With 3
+//! hedges that tier would hold 0.3^4 = 0.8% of calls, so close to 1% that on a busy machine the p99
+//! lands in the next one, which is why the default is 4. Hedges fire only for the 30% that are
+//! slow, so they cost about what retries would: load stays ~1.43.
+//!
+//! **Ejection.** A fixed streak is wrong at high rates: a run of k failures starts on a given try
+//! with probability (1 - p) p^k, so at r tries per second a healthy replica at p = 0.3 shows
+//! r x 3600 x 0.7 x 0.3^k such runs an hour. With a fixed k = 10 that is one every
+//! 1 / (17,000 x 0.7 x 0.3^10) = 14 s at the 17,000 tries/s a replica sees in the bench, so a
+//! healthy replica is ejected in most runs. So k is the shortest streak
+//! (at least `consecutive_failures`) that keeps that below `false_ejections_per_hour` = 1e-6, from
+//! the replica's own try rate and the *baseline* p, the lowest failure share any replica showed
+//! over its last 10 s interval (0.5 before any has one): k = 27 at p = 0.3 and 50,000 tries/s
+//! (9.6e-7 false ejections an hour), 22 at 100 tries/s, 47 at p = 0.5. A replica that fails
+//! every call is ejected after k tries: within 1 s from ~25 tries per second. The failure-share
+//! rule adds a catch for a replica that fails often but not always: >= 85% of >= 50 tries in an
+//! interval (a healthy one: P[Bin(50, 0.3) >= 43] = 3e-16 per interval). With 2 of 3 replicas
+//! failing every call both are outliers, not noise, so up to 67% (2 of 3) may be out, and panic
+//! mode waits for fewer than 30% usable (below 1 of 3). Envoy's `success_rate` detector (mean
+//! minus 1.9 standard deviations over the hosts) is not used: among 3 hosts none can lie more
+//! than 2/sqrt(3) = 1.15 population standard deviations from the mean, so it never ejects.
+//! `balance::outlier`'s tests feed 4.5 million tries at p = 0.3 and 50,000 tries/s per replica
+//! (no ejection; the fixed 10 ejects all three) and kill 2 of 3 (both out within 1 s at 50,000
+//! and at 100 tries/s); `tests/simulation.rs` kills 2 of 3 under the whole client (no call fails,
+//! both out within 1 s).
+//!
+//! **p99.9 under hangs.** All five tries of a round hang with probability 0.3^5 = 0.24%, more
+//! than the 0.1% above p99.9, so p99.9 is set by how fast such a round is left. The first try's
+//! 60 ms per-try timeout is the first sign; the copies sent after it at 10, 20, 30, 40 ms would time
+//! out at 70 ... 100 ms. Waiting for the last of them would put that tier at ~100 ms plus the
+//! retry's backoff, ~105-110 ms. So a try that times out when no copy may follow ends the round at
+//! once ([`hedge`]): every copy still in flight has run for at least 60 - 4 x 10 = 20 ms,
+//! twice the 10 ms (>= p95) it was hedged after, so a healthy answer from it is unlikely and a
+//! fresh try is the better bet. And a retry after a per-try timeout goes without backoff
+//! ([`retry`]): the timeout has already waited 60 ms, more than the first backoffs (0-5, 0-10,
+//! 0-20 ms), and tries that each wait out a timeout cannot storm anything. So the tier is the
+//! next round's first try, answered at ~60 ms + one answer (~61 ms); only 0.3^6 = 0.07% of calls
+//! go past it, below the 0.1%. `tests/simulation.rs` checks p99.9 <= 70 ms. The rounds still hold
+//! at most 1 + 4 tries each, 20 in all. A stack with its retry inside its hedge (tower-resilience's
+//! better ordering) lands that tier at 60 ms plus a backoff (0-5 ms) plus one answer: its first
+//! try's retry chain retries after the timeout.
 //!
 //! What the simulation and `finpay up` runs (with 3 and with 4 hedges) show against these numbers
 //! is in `docs/bench-resilience.md`, "Figures behind the crate docs".
@@ -138,6 +205,7 @@ pub mod classify;
 pub mod client;
 pub mod deadline;
 pub mod endpoint;
+pub mod events;
 pub mod fallback;
 pub mod hedge;
 pub mod outbound;
@@ -149,5 +217,6 @@ mod telemetry;
 pub use classify::Idempotent;
 pub use client::{CallError, ResilientClient};
 pub use deadline::{Deadline, DEADLINE_HEADER};
+pub use events::{EventHooks, Events};
 pub use outbound::Outbound;
 pub use policy::{ClientPolicy, InvalidConfig};

@@ -163,8 +163,20 @@ const ROWS: &[Row] = &[
     Row {
         label: "",
         table: "fraud.client",
-        keys: &["outlier.consecutive_failures", "outlier.max_ejected_percent", "outlier.panic_threshold_percent"],
-        why: "a dead replica is ejected after 10 failed tries in a row; at most 1 of 3 is out; below half usable, use all",
+        keys: &["outlier.consecutive_failures", "outlier.consecutive_derived", "outlier.false_ejections_per_hour"],
+        why: "the streak that ejects is sized to the replica's try rate and the best replica's failure rate p: the shortest k ≥ 10 with rate × 3600 × (1-p) × p^k ≤ 1e-6, 27 at p = 0.3 and 50,000 tries/s (a fixed 10 ejects a healthy replica every ~15 s at 17,000 tries/s); a dead replica goes after k tries",
+    },
+    Row {
+        label: "",
+        table: "fraud.client",
+        keys: &["outlier.failure_rate_threshold", "outlier.failure_rate_min_requests"],
+        why: "also ejected: ≥ 85% failed of ≥ 50 tries in an interval (at p = 0.3, 43 of the first 50 has probability 3e-16)",
+    },
+    Row {
+        label: "",
+        table: "fraud.client",
+        keys: &["outlier.max_ejected_percent", "outlier.panic_threshold_percent"],
+        why: "2 of 3 may be out, never all 3; only below 30% usable, use all",
     },
     Row {
         label: "",

@@ -42,6 +42,7 @@ use self::set::Pending;
 pub use self::set::{Endpoint, EndpointSet};
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::classify::{BoxError, Class, Classify};
+use crate::events::EventHooks;
 
 /// Endpoints already tried by this call; shared by all copies of one request (retries and hedges).
 ///
@@ -124,6 +125,8 @@ pub struct BalanceConfig {
     pub label: &'static str,
     /// RNG seed; `None` = entropy.
     pub seed: Option<u64>,
+    /// Told of every ejection.
+    pub events: EventHooks,
 }
 
 impl Default for BalanceConfig {
@@ -133,10 +136,11 @@ impl Default for BalanceConfig {
             decay: Duration::from_secs(10),
             default_rtt: Duration::from_millis(20),
             outlier: OutlierConfig::default(),
-            panic_threshold_percent: 50,
+            panic_threshold_percent: 30,
             endpoint_breaker: None,
             label: "default",
             seed: None,
+            events: EventHooks::default(),
         }
     }
 }
@@ -376,9 +380,12 @@ where
                     s.observe_rtt(penalty, decay, now);
                 }
                 let outlier = &set.inner.cfg.outlier;
+                let baseline = || set.baseline_failure_rate();
                 match class {
-                    Class::Success => s.record(false, outlier, now),
-                    Class::Retry | Class::RetrySafe => s.record(true, outlier, now),
+                    Class::Success => s.record_against(false, outlier, now, baseline),
+                    Class::Retry | Class::RetrySafe => {
+                        s.record_against(true, outlier, now, baseline)
+                    }
                     Class::Failure => false,
                 }
             });
@@ -515,6 +522,8 @@ mod tests {
             strategy: Strategy::RoundRobin,
             outlier: OutlierConfig {
                 consecutive_failures: 3,
+                consecutive_derived: false,
+                max_ejected_percent: 34,
                 ..OutlierConfig::default()
             },
             ..cfg()
@@ -540,17 +549,17 @@ mod tests {
                 strategy: Strategy::RoundRobin,
                 ..cfg()
             },
-            &[(200, 1), (200, 1), (200, 1)],
+            &[(200, 1), (200, 1), (200, 1), (200, 1)],
         );
-        for ep in b.endpoints().snapshot().iter().take(2) {
+        for ep in b.endpoints().snapshot().iter().take(3) {
             ep.with_stats(|s| s.healthy = false);
         }
-        for _ in 0..30 {
+        for _ in 0..40 {
             b.clone().oneshot(Req::new(Bytes::new())).await.unwrap();
         }
         assert!(
             n.iter().all(|c| c.load(Ordering::Relaxed) > 0),
-            "1 of 3 healthy is below 50%: all get traffic"
+            "1 of 4 healthy is below 30%: all get traffic"
         );
     }
 

@@ -41,15 +41,21 @@ struct Mirror {
     ewma_ns: AtomicU64,
     /// Tries in flight.
     pending: AtomicUsize,
+    /// `EndpointStats::last_failure_share`, as `f64` bits (NaN when it had too few tries).
+    last_failure_share: AtomicU64,
+    /// The tries an interval needs before its share is judged.
+    min_requests: u32,
 }
 
 impl Mirror {
-    fn new(stats: &EndpointStats) -> Self {
+    fn new(stats: &EndpointStats, min_requests: u32) -> Self {
         let m = Self {
             born: Instant::now(),
             excluded_until: AtomicU64::new(0),
             ewma_ns: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            last_failure_share: AtomicU64::new(f64::NAN.to_bits()),
+            min_requests,
         };
         m.refresh(stats);
         m
@@ -67,6 +73,9 @@ impl Mirror {
         };
         self.excluded_until.store(excluded, Ordering::Relaxed);
         self.ewma_ns.store(s.ewma_ns.to_bits(), Ordering::Relaxed);
+        let share = s.last_failure_share(self.min_requests).unwrap_or(f64::NAN);
+        self.last_failure_share
+            .store(share.to_bits(), Ordering::Relaxed);
     }
 
     /// Healthy and not ejected at `now`.
@@ -171,6 +180,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let breaker = self.inner.cfg.endpoint_breaker.as_ref().and_then(|c| {
             let cfg = BreakerConfig {
+                events: self.inner.cfg.events.clone(),
                 endpoint: Some(key.to_string()),
                 seed: c.seed.map(|s| s.wrapping_add(id)),
                 ..c.clone()
@@ -183,7 +193,7 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             key,
             svc,
             breaker,
-            mirror: Mirror::new(&stats),
+            mirror: Mirror::new(&stats, self.inner.cfg.outlier.failure_rate_min_requests),
             stats: Mutex::new(stats),
         });
         let mut eps = self.write();
@@ -220,6 +230,16 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The normal failure probability of the set's endpoints: the lowest failure share any of
+    /// them showed over its last full interval with enough tries; `None` before any has one.
+    pub fn baseline_failure_rate(&self) -> Option<f64> {
+        self.current()
+            .iter()
+            .map(|e| f64::from_bits(e.mirror.last_failure_share.load(Ordering::Relaxed)))
+            .filter(|p| !p.is_nan())
+            .min_by(f64::total_cmp)
     }
 
     /// Endpoints ejected right now.
@@ -261,6 +281,11 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         }
         let d = ep.with_stats(|s| s.eject(cfg, now));
         self.inner.ejections.increment(1);
+        let label = self.inner.cfg.label;
+        self.inner
+            .cfg
+            .events
+            .emit(|e| e.on_ejection(label, &ep.key.to_string(), d));
         tracing::warn!(
             dependency = self.inner.cfg.label,
             endpoint = ep.id,

@@ -48,6 +48,7 @@ pub use self::layer::CircuitBreakerLayer;
 use self::window::Window;
 pub use self::window::{Totals, WindowSpec};
 use crate::classify::{BoxError, Classify};
+use crate::events::{EventHooks, Rejection};
 use crate::outcome::{Outcome, Recorded};
 
 /// The three breaker states.
@@ -104,6 +105,8 @@ pub struct BreakerConfig {
     pub endpoint: Option<String>,
     /// RNG seed for the jitter; `None` = entropy.
     pub seed: Option<u64>,
+    /// Told of every transition and every call turned away.
+    pub events: EventHooks,
 }
 
 impl Default for BreakerConfig {
@@ -120,6 +123,7 @@ impl Default for BreakerConfig {
             label: "default",
             endpoint: None,
             seed: None,
+            events: EventHooks::default(),
         }
     }
 }
@@ -341,6 +345,10 @@ fn transition(shared: &Shared, core: &mut Core, to: Phase) {
             "dependency" => label, "endpoint" => ep.clone(), "from" => from.name(), "to" => to_state.name())
         .increment(1),
     }
+    let cfg = &shared.cfg;
+    cfg.events.emit(|e| {
+        e.on_breaker_transition(label, cfg.endpoint.as_deref(), from, to_state);
+    });
     tracing::info!(
         dependency = label,
         from = from.name(),
@@ -479,7 +487,14 @@ where
             Ok(permit) => future::ResponseFuture::Admitted {
                 call: Recorded::new(self.inner.call(req), permit, self.classify.clone()),
             },
-            Err(open) => future::ResponseFuture::Rejected { open: Some(open) },
+            Err(open) => {
+                let cfg = self.breaker.config();
+                let why = Rejection::BreakerOpen {
+                    retry_after: open.retry_after,
+                };
+                cfg.events.emit(|e| e.on_rejection(cfg.label, why));
+                future::ResponseFuture::Rejected { open: Some(open) }
+            }
         }
     }
 }

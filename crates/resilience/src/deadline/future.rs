@@ -16,9 +16,9 @@ use crate::classify::BoxError;
 /// A per-try timer firing this much later than it was set for is taken as a stall of the calling
 /// process (CPU starvation, a stop), not slowness of the callee (tokio's timers have millisecond
 /// resolution): that time is the caller's, and an answer may be waiting in the socket.
-const STALL_GRACE: Duration = Duration::from_millis(5);
+pub(crate) const STALL_GRACE: Duration = Duration::from_millis(5);
 /// How many times one try's timeout is extended for stalls of the caller.
-const STALL_EXTENSIONS_MAX: u32 = 3;
+pub(crate) const STALL_EXTENSIONS_MAX: u32 = 3;
 
 pin_project! {
     /// The future [`super::DeadlineService`] returns.

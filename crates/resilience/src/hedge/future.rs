@@ -15,6 +15,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::{branch, judge, Branch, HedgeInner, Shared, Verdict};
 use crate::classify::{BoxError, Classify};
+use crate::deadline::future::{STALL_EXTENSIONS_MAX, STALL_GRACE};
+use crate::events::BudgetUse;
 use crate::retry::budget::RetryPermit;
 
 pin_project! {
@@ -57,6 +59,8 @@ struct Race<S, C, Req, Res> {
     permits: Vec<RetryPermit>,
     /// The last retryable failure, returned when every try ends that way.
     last: Option<Result<Res, BoxError>>,
+    /// Times the timer was re-armed because it fired late (a stall of this process).
+    stall_extensions: u32,
 }
 
 impl<F, S, C, Req, Res> ResponseFuture<F, S, C, Req, Res> {
@@ -96,6 +100,7 @@ impl<F, S, C, Req, Res> ResponseFuture<F, S, C, Req, Res> {
                     stopped: false,
                     permits: Vec::new(),
                     last: None,
+                    stall_extensions: 0,
                 },
             },
         }
@@ -125,6 +130,9 @@ where
                 None => {
                     self.stopped = true;
                     self.shared.budget_rejections.increment(1);
+                    let cfg = &self.shared.config;
+                    cfg.events
+                        .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Hedge));
                     return;
                 }
             }
@@ -134,6 +142,8 @@ where
             return;
         };
         self.shared.hedges.increment(1);
+        let (cfg, n) = (&self.shared.config, self.sent);
+        cfg.events.emit(|e| e.on_hedge(cfg.label, n));
         self.inflight
             .get_or_insert_with(FuturesUnordered::new)
             .push(branch(self.svc.clone(), self.sent as usize, copy));
@@ -178,6 +188,10 @@ where
                     match judge(shared, c, 0, race.first_start, res, &mut race.last) {
                         Verdict::Done(res) => return Poll::Ready(res),
                         Verdict::Retry => race.fire(),
+                        Verdict::TimedOut if !race.can_hedge() => {
+                            return Poll::Ready(race.give_up())
+                        }
+                        Verdict::TimedOut => race.fire(),
                     }
                     if !race.in_flight() {
                         return Poll::Ready(race.give_up());
@@ -191,6 +205,10 @@ where
                     match judge(shared, c, i, start, res, &mut race.last) {
                         Verdict::Done(res) => return Poll::Ready(res),
                         Verdict::Retry => race.fire(),
+                        Verdict::TimedOut if !race.can_hedge() => {
+                            return Poll::Ready(race.give_up())
+                        }
+                        Verdict::TimedOut => race.fire(),
                     }
                     if first.is_terminated() && !race.in_flight() {
                         return Poll::Ready(race.give_up());
@@ -200,8 +218,21 @@ where
             }
             if race.can_hedge() {
                 if timer.as_mut().poll(cx).is_ready() {
+                    // Fired late by more than the grace: this process was stalled, and the
+                    // answers of the tries in flight may be waiting unread. Give them the late
+                    // time back (as the per-try timeout does) before paying for a copy.
+                    let now = Instant::now();
+                    let late = now.saturating_duration_since(timer.deadline());
+                    if late >= STALL_GRACE && race.stall_extensions < STALL_EXTENSIONS_MAX {
+                        race.stall_extensions += 1;
+                        timer.as_mut().reset(now + late.min(race.delay));
+                        continue;
+                    }
                     race.fire();
-                    timer.as_mut().reset(Instant::now() + race.delay);
+                    // One delay after the last deadline, not after now: the timer wheel fires
+                    // up to a tick late, and counting from now would add that to every copy.
+                    let next = (timer.deadline() + race.delay).max(Instant::now());
+                    timer.as_mut().reset(next);
                     continue;
                 }
             } else if first.is_terminated() && !race.in_flight() {

@@ -7,11 +7,19 @@
 //! - A hedge fires after a delay: a percentile (e.g. p95) of recent successful latencies taken from a
 //!   [`histogram::RollingHistogram`], clamped to `[min_delay, max_delay]`, or a fixed delay until enough
 //!   samples exist. So hedges cost about `1 - percentile` extra load when the dependency is healthy.
+//! - A timer that fires more than 5 ms late means this process was stalled (as in
+//!   [`crate::deadline`]): the answers of the tries in flight may be waiting unread, so the late
+//!   time is given back (at most 3 times) before a copy is paid for.
 //! - A try that fails fast with a retryable failure (a 503 in 2 ms) fires the next hedge at once rather
 //!   than waiting out the delay: the copy then works as an immediate retry on another replica.
 //! - Up to `max_hedges` copies. Each goes to a different replica: the copies share the request's
 //!   [`crate::balance::TriedEndpoints`] extension, which the balancer avoids.
 //! - The first good answer (by the classifier) wins; the other tries are dropped, which cancels them.
+//! - A try that runs out its per-try timeout when no copy may follow ends the round at once,
+//!   with that timeout as its answer, and the copies still in flight are dropped: the retry
+//!   layer above starts the next round without waiting for them. Each of them was sent at least
+//!   a hedge delay after it and has already run for longer than the percentile it was hedged
+//!   after, so a fresh try is the better bet (the crate docs, "Hangs", have the arithmetic).
 //! - Every hedge withdraws from the same [`RetryBudget`] as retries, so hedging and retrying together
 //!   never exceed the budget's extra load. (The budget's deposits are made by [`crate::retry::Retry`]
 //!   once per call; a `Hedge` used without it should call `RetryBudget::deposit` per request, or
@@ -36,6 +44,8 @@ use tower::{Service, ServiceExt};
 pub use self::histogram::RollingHistogram;
 pub use self::layer::HedgeLayer;
 use crate::classify::{BoxError, Class, Classify};
+use crate::deadline::PerTryTimeout;
+use crate::events::EventHooks;
 use crate::retry::budget::RetryBudget;
 use crate::telemetry::LazyCounter;
 
@@ -91,6 +101,8 @@ pub struct HedgeConfig {
     pub budget: Option<RetryBudget>,
     /// `dependency` label for metrics.
     pub label: &'static str,
+    /// Told of every hedge, win and budget refusal.
+    pub events: EventHooks,
 }
 
 /// The configuration and counters every clone of one [`Hedge`] shares (one `Arc` per call).
@@ -203,6 +215,9 @@ enum Verdict<Res> {
     Done(Result<Res, BoxError>),
     /// A retryable failure: kept as the last answer; fire the next copy.
     Retry,
+    /// A try ran out its per-try timeout: kept as the last answer; fire the next copy, or end
+    /// the round when none may follow (see [`future`]).
+    TimedOut,
 }
 
 fn judge<C, Req, Res>(
@@ -222,13 +237,22 @@ where
             shared.config.delay.record(now - start, now);
             if i > 0 {
                 shared.hedges_won.increment(1);
+                let cfg = &shared.config;
+                #[allow(clippy::cast_possible_truncation)]
+                let copy = i as u32;
+                cfg.events.emit(|e| e.on_hedge_won(cfg.label, copy));
             }
             Verdict::Done(res)
         }
         Class::Failure => Verdict::Done(res),
         Class::Retry | Class::RetrySafe => {
+            let timed_out = matches!(&res, Err(e) if e.is::<PerTryTimeout>());
             *last = Some(res);
-            Verdict::Retry
+            if timed_out {
+                Verdict::TimedOut
+            } else {
+                Verdict::Retry
+            }
         }
     }
 }
@@ -251,6 +275,7 @@ mod tests {
             delay: HedgeDelay::Fixed(Duration::from_millis(10)),
             budget,
             label: "test",
+            events: EventHooks::default(),
         }
     }
 
@@ -347,6 +372,77 @@ mod tests {
         );
         send.send_response(ok("x"));
         assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_go_at_multiples_of_the_delay_even_when_the_timer_fires_late() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(3, None), HttpClassify).layer(svc);
+        let start = Instant::now();
+        let call = tokio::spawn(svc.oneshot(get()));
+        let mut held = vec![h.next_request().await.unwrap()];
+        // The process stalls past the first deadline: the first copy goes late, at 13 ms ...
+        tokio::time::advance(Duration::from_millis(13)).await;
+        held.push(h.next_request().await.unwrap());
+        assert_eq!(start.elapsed(), Duration::from_millis(13));
+        // ... and the second still at 20 ms, not 23.
+        held.push(h.next_request().await.unwrap());
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        held.pop().unwrap().1.send_response(ok("x"));
+        assert!(call.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_of_the_caller_does_not_fire_a_copy_at_once() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(2, None), HttpClassify).layer(svc);
+        let call = tokio::spawn(svc.oneshot(get()));
+        let (_r, first) = h.next_request().await.unwrap();
+        // The process does not run for 50 ms: the 10 ms timer fires 40 ms late, and the first
+        // try's answer came in meanwhile.
+        tokio::time::advance(Duration::from_millis(50)).await;
+        tokio::task::yield_now().await;
+        first.send_response(ok("first"));
+        assert_eq!(call.await.unwrap().unwrap().body(), "first");
+        let copy = tokio::time::timeout(Duration::from_millis(100), h.next_request()).await;
+        assert!(matches!(copy, Err(_) | Ok(None)), "no copy was paid for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_try_ends_the_round_when_no_copy_may_follow() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = HedgeLayer::new(cfg(1, None), HttpClassify).layer(svc);
+        let start = Instant::now();
+        let call = tokio::spawn(svc.oneshot(get()));
+        let (_r0, first) = h.next_request().await.unwrap();
+        let (_r1, _copy_still_hanging) = h.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(50)).await;
+        first.send_error(crate::deadline::PerTryTimeout);
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<crate::deadline::PerTryTimeout>());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(60),
+            "not the copy's own timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_try_fires_the_next_copy_while_one_may_follow() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let c = HedgeConfig {
+            delay: HedgeDelay::Fixed(Duration::from_secs(1)),
+            ..cfg(1, None)
+        };
+        let svc = HedgeLayer::new(c, HttpClassify).layer(svc);
+        let call = tokio::spawn(svc.oneshot(get()));
+        h.next_request()
+            .await
+            .unwrap()
+            .1
+            .send_error(crate::deadline::PerTryTimeout);
+        h.next_request().await.unwrap().1.send_response(ok("copy"));
+        assert_eq!(call.await.unwrap().unwrap().body(), "copy");
     }
 
     #[tokio::test(start_paused = true)]

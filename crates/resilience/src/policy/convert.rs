@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use super::{bad, BalanceStrategy, BudgetModeName, ClientPolicy, InvalidConfig, WindowKind};
+use super::{
+    bad, AdaptiveLimit, BalanceStrategy, BudgetModeName, ClientPolicy, InvalidConfig, WindowKind,
+};
 use crate::balance::health::HealthCheckConfig;
 use crate::balance::{BalanceConfig, OutlierConfig, Strategy};
 use crate::breaker::{BreakerConfig, WindowSpec};
-use crate::bulkhead::{Aimd, BulkheadConfig};
+use crate::bulkhead::{Adaptive, Aimd, BulkheadConfig, Gradient2, Vegas};
+use crate::events::EventHooks;
 use crate::hedge::{HedgeConfig, HedgeDelay, RollingHistogram};
 use crate::retry::backoff::Backoff;
 use crate::retry::budget::{BudgetMode, RetryBudget};
@@ -58,6 +61,7 @@ impl ClientPolicy {
             budget,
             retry_after_max: Duration::from_millis(self.retry_after_max_ms),
             label: name,
+            events: EventHooks::default(),
         })
     }
 
@@ -87,6 +91,7 @@ impl ClientPolicy {
             delay,
             budget: Some(budget),
             label: name,
+            events: EventHooks::default(),
         })
     }
 
@@ -96,11 +101,22 @@ impl ClientPolicy {
         BulkheadConfig {
             max_concurrent: bh.max_concurrent,
             max_wait: Duration::from_millis(bh.max_wait_ms),
-            adaptive: bh.adaptive.then_some(Aimd {
-                min_limit: bh.min_concurrent,
-                latency_target: Duration::from_millis(bh.latency_target_ms),
-                backoff_ratio: 0.9,
-            }),
+            adaptive: match bh.adaptive {
+                AdaptiveLimit::Off => None,
+                AdaptiveLimit::Aimd => Some(Adaptive::Aimd(Aimd {
+                    min_limit: bh.min_concurrent,
+                    latency_target: Duration::from_millis(bh.latency_target_ms),
+                    backoff_ratio: 0.9,
+                })),
+                AdaptiveLimit::Vegas => Some(Adaptive::Vegas {
+                    min_limit: bh.min_concurrent,
+                    params: Vegas::default(),
+                }),
+                AdaptiveLimit::Gradient2 => Some(Adaptive::Gradient2 {
+                    min_limit: bh.min_concurrent,
+                    params: Gradient2::default(),
+                }),
+            },
         }
     }
 
@@ -134,6 +150,7 @@ pub fn breaker_config(name: &'static str, policy: &ClientPolicy) -> BreakerConfi
         label: name,
         endpoint: None,
         seed: policy.seed,
+        events: EventHooks::default(),
     }
 }
 
@@ -150,6 +167,8 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
         default_rtt: Duration::from_millis(policy.balancer.default_rtt_ms),
         outlier: OutlierConfig {
             consecutive_failures: o.consecutive_failures,
+            consecutive_derived: o.consecutive_derived,
+            false_ejections_per_hour: o.false_ejections_per_hour,
             failure_rate_threshold: o.failure_rate_threshold,
             failure_rate_min_requests: o.failure_rate_min_requests,
             interval: Duration::from_millis(o.interval_ms),
@@ -164,5 +183,6 @@ pub fn balance_config(name: &'static str, policy: &ClientPolicy) -> BalanceConfi
             .then(|| breaker_config(name, policy)),
         label: name,
         seed: policy.seed,
+        events: EventHooks::default(),
     }
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::convert::{balance_config, breaker_config};
 pub use self::sections::{
-    BalanceStrategy, BalancerPolicy, BreakerPolicy, BudgetModeName, BudgetPolicy, BulkheadPolicy,
-    HealthCheckPolicy, HedgePolicy, OutlierPolicy, WindowKind,
+    AdaptiveLimit, BalanceStrategy, BalancerPolicy, BreakerPolicy, BudgetModeName, BudgetPolicy,
+    BulkheadPolicy, HealthCheckPolicy, HedgePolicy, OutlierPolicy, WindowKind,
 };
 use crate::retry::backoff::Jitter;
 
@@ -217,6 +217,7 @@ mod tests {
         p.budget.mode = BudgetModeName::InFlight;
         p.breaker.window = WindowKind::Time;
         p.health_check.path = "/health/live".to_owned();
+        p.bulkhead.adaptive = AdaptiveLimit::Gradient2;
         p.validate().unwrap();
         let back = round_trip(&p);
         assert_eq!(back, p);
@@ -240,6 +241,21 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
         }
         assert!(!text.contains("seed"), "an absent seed is left out");
+    }
+
+    #[test]
+    fn the_adaptive_limit_reads_the_old_flags_and_the_new_names() {
+        let read = |v: &str| -> AdaptiveLimit {
+            let p: ClientPolicy = toml::from_str(&format!("[bulkhead]\nadaptive = {v}")).unwrap();
+            p.bulkhead.adaptive
+        };
+        assert_eq!(read("false"), AdaptiveLimit::Off);
+        assert_eq!(read("true"), AdaptiveLimit::Aimd);
+        assert_eq!(read("\"vegas\""), AdaptiveLimit::Vegas);
+        assert_eq!(read("\"gradient2\""), AdaptiveLimit::Gradient2);
+        assert!(toml::from_str::<ClientPolicy>("[bulkhead]\nadaptive = \"fast\"").is_err());
+        let text = toml::to_string(&ClientPolicy::default()).unwrap();
+        assert!(text.lines().any(|l| l == "adaptive = false"), "{text}");
     }
 
     #[test]

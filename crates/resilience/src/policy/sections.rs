@@ -196,8 +196,9 @@ pub struct BulkheadPolicy {
     pub max_concurrent: usize,
     /// How long a call may wait for a slot; 0 rejects at once.
     pub max_wait_ms: u64,
-    /// AIMD adaptive limit between `min_concurrent` and `max_concurrent`.
-    pub adaptive: bool,
+    /// Adaptive limit between `min_concurrent` and `max_concurrent`: `false` (fixed), `"aimd"`
+    /// (or `true`, as before), `"vegas"` or `"gradient2"`.
+    pub adaptive: AdaptiveLimit,
     /// Adaptive floor.
     pub min_concurrent: usize,
     /// Adaptive: calls slower than this (or failing) shrink the limit.
@@ -209,9 +210,72 @@ impl Default for BulkheadPolicy {
         Self {
             max_concurrent: 256,
             max_wait_ms: 0,
-            adaptive: false,
+            adaptive: AdaptiveLimit::Off,
             min_concurrent: 8,
             latency_target_ms: 200,
+        }
+    }
+}
+
+/// The adaptive limit's name in config. `false` and `true` are still read (as `Off` and
+/// `Aimd`), and `Off` is written as `false`, so older settings files keep their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdaptiveLimit {
+    /// A fixed limit of `max_concurrent`.
+    #[default]
+    Off,
+    /// AIMD on `latency_target_ms`.
+    Aimd,
+    /// Vegas: the queue estimated from latency against the lowest latency seen.
+    Vegas,
+    /// Gradient2: each call's latency against the long-run average.
+    Gradient2,
+}
+
+impl AdaptiveLimit {
+    const NAMES: [(&'static str, AdaptiveLimit); 4] = [
+        ("off", AdaptiveLimit::Off),
+        ("aimd", AdaptiveLimit::Aimd),
+        ("vegas", AdaptiveLimit::Vegas),
+        ("gradient2", AdaptiveLimit::Gradient2),
+    ];
+}
+
+impl Serialize for AdaptiveLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AdaptiveLimit::Off => s.serialize_bool(false),
+            other => {
+                let name = Self::NAMES
+                    .iter()
+                    .find(|(_, v)| v == other)
+                    .map_or("off", |(n, _)| n);
+                s.serialize_str(name)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdaptiveLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(false) => Ok(AdaptiveLimit::Off),
+            Raw::Flag(true) => Ok(AdaptiveLimit::Aimd),
+            Raw::Name(n) => Self::NAMES
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "unknown adaptive limit `{n}`: expected false, true, \"aimd\", \"vegas\" or \"gradient2\""
+                    ))
+                }),
         }
     }
 }
@@ -354,8 +418,14 @@ impl BalancerPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierPolicy {
-    /// Eject after this many failures in a row (0 = off).
+    /// Eject after at least this many failures in a row (0 = off); see `consecutive_derived`.
     pub consecutive_failures: u32,
+    /// Lengthen that streak to what the set's normal failure rate and the endpoint's try rate
+    /// call for, so that a healthy endpoint is ejected by chance less than
+    /// `false_ejections_per_hour`; `false` ejects after exactly `consecutive_failures`.
+    pub consecutive_derived: bool,
+    /// The expected ejections per hour of a healthy endpoint the derived streak allows.
+    pub false_ejections_per_hour: f64,
     /// Eject when an endpoint's failure share over `interval_ms` reaches this (1.0 or more = off).
     pub failure_rate_threshold: f64,
     /// Tries an endpoint needs in the interval before its failure share is judged.
@@ -376,13 +446,15 @@ impl Default for OutlierPolicy {
     fn default() -> Self {
         Self {
             consecutive_failures: 10,
+            consecutive_derived: true,
+            false_ejections_per_hour: 1e-6,
             failure_rate_threshold: 0.85,
             failure_rate_min_requests: 50,
             interval_ms: 10_000,
             base_ejection_ms: 5_000,
             max_ejection_ms: 300_000,
-            max_ejected_percent: 34,
-            panic_threshold_percent: 50,
+            max_ejected_percent: 67,
+            panic_threshold_percent: 30,
         }
     }
 }
@@ -390,6 +462,11 @@ impl Default for OutlierPolicy {
 impl OutlierPolicy {
     /// Checks `[client.outlier]`; the error names the first bad field.
     pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
+        check(
+            self.false_ejections_per_hour > 0.0 && self.false_ejections_per_hour <= 1.0,
+            "outlier.false_ejections_per_hour",
+            "must be within (0, 1]",
+        )?;
         check(
             self.failure_rate_threshold > 0.0,
             "outlier.failure_rate_threshold",

@@ -15,7 +15,8 @@ use tower::Service;
 use super::budget::{RequestGuard, RetryPermit};
 use super::Shared;
 use crate::classify::{BoxError, Class, Classify};
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, PerTryTimeout};
+use crate::events::BudgetUse;
 
 pin_project! {
     /// The future [`super::Retry`] returns.
@@ -151,6 +152,11 @@ where
             };
             match call.decide(res) {
                 Next::Return(res) => return Poll::Ready(res),
+                Next::Retry(sleep) if sleep.is_zero() => {
+                    call.shared.retries.increment(1);
+                    call.attempt += 1;
+                    state.set(State::Readying);
+                }
                 Next::Retry(sleep) => state.set(State::Backoff {
                     sleep: Box::pin(tokio::time::sleep(sleep)),
                 }),
@@ -176,9 +182,16 @@ impl<S, C, Req> Call<S, C, Req> {
         }
         let Some(permit) = cfg.budget.try_withdraw() else {
             self.shared.budget_rejections.increment(1);
+            cfg.events
+                .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Retry));
             return Next::Return(res);
         };
-        let mut sleep = cfg.backoff.delay(self.attempt, self.prev_sleep);
+        // A try that ran out its per-try timeout has already waited longer than the backoff's
+        // first steps, and tries that each wait out a timeout cannot storm the dependency: the
+        // next one goes at once. The backoff is still drawn, so the later ones keep growing.
+        let backoff = cfg.backoff.delay(self.attempt, self.prev_sleep);
+        let timed_out = matches!(&res, Err(e) if e.is::<PerTryTimeout>());
+        let mut sleep = if timed_out { Duration::ZERO } else { backoff };
         if let Some(ra) = self.classify.retry_after(&res) {
             if !cfg.retry_after_max.is_zero() {
                 sleep = sleep.max(ra.min(cfg.retry_after_max));
@@ -187,8 +200,10 @@ impl<S, C, Req> Call<S, C, Req> {
         if self.deadline.is_some_and(|d| sleep >= d.remaining()) {
             return Next::Return(res);
         }
-        self.prev_sleep = sleep;
+        self.prev_sleep = backoff;
         self.permit = Some(permit);
+        let next = self.attempt + 1;
+        cfg.events.emit(|e| e.on_retry(cfg.label, next, sleep));
         Next::Retry(sleep)
     }
 }

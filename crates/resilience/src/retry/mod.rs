@@ -27,6 +27,7 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::{BudgetMode, RetryBudget};
 pub use self::layer::RetryLayer;
 use crate::classify::{BoxError, Classify};
+use crate::events::EventHooks;
 use crate::telemetry::LazyCounter;
 
 /// What the retry loop may do.
@@ -42,6 +43,8 @@ pub struct RetryConfig {
     pub retry_after_max: Duration,
     /// `dependency` label for metrics.
     pub label: &'static str,
+    /// Told of every retry and budget refusal.
+    pub events: EventHooks,
 }
 
 /// The configuration and counters every clone of one [`Retry`] shares (one `Arc` per call).
@@ -126,6 +129,7 @@ mod tests {
             .unwrap(),
             retry_after_max: Duration::from_secs(1),
             label: "test",
+            events: EventHooks::default(),
         }
     }
 
@@ -160,6 +164,38 @@ mod tests {
         h.send_error(crate::classify::ConnectRefused);
         h.next_request().await.unwrap().1.send_response(status(200));
         assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_try_is_retried_at_once_and_a_failed_one_after_the_backoff() {
+        let (svc, mut h) = mock::pair::<Req, Res>();
+        let svc = RetryLayer::new(cfg(4, 1.0, 10), HttpClassify).layer(svc);
+        let start = tokio::time::Instant::now();
+        let call = tokio::spawn(svc.oneshot(get()));
+        h.next_request()
+            .await
+            .unwrap()
+            .1
+            .send_error(crate::deadline::PerTryTimeout);
+        let (_r, second) = h.next_request().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no backoff after a timeout"
+        );
+        second.send_response(status(503));
+        let mut waited = Duration::ZERO;
+        for _ in 0..100 {
+            if let Ok(Some((_r, third))) =
+                tokio::time::timeout(Duration::from_millis(1), h.next_request()).await
+            {
+                waited = start.elapsed();
+                third.send_response(status(200));
+                break;
+            }
+        }
+        assert_eq!(call.await.unwrap().unwrap().status(), 200);
+        assert!(waited > Duration::ZERO, "a 503 waits out its backoff");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@
 //! cargo run --release -p finpay-resilience --example bench -- --scenario all
 //! ```
 //!
-//! It prints a markdown report on stdout (progress goes to stderr). Three scenarios:
+//! It prints a markdown report on stdout (progress goes to stderr). The scenarios:
 //!
 //! * `overhead` — the whole [`ResilientClient`] stack (deadline, bulkhead, breaker, retry + budget,
 //!   hedge, per-try timeout, p2c balancer, health checks; default [`ClientPolicy`]) against a bare
@@ -16,6 +16,13 @@
 //!   proxy in front of the same replicas) driven by the bare client. Success rate, throughput,
 //!   p50/p99, actual/effective load, and the ratios.
 //! * `hangs` — the same, but 30% of checks hang for 3 s before answering 200.
+//! * `two-down` — 2 of the 3 replicas fail every check: FinPay's success, and when its event
+//!   hooks see each dead replica ejected.
+//! * `inproc` — the stacks' own CPU per call, one caller, over an endpoint in the process.
+//!
+//! tower-resilience 0.13 runs in every scenario but `two-down` as a third contender, in two
+//! orderings (`peer.rs` says how it is configured); the report ends with FinPay and it side by
+//! side, and the issue's targets, met or not.
 //!
 //! Each scenario runs `--rounds` rounds; in each round every contender runs for `--warmup-secs`
 //! (not measured) plus `--duration-secs` at `--concurrency`, and the order alternates between
@@ -25,14 +32,16 @@
 //! Measurement rules: throughput counts calls *completed* inside the measured window; latency and
 //! success count calls *started* inside it (a call that started there is followed to its end, so
 //! a slow tail is not cut off). Latency covers failed calls too: it is what the caller waits.
-//! Every call of both contenders carries the same deadline (`--deadline-ms`, the payment
-//! service's default of 2 s): FinPay's through [`Deadline`], the bare client's as a timeout.
+//! Every call of every contender carries the same deadline (`--deadline-ms`, the payment
+//! service's default of 2 s): FinPay's through [`Deadline`], the others' as a timeout.
 //!
 //! Everything binds 127.0.0.1. Every loop is bounded in count and time. HAProxy runs from a
 //! configuration in a temporary directory and is killed when its scenario ends (and, failing that,
 //! when its handle is dropped).
 
-/// The allocator FinPay's binary uses too; both contenders share it.
+mod peer;
+
+/// The allocator FinPay's binary uses too; every contender shares it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -75,6 +84,14 @@ const HAPROXY_START_TRIES: u32 = 50;
 /// the contender; it keeps the benchmark bounded in time).
 const STUCK_GRACE: Duration = Duration::from_secs(1);
 
+/// The contenders `--only` can pick.
+const ONLY: [&str; 4] = [
+    "bare",
+    "finpay",
+    "tower-resilience B",
+    "tower-resilience B2",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// Stack overhead against a bare hyper-util client, no faults.
@@ -83,10 +100,13 @@ enum Scenario {
     Errors,
     /// Fraud hop, 30% of checks hang for 3 s: FinPay vs HAProxy.
     Hangs,
-    /// The stack's own CPU cost per call, in process: `ResilientClient::with_endpoints` over an
-    /// endpoint that answers at once (no sockets, no kernel). Diagnostic; not part of `all`.
+    /// The stack's own CPU cost per call, in process, FinPay against tower-resilience:
+    /// `ResilientClient::with_endpoints` over an endpoint that answers at once (no sockets).
     Inproc,
-    /// All three, in that order.
+    /// 2 of 3 replicas fail every check, the third 30%: FinPay's success, and when it ejects the
+    /// two (through its event hooks).
+    TwoDown,
+    /// All of the above, in the order overhead, errors, hangs, two-down, inproc.
     All,
 }
 
@@ -171,8 +191,8 @@ impl Args {
             return bad("--max-calls-per-run must be >= --concurrency");
         }
         if let Some(only) = &self.only {
-            if only != "bare" && only != "finpay" {
-                return bad("--only must be `bare` or `finpay`");
+            if !ONLY.contains(&only.as_str()) {
+                return bad("--only must be `bare`, `finpay`, `tower-resilience B` or `tower-resilience B2`");
             }
         }
         Ok(())
@@ -338,13 +358,17 @@ async fn run(args: Args) -> Result<(), BoxError> {
     if all || args.scenario == Scenario::Errors {
         fraud_hop(&args, &policy, Fault::Error(args.fault_rate)).await?;
     }
-    if args.scenario == Scenario::Inproc {
-        inproc(&args, &policy).await?;
-    }
     if all || args.scenario == Scenario::Hangs {
         let hang = Duration::from_millis(args.hang_ms);
         fraud_hop(&args, &policy, Fault::Hang(args.fault_rate, hang)).await?;
     }
+    if all || args.scenario == Scenario::TwoDown {
+        two_down(&args, &policy).await?;
+    }
+    if all || args.scenario == Scenario::Inproc {
+        inproc(&args, &policy).await?;
+    }
+    print_side_by_side();
     Ok(())
 }
 
@@ -364,7 +388,32 @@ enum Fault {
 /// A replica's accept loop; aborted when dropped.
 struct Replica {
     addr: SocketAddr,
+    /// Checks this replica received.
+    own: Arc<AtomicU64>,
     task: JoinHandle<()>,
+}
+
+/// Checks the replicas of a scenario received: all together, and each replica's.
+#[derive(Clone, Default)]
+struct Checks {
+    total: Arc<AtomicU64>,
+    per_replica: Vec<Arc<AtomicU64>>,
+}
+
+impl Checks {
+    fn of(total: &Arc<AtomicU64>, replicas: &[&Replica]) -> Self {
+        Self {
+            total: total.clone(),
+            per_replica: replicas.iter().map(|r| r.own.clone()).collect(),
+        }
+    }
+
+    fn per_replica_now(&self) -> Vec<u64> {
+        self.per_replica
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
 }
 
 impl Drop for Replica {
@@ -399,6 +448,8 @@ async fn start_replica(
     let addr = listener.local_addr()?;
     let key = splitmix64(seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
     let numbered = Arc::new(AtomicU64::new(0));
+    let own = Arc::new(AtomicU64::new(0));
+    let own_in_task = own.clone();
     let task = tokio::spawn(async move {
         for _ in 0..MAX_ACCEPTS {
             let Ok((stream, _)) = listener.accept().await else {
@@ -407,12 +458,13 @@ async fn start_replica(
             let _ = stream.set_nodelay(true);
             let checks = checks.clone();
             let numbered = numbered.clone();
+            let own = own_in_task.clone();
             tokio::spawn(async move {
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let checks = checks.clone();
+                        let counters = [checks.clone(), own.clone()];
                         let numbered = numbered.clone();
-                        answer(req, fault, key, checks, numbered)
+                        answer(req, fault, key, counters, numbered)
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -420,14 +472,14 @@ async fn start_replica(
             });
         }
     });
-    Ok(Replica { addr, task })
+    Ok(Replica { addr, own, task })
 }
 
 async fn answer(
     req: http::Request<hyper::body::Incoming>,
     fault: Fault,
     key: u64,
-    checks: Arc<AtomicU64>,
+    checks: [Arc<AtomicU64>; 2],
     numbered: Arc<AtomicU64>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let is_check = req.uri().path() == CHECK_PATH;
@@ -437,7 +489,9 @@ async fn answer(
     if !is_check {
         return Ok(resp);
     }
-    checks.fetch_add(1, Ordering::Relaxed);
+    for c in &checks {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
     let n = numbered.fetch_add(1, Ordering::Relaxed);
     match fault {
         Fault::None => {}
@@ -556,6 +610,8 @@ enum Driver {
     /// A stack of the crate's parts fed the same [`Outbound`] `ResilientClient::call` makes.
     Stack(Stack),
     Bare(Box<BareClient>, http::Uri),
+    /// tower-resilience, see [`peer`].
+    Peer(peer::PeerDriver),
 }
 
 impl Driver {
@@ -595,6 +651,9 @@ impl Driver {
                     }
                 }
             }
+            Driver::Peer(p) => tokio::time::timeout(deadline, p.call())
+                .await
+                .map_err(|_| "deadline exceeded")?,
             Driver::Bare(client, uri) => {
                 let req = http::Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -644,6 +703,10 @@ struct RunStats {
     cpu_us_per_call: f64,
     /// The FinPay client's counters in this run (whole run), or `-`.
     counters: String,
+    /// Checks each replica received in this run (whole run).
+    split: Vec<u64>,
+    /// FinPay's `finpay_client_ejections_total` in this run (whole run).
+    ejections: u64,
 }
 
 /// User + system CPU time of this process so far, from `/proc/self/stat` (Linux).
@@ -768,11 +831,7 @@ async fn worker(driver: Arc<Driver>, w: RunWindow, mut latency_us: Histogram<u64
     }
 }
 
-async fn measure(
-    driver: &Arc<Driver>,
-    args: &Args,
-    checks: &AtomicU64,
-) -> Result<RunStats, BoxError> {
+async fn measure(driver: &Arc<Driver>, args: &Args, checks: &Checks) -> Result<RunStats, BoxError> {
     let deadline = Duration::from_millis(args.deadline_ms);
     let start = Instant::now();
     let window_start = start + Duration::from_secs(args.warmup_secs);
@@ -784,7 +843,8 @@ async fn measure(
         deadline,
         cap,
     };
-    let checks_before = checks.load(Ordering::Relaxed);
+    let checks_before = checks.total.load(Ordering::Relaxed);
+    let split_before = checks.per_replica_now();
     let cpu_probe = tokio::spawn(async move {
         tokio::time::sleep_until(window_start).await;
         let a = process_cpu();
@@ -808,7 +868,13 @@ async fn measure(
         .stopped
         .min(window_end)
         .saturating_duration_since(window_start);
-    let checks_sent = checks.load(Ordering::Relaxed) - checks_before;
+    let checks_sent = checks.total.load(Ordering::Relaxed) - checks_before;
+    let split: Vec<u64> = checks
+        .per_replica_now()
+        .iter()
+        .zip(&split_before)
+        .map(|(a, b)| a - b)
+        .collect();
     let cpu = cpu_probe.await.ok().flatten();
     // Workers stop starting calls at `window_end`, and a call lasts at most deadline + grace.
     let longest = window_end + deadline + STUCK_GRACE + Duration::from_secs(1);
@@ -828,6 +894,8 @@ async fn measure(
         disturbed,
         failures: total.failures,
         counters: "-".to_owned(),
+        split,
+        ejections: 0,
         cpu_us_per_call: cpu.map_or(f64::NAN, |c| {
             c.as_secs_f64() * 1e6 / completed.max(1) as f64
         }),
@@ -849,7 +917,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn rounds(
     contenders: &[(&str, Arc<Driver>)],
     args: &Args,
-    checks: &AtomicU64,
+    checks: &Checks,
 ) -> Result<Vec<Vec<RunStats>>, BoxError> {
     let mut out: Vec<Vec<RunStats>> = contenders.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
@@ -861,7 +929,10 @@ async fn rounds(
             let (name, driver) = &contenders[i];
             let before = counters();
             let mut s = measure(driver, args, checks).await?;
-            s.counters = counters_delta(&before, &counters());
+            let after = counters();
+            s.counters = counters_delta(&before, &after);
+            s.ejections = after.get("ejections").copied().unwrap_or(0)
+                - before.get("ejections").copied().unwrap_or(0);
             eprintln!(
                 "round {}/{} {name}: {:.0} req/s, {:.1} CPU us/call, success {}/{}, p50 {:.2} ms, p99 {:.2} ms, load {:.3}, stuck {}",
                 round + 1,
@@ -892,8 +963,9 @@ async fn rounds(
 
 async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     eprintln!("scenario overhead");
-    let checks = Arc::new(AtomicU64::new(0));
-    let server = start_replica(0, args.seed, Fault::None, checks.clone()).await?;
+    let total = Arc::new(AtomicU64::new(0));
+    let server = start_replica(0, args.seed, Fault::None, total.clone()).await?;
+    let checks = Checks::of(&total, &[&server]);
     let mut contenders = overhead_contenders(args, policy, server.addr)?;
     if let Some(only) = &args.only {
         contenders.retain(|(name, _)| name == only);
@@ -908,9 +980,8 @@ async fn overhead(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     let stats = rounds(&contenders, args, &checks).await?;
     let (bare, fin) = (&stats[0], &stats[1]);
     print_overhead(policy, bare, fin);
-    if args.breakdown {
-        print_breakdown(&contenders, &stats, bare);
-    }
+    print_breakdown(&contenders, &stats, bare);
+    side_by_side_overhead(&stats);
     let named: Vec<(&str, &Vec<RunStats>)> = contenders
         .iter()
         .map(|(n, _)| *n)
@@ -934,9 +1005,30 @@ fn overhead_contenders(
     let mut contenders = vec![
         (
             "bare",
-            Arc::new(Driver::Bare(Box::new(bare_client(policy)), check_uri)),
+            Arc::new(Driver::Bare(
+                Box::new(bare_client(policy)),
+                check_uri.clone(),
+            )),
         ),
         ("finpay", Arc::new(Driver::Finpay(finpay))),
+        (
+            "tower-resilience B",
+            Arc::new(Driver::Peer(peer::over_http(
+                policy,
+                std::slice::from_ref(&check_uri),
+                &bare_client(policy),
+                peer::Order::RetryOutside,
+            )?)),
+        ),
+        (
+            "tower-resilience B2",
+            Arc::new(Driver::Peer(peer::over_http(
+                policy,
+                std::slice::from_ref(&check_uri),
+                &bare_client(policy),
+                peer::Order::RetryInside,
+            )?)),
+        ),
     ];
     if !args.breakdown {
         return Ok(contenders);
@@ -1033,7 +1125,7 @@ fn print_overhead(policy: &ClientPolicy, bare: &[RunStats], fin: &[RunStats]) {
 
 /// The `--breakdown` table: every contender against the bare client, in throughput and in CPU.
 fn print_breakdown(contenders: &[(&str, Arc<Driver>)], stats: &[Vec<RunStats>], bare: &[RunStats]) {
-    println!("Breakdown (diagnostic; same rounds, same server):\n");
+    println!("Every contender against the bare client (same rounds, same server):\n");
     println!("| client | req/s (median) | overhead vs bare (median of rounds) | p50 / p99 ms (median) | CPU us/call (median) | CPU overhead vs bare (median of rounds) |");
     println!("|---|---|---|---|---|---|");
     for ((name, _), runs) in contenders.iter().zip(stats) {
@@ -1091,64 +1183,100 @@ fn check_request() -> Result<http::Request<Bytes>, BoxError> {
 
 /// Sequential calls through the stack over [`Instant200`]: process CPU time per call, and the same
 /// calls made on the endpoint directly (the baseline the stack's cost is the difference from).
+/// The tower-resilience stacks run over an endpoint of theirs that answers the same way.
 async fn inproc(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
     let calls = args.inproc_calls;
     let mut no_hedge = policy.clone();
     no_hedge.hedge.enabled = false;
     let mut bare_bones = no_hedge.clone();
     bare_bones.breaker.enabled = false;
-    let variants = [
-        ("endpoint alone (baseline)", None),
-        ("default policy", Some(policy.clone())),
-        ("hedging off", Some(no_hedge)),
-        ("hedging and breaker off", Some(bare_bones)),
+    let uri: http::Uri = "http://inproc:80".parse()?;
+    let finpay = |p: ClientPolicy| -> Result<Inproc, BoxError> {
+        Ok(Inproc::Finpay(ResilientClient::with_endpoints(
+            "bench",
+            vec![(uri.clone(), Instant200)],
+            p,
+        )?))
+    };
+    let variants: Vec<(&str, Inproc)> = vec![
+        ("endpoint alone (baseline)", Inproc::Endpoint),
+        ("finpay", finpay(policy.clone())?),
+        (
+            "tower-resilience B",
+            Inproc::Peer(peer::in_process(policy, peer::Order::RetryOutside)?),
+        ),
+        (
+            "tower-resilience B2",
+            Inproc::Peer(peer::in_process(policy, peer::Order::RetryInside)?),
+        ),
+        ("finpay, hedging off", finpay(no_hedge)?),
+        ("finpay, hedging and breaker off", finpay(bare_bones)?),
     ];
-    let variants = variants
+    let variants: Vec<(&str, Inproc)> = variants
         .into_iter()
-        .filter(|(name, p)| match args.only.as_deref() {
+        .filter(|(name, _)| match args.only.as_deref() {
             None => true,
-            Some("bare") => p.is_none(),
-            Some(_) => *name == "default policy",
-        });
+            Some("bare") => name.starts_with("endpoint"),
+            Some(only) => *name == only,
+        })
+        .collect();
     let deadline = Duration::from_millis(args.deadline_ms);
-    println!("## In-process stack cost (diagnostic)\n");
+    println!("## 4. In-process stack cost\n");
     println!(
-        "{calls} sequential calls per run through `ResilientClient::with_endpoints` over one \
+        "{calls} sequential calls per run, one caller, through each stack over one in-process \
          endpoint answering 200 at once (no sockets); process CPU time per call; {} runs \
-         (`--rounds`), median and minimum.\n",
+         (`--rounds`), the variants alternating within each run; median and minimum.\n",
         args.rounds
     );
-    println!("| variant | CPU us/call (median) | CPU us/call (min) |");
-    println!("|---|---|---|");
-    for (name, p) in variants {
-        let uri: http::Uri = "http://inproc:80".parse()?;
-        let client = match p {
-            Some(p) => Some(ResilientClient::with_endpoints(
-                "bench",
-                vec![(uri, Instant200)],
-                p,
-            )?),
-            None => None,
-        };
-        let mut runs = Vec::new();
-        for _ in 0..args.rounds {
+    let mut runs: Vec<Vec<f64>> = variants.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let v = &variants[i].1;
             let a = process_cpu().ok_or("no /proc/self/stat")?;
             for _ in 0..calls {
-                let req = check_request()?;
-                match &client {
-                    Some(c) => drop(c.call(req, Deadline::after(deadline)).await?),
-                    None => drop(tower::ServiceExt::oneshot(Instant200, req).await?),
-                }
+                v.call(deadline).await?;
             }
             let b = process_cpu().ok_or("no /proc/self/stat")?;
-            runs.push(b.saturating_sub(a).as_secs_f64() * 1e6 / f64::from(calls));
+            runs[i].push(b.saturating_sub(a).as_secs_f64() * 1e6 / f64::from(calls));
         }
-        let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
-        eprintln!("inproc {name}: {runs:.2?}");
-        println!("| {name} | {:.2} | {:.2} |", median(runs), min);
+    }
+    println!("| variant | CPU us/call (median) | CPU us/call (min) |");
+    println!("|---|---|---|");
+    let mut medians = BTreeMap::new();
+    for ((name, _), r) in variants.iter().zip(runs) {
+        let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+        eprintln!("inproc {name}: {r:.2?}");
+        let m = median(r);
+        medians.insert(*name, m);
+        println!("| {name} | {m:.2} | {min:.2} |");
     }
     println!();
+    side_by_side_inproc(&medians);
     Ok(())
+}
+
+/// One in-process contender.
+enum Inproc {
+    Endpoint,
+    Finpay(ResilientClient),
+    Peer(peer::PeerDriver),
+}
+
+impl Inproc {
+    async fn call(&self, deadline: Duration) -> Result<(), BoxError> {
+        match self {
+            Inproc::Endpoint => {
+                drop(tower::ServiceExt::oneshot(Instant200, check_request()?).await?)
+            }
+            Inproc::Finpay(c) => drop(c.call(check_request()?, Deadline::after(deadline)).await?),
+            Inproc::Peer(p) => p.call().await?,
+        }
+        Ok(())
+    }
 }
 
 /// The fraud hop's section title and what its replicas do, for the report.
@@ -1170,6 +1298,14 @@ fn fault_description(fault: Fault) -> (&'static str, String) {
     }
 }
 
+/// The fraud hop's contenders, in the order of their stats.
+const HOP: [&str; 4] = [
+    "finpay",
+    "haproxy",
+    "tower-resilience B",
+    "tower-resilience B2",
+];
+
 async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(), BoxError> {
     let (title, what) = fault_description(fault);
     eprintln!("scenario {title}");
@@ -1178,16 +1314,17 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
             .unwrap_or(policy.per_try_timeout_ms),
     );
     let stats = fraud_hop_rounds(args, policy, fault, timeout_server).await?;
-    let (fin, hap) = (&stats[0], &stats[1]);
 
-    println!("## {title}: FinPay client vs HAProxy\n");
+    println!("## {title}: FinPay client vs HAProxy vs tower-resilience\n");
     println!(
         "3 loopback replicas; {what} (seeded, independent per request). FinPay: \
          `ResilientClient` (default policy: per-try {} ms, {} rounds of tries, up to {} hedges, \
          budget ratio {}) over the 3 replicas. HAProxy: `mode http`, `balance roundrobin`, \
          `retries 3`, `option redispatch 1`, `retry-on all-retryable-errors 500 503 \
          response-timeout conn-failure`, `timeout server {} ms`, driven by the bare hyper-util \
-         client. Every call has a {} ms deadline. Latency covers failed calls too.\n",
+         client. tower-resilience 0.13: B (retry outside its hedge, our ordering) and B2 (retry \
+         inside its hedge), configured as in `examples/bench/peer.rs`, over tower's p2c. Every \
+         call has a {} ms deadline. Latency covers failed calls too.\n",
         policy.per_try_timeout_ms,
         policy.max_attempts,
         policy.hedge.max_hedges,
@@ -1195,25 +1332,30 @@ async fn fraud_hop(args: &Args, policy: &ClientPolicy, fault: Fault) -> Result<(
         timeout_server.as_millis(),
         args.deadline_ms,
     );
-    print_fraud_hop_rounds(fin, hap);
-    print_fraud_hop_summary(fin, hap);
-    stuck_note(&[("finpay", fin), ("haproxy", hap)]);
+    print_fraud_hop_rounds(&stats);
+    let summaries: Vec<Summary> = stats.iter().map(|v| Summary::of(v)).collect();
+    print_fraud_hop_summary(&summaries);
+    print_split(&stats[0]);
+    side_by_side_hop(fault, &stats, &summaries);
+    let named: Vec<(&str, &Vec<RunStats>)> = HOP.iter().copied().zip(stats.iter()).collect();
+    stuck_note(&named);
     Ok(())
 }
 
-/// The fraud hop's rounds: 3 replicas with `fault`, FinPay's client over them against HAProxy in
-/// front of them (`timeout server` = `timeout_server`); stats per contender, FinPay first.
+/// The fraud hop's rounds: 3 replicas with `fault`, and the contenders of [`HOP`] over them
+/// (HAProxy's `timeout server` = `timeout_server`); stats per contender, in [`HOP`]'s order.
 async fn fraud_hop_rounds(
     args: &Args,
     policy: &ClientPolicy,
     fault: Fault,
     timeout_server: Duration,
 ) -> Result<Vec<Vec<RunStats>>, BoxError> {
-    let checks = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(0));
     let mut replicas = Vec::new();
     for i in 0..3 {
-        replicas.push(start_replica(i, args.seed, fault, checks.clone()).await?);
+        replicas.push(start_replica(i, args.seed, fault, total.clone()).await?);
     }
+    let checks = Checks::of(&total, &replicas.iter().collect::<Vec<_>>());
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let mut haproxy = Haproxy::start(&args.haproxy, &addrs, timeout_server, policy).await?;
     let result = async {
@@ -1221,13 +1363,26 @@ async fn fraud_hop_rounds(
             .iter()
             .map(|a| format!("http://{a}").parse())
             .collect::<Result<Vec<http::Uri>, _>>()?;
+        let check_uris = addrs
+            .iter()
+            .map(|a| format!("http://{a}{CHECK_PATH}").parse())
+            .collect::<Result<Vec<http::Uri>, _>>()?;
         let finpay = ResilientClient::new("fraud", uris, policy.clone())?;
         let via_haproxy: http::Uri = format!("http://{}{CHECK_PATH}", haproxy.addr).parse()?;
+        let peer = |order| peer::over_http(policy, &check_uris, &bare_client(policy), order);
         let contenders = [
-            ("finpay", Arc::new(Driver::Finpay(finpay))),
+            (HOP[0], Arc::new(Driver::Finpay(finpay))),
             (
-                "haproxy",
+                HOP[1],
                 Arc::new(Driver::Bare(Box::new(bare_client(policy)), via_haproxy)),
+            ),
+            (
+                HOP[2],
+                Arc::new(Driver::Peer(peer(peer::Order::RetryOutside)?)),
+            ),
+            (
+                HOP[3],
+                Arc::new(Driver::Peer(peer(peer::Order::RetryInside)?)),
             ),
         ];
         rounds(&contenders, args, &checks).await
@@ -1238,12 +1393,14 @@ async fn fraud_hop_rounds(
     result
 }
 
-/// The fraud hop's per-round table, FinPay and HAProxy side by side.
-fn print_fraud_hop_rounds(fin: &[RunStats], hap: &[RunStats]) {
+/// The fraud hop's per-round table, every contender of a round one after the other.
+fn print_fraud_hop_rounds(stats: &[Vec<RunStats>]) {
     println!("| round | client | success | req/s | p50 ms | p99 ms | p99.9 ms | max ms | actual/effective | failures by kind | FinPay client counters (whole run) |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (i, (f, h)) in fin.iter().zip(hap).enumerate() {
-        for (name, s) in [("finpay", f), ("haproxy", h)] {
+    let rounds = stats.first().map_or(0, Vec::len);
+    for i in 0..rounds {
+        for (name, runs) in HOP.iter().zip(stats) {
+            let s = &runs[i];
             println!(
                 "| {} | {name} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} |",
                 i + 1,
@@ -1264,53 +1421,93 @@ fn print_fraud_hop_rounds(fin: &[RunStats], hap: &[RunStats]) {
     println!();
 }
 
-/// The fraud hop's summary: success over all rounds, medians, and FinPay / HAProxy ratios.
-fn print_fraud_hop_summary(fin: &[RunStats], hap: &[RunStats]) {
-    println!("| client | success, all rounds pooled | req/s (median) | p50 ms (median) | p99 ms (median) | actual/effective (median) |");
-    println!("|---|---|---|---|---|---|");
-    let summary = |v: &[RunStats]| {
-        let ok: u64 = v.iter().map(|s| s.ok).sum();
-        let calls: u64 = v.iter().map(|s| s.calls).sum();
-        Summary {
-            ok,
-            calls,
+/// One contender's figures over all rounds of a scenario.
+struct Summary {
+    ok: u64,
+    calls: u64,
+    /// Whether every round succeeded on every call.
+    every_round_perfect: bool,
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    load: f64,
+    cpu_us_per_call: f64,
+}
+
+impl Summary {
+    fn of(v: &[RunStats]) -> Self {
+        Self {
+            ok: v.iter().map(|s| s.ok).sum(),
+            calls: v.iter().map(|s| s.calls).sum(),
+            every_round_perfect: v.iter().all(|s| s.ok == s.calls),
             throughput: median(v.iter().map(|s| s.throughput).collect()),
-            p50: median(v.iter().map(|s| s.p_ms(0.5)).collect()),
-            p99: median(v.iter().map(|s| s.p_ms(0.99)).collect()),
+            p50: median_p_ms(v, 0.5),
+            p99: median_p_ms(v, 0.99),
+            p999: median_p_ms(v, 0.999),
             load: median(v.iter().map(|s| s.load).collect()),
+            cpu_us_per_call: median(v.iter().map(|s| s.cpu_us_per_call).collect()),
         }
-    };
-    let (f, h) = (summary(fin), summary(hap));
-    for (name, s) in [("FinPay", &f), ("HAProxy", &h)] {
+    }
+}
+
+/// The fraud hop's summary: success over all rounds, medians, and FinPay's ratios to the others.
+fn print_fraud_hop_summary(summaries: &[Summary]) {
+    println!("| client | success, all rounds pooled | req/s (median) | p50 ms | p99 ms | p99.9 ms (medians) | actual/effective (median) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, s) in HOP.iter().zip(summaries) {
         println!(
-            "| {name} | {:.4}% ({} failed of {}) | {:.0} | {:.2} | {:.2} | {:.3} |",
+            "| {name} | {:.4}% ({} failed of {}) | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} |",
             pct(s.ok, s.calls),
             s.calls - s.ok,
             s.calls,
             s.throughput,
             s.p50,
             s.p99,
+            s.p999,
             s.load
         );
     }
     println!();
-    println!(
-        "Ratios (FinPay / HAProxy): throughput **{:.2}x**, p50 **{:.2}x**, p99 **{:.2}x**, \
-         failure rate **{}**.\n",
-        f.throughput / h.throughput,
-        f.p50 / h.p50,
-        f.p99 / h.p99,
-        failure_ratio(&f, &h),
-    );
+    let f = &summaries[0];
+    for (name, o) in HOP.iter().zip(summaries).skip(1) {
+        println!(
+            "Ratios FinPay / {name}: throughput **{:.2}x**, p50 **{:.2}x**, p99 **{:.2}x**, \
+             p99.9 **{:.2}x**, failure rate **{}**.\n",
+            f.throughput / o.throughput,
+            f.p50 / o.p50,
+            f.p99 / o.p99,
+            f.p999 / o.p999,
+            failure_ratio(f, o),
+        );
+    }
 }
 
-struct Summary {
-    ok: u64,
-    calls: u64,
-    throughput: f64,
-    p50: f64,
-    p99: f64,
-    load: f64,
+/// FinPay's tries per replica in each round, as shares, and its ejections.
+fn print_split(fin: &[RunStats]) {
+    let rounds: Vec<String> = fin
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let total: u64 = s.split.iter().sum();
+            #[allow(clippy::cast_precision_loss)]
+            let shares: Vec<String> = s
+                .split
+                .iter()
+                .map(|n| format!("{:.1}%", *n as f64 * 100.0 / total.max(1) as f64))
+                .collect();
+            format!(
+                "round {}: {} ({} ejections)",
+                i + 1,
+                shares.join(" / "),
+                s.ejections
+            )
+        })
+        .collect();
+    println!(
+        "FinPay's tries per replica (whole run): {}.\n",
+        rounds.join("; ")
+    );
 }
 
 fn pct(ok: u64, calls: u64) -> f64 {
@@ -1360,4 +1557,296 @@ fn failure_kinds(f: &BTreeMap<&'static str, u64>) -> String {
         .map(|(k, n)| format!("{k}: {n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The side-by-side table and the issue's targets, printed at the end of the report.
+
+/// Rows of the side-by-side table (scenario and measure, FinPay, tower-resilience B / B2, ratio)
+/// and the verdicts, gathered as the scenarios run.
+#[derive(Default)]
+struct SideBySide {
+    rows: Vec<[String; 4]>,
+    verdicts: Vec<(String, bool)>,
+}
+
+static SIDE: std::sync::Mutex<SideBySide> = std::sync::Mutex::new(SideBySide {
+    rows: Vec::new(),
+    verdicts: Vec::new(),
+});
+
+fn side_row(measure: &str, ours: String, peer: String, ratio: String) {
+    if let Ok(mut s) = SIDE.lock() {
+        s.rows.push([measure.to_owned(), ours, peer, ratio]);
+    }
+}
+
+fn verdict(what: String, met: bool) {
+    if let Ok(mut s) = SIDE.lock() {
+        s.verdicts.push((what, met));
+    }
+}
+
+/// The errors and hangs rows, and their targets: errors throughput >= 2x tower-resilience's best
+/// ordering, no ejection and 30-37% of tries per replica; hangs throughput >= 1x and p99.9 <= 1x
+/// its best ordering; success 100% in every round.
+fn side_by_side_hop(fault: Fault, stats: &[Vec<RunStats>], s: &[Summary]) {
+    let (f, b, b2) = (&s[0], &s[2], &s[3]);
+    let name = match fault {
+        Fault::Error(_) => "errors",
+        Fault::Hang(..) => "hangs",
+        Fault::None => "no faults",
+    };
+    let best_rps = b.throughput.max(b2.throughput);
+    let best_p999 = b.p999.min(b2.p999);
+    side_row(
+        &format!("30% {name}: req/s"),
+        format!("{:.0}", f.throughput),
+        format!("{:.0} / {:.0}", b.throughput, b2.throughput),
+        format!("{:.2}x", f.throughput / best_rps),
+    );
+    side_row(
+        &format!("30% {name}: p99 / p99.9 ms"),
+        format!("{:.2} / {:.2}", f.p99, f.p999),
+        format!(
+            "{:.2} / {:.2} (B), {:.2} / {:.2} (B2)",
+            b.p99, b.p999, b2.p99, b2.p999
+        ),
+        format!(
+            "{:.2}x / {:.2}x",
+            f.p99 / b.p99.min(b2.p99),
+            f.p999 / best_p999
+        ),
+    );
+    side_row(
+        &format!("30% {name}: success, every round pooled"),
+        format!("{:.4}%", pct(f.ok, f.calls)),
+        format!("{:.4}% / {:.4}%", pct(b.ok, b.calls), pct(b2.ok, b2.calls)),
+        String::new(),
+    );
+    verdict(
+        format!("{name}: FinPay success 100% in every round"),
+        f.every_round_perfect,
+    );
+    match fault {
+        Fault::Error(_) => {
+            verdict(
+                format!(
+                    "errors: throughput >= 2x tower-resilience's best ordering ({:.2}x)",
+                    f.throughput / best_rps
+                ),
+                f.throughput >= 2.0 * best_rps,
+            );
+            let ejections: u64 = stats[0].iter().map(|r| r.ejections).sum();
+            let shares_ok = stats[0].iter().all(|r| {
+                let total: u64 = r.split.iter().sum();
+                #[allow(clippy::cast_precision_loss)]
+                r.split.iter().all(|n| {
+                    let share = *n as f64 / total.max(1) as f64;
+                    (0.30..=0.37).contains(&share)
+                })
+            });
+            verdict(
+                format!("errors: FinPay ejects no replica ({ejections} ejections)"),
+                ejections == 0,
+            );
+            verdict(
+                "errors: each replica gets 30-37% of FinPay's tries in every round".to_owned(),
+                shares_ok,
+            );
+        }
+        Fault::Hang(..) => {
+            verdict(
+                format!(
+                    "hangs: throughput >= 1x tower-resilience's best ordering ({:.2}x)",
+                    f.throughput / best_rps
+                ),
+                f.throughput >= best_rps,
+            );
+            verdict(
+                format!(
+                    "hangs: p99.9 <= 1x tower-resilience's best ordering ({:.2}x)",
+                    f.p999 / best_p999
+                ),
+                f.p999 <= best_p999,
+            );
+        }
+        Fault::None => {}
+    }
+}
+
+/// The overhead rows: throughput and CPU per call against a server that answers at once.
+fn side_by_side_overhead(stats: &[Vec<RunStats>]) {
+    let s: Vec<Summary> = stats.iter().take(4).map(|v| Summary::of(v)).collect();
+    let (bare, f, b, b2) = (&s[0], &s[1], &s[2], &s[3]);
+    side_row(
+        "overhead (no faults): req/s (bare client)",
+        format!("{:.0} ({:.0})", f.throughput, bare.throughput),
+        format!("{:.0} / {:.0}", b.throughput, b2.throughput),
+        format!("{:.2}x", f.throughput / b.throughput.max(b2.throughput)),
+    );
+    side_row(
+        "overhead: process CPU per call, us (bare client)",
+        format!("{:.1} ({:.1})", f.cpu_us_per_call, bare.cpu_us_per_call),
+        format!("{:.1} / {:.1}", b.cpu_us_per_call, b2.cpu_us_per_call),
+        format!(
+            "{:.2}x",
+            f.cpu_us_per_call / b.cpu_us_per_call.min(b2.cpu_us_per_call)
+        ),
+    );
+}
+
+/// The in-process row (the stack's own CPU, one caller), and its target of <= 2 us.
+fn side_by_side_inproc(medians: &BTreeMap<&str, f64>) {
+    let get = |k: &str| medians.get(k).copied().unwrap_or(f64::NAN);
+    let (f, b, b2) = (
+        get("finpay"),
+        get("tower-resilience B"),
+        get("tower-resilience B2"),
+    );
+    side_row(
+        "in-process CPU per call, one caller, us",
+        format!("{f:.2}"),
+        format!("{b:.2} / {b2:.2}"),
+        format!("{:.2}x", f / b.min(b2)),
+    );
+    verdict(
+        format!("in-process CPU per call <= 2 us ({f:.2} us)"),
+        f <= 2.0,
+    );
+}
+
+/// The side-by-side table and the verdicts.
+fn print_side_by_side() {
+    let Ok(s) = SIDE.lock() else { return };
+    if s.rows.is_empty() && s.verdicts.is_empty() {
+        return;
+    }
+    println!("## Side by side: FinPay vs tower-resilience 0.13\n");
+    println!("Medians over the rounds above. B: tower-resilience's retry outside its hedge (our ordering); B2: its retry inside its hedge. The ratio is FinPay's over tower-resilience's better ordering for that measure.\n");
+    println!("| scenario | FinPay | tower-resilience (B / B2) | ratio FinPay / best |");
+    println!("|---|---|---|---|");
+    for [m, o, p, r] in &s.rows {
+        println!("| {m} | {o} | {p} | {r} |");
+    }
+    println!();
+    println!("Targets:\n");
+    for (what, met) in &s.verdicts {
+        println!("- {what}: **{}**", if *met { "met" } else { "NOT met" });
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two of three replicas down
+
+/// When each endpoint was ejected, through the client's event hooks.
+#[derive(Default)]
+struct EjectionLog(std::sync::Mutex<Vec<(Instant, String)>>);
+
+impl finpay_resilience::Events for EjectionLog {
+    fn on_ejection(&self, _: &'static str, endpoint: &str, _: Duration) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((Instant::now(), endpoint.to_owned()));
+        }
+    }
+}
+
+/// 2 of 3 replicas answer every check with a 500, the third fails 30%: FinPay's success in every
+/// round, when it first ejects each dead replica (from the client's first call), and the share of
+/// its tries the dead ones still get.
+async fn two_down(args: &Args, policy: &ClientPolicy) -> Result<(), BoxError> {
+    eprintln!("scenario two-down");
+    let total = Arc::new(AtomicU64::new(0));
+    let faults = [
+        Fault::Error(1.0),
+        Fault::Error(1.0),
+        Fault::Error(args.fault_rate),
+    ];
+    let mut replicas = Vec::new();
+    for (i, f) in (0u64..).zip(faults) {
+        replicas.push(start_replica(i, args.seed, f, total.clone()).await?);
+    }
+    let checks = Checks::of(&total, &replicas.iter().collect::<Vec<_>>());
+    let uris = replicas
+        .iter()
+        .map(|r| format!("http://{}", r.addr).parse())
+        .collect::<Result<Vec<http::Uri>, _>>()?;
+    let log = Arc::new(EjectionLog::default());
+    let hooks = finpay_resilience::EventHooks::new(log.clone());
+    let client = ResilientClient::new_with_events("fraud", uris.clone(), policy.clone(), hooks)?;
+    let started = Instant::now();
+    let contenders = [("finpay", Arc::new(Driver::Finpay(client)))];
+    let stats = rounds(&contenders, args, &checks).await?;
+    let fin = &stats[0];
+    println!("## 5. Two of three replicas down: FinPay\n");
+    println!(
+        "3 loopback replicas: two answer every check with a 500, the third fails {:.0}% of them. \
+         FinPay's client (default policy) over the three, {} rounds as above.\n",
+        args.fault_rate * 100.0,
+        args.rounds
+    );
+    println!(
+        "| round | success | req/s | p99 ms | p99.9 ms | tries to the dead replicas | ejections |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, s) in fin.iter().enumerate() {
+        let all: u64 = s.split.iter().sum();
+        let dead: u64 = s.split.iter().take(2).sum();
+        #[allow(clippy::cast_precision_loss)]
+        let dead_share = dead as f64 * 100.0 / all.max(1) as f64;
+        println!(
+            "| {} | {}/{} ({:.3}%) | {:.0} | {:.2} | {:.2} | {dead} of {all} ({dead_share:.2}%) | {} |",
+            i + 1,
+            s.ok,
+            s.calls,
+            pct(s.ok, s.calls),
+            s.throughput,
+            s.p_ms(0.99),
+            s.p_ms(0.999),
+            s.ejections
+        );
+    }
+    let first: Vec<Option<Duration>> = uris
+        .iter()
+        .take(2)
+        .map(|u| {
+            let key = u.to_string();
+            log.0.lock().ok().and_then(|v| {
+                v.iter()
+                    .find(|(_, k)| *k == key)
+                    .map(|(t, _)| t.duration_since(started))
+            })
+        })
+        .collect();
+    let shown: Vec<String> = first
+        .iter()
+        .map(|d| {
+            d.map_or("never".to_owned(), |d| {
+                format!("{:.1} ms", d.as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    println!(
+        "\nFirst ejection of each dead replica, from the client's first call: {}. (An ejection \
+         lasts 5 s, then 10 s, ...; a dead replica that comes back is ejected again.)\n",
+        shown.join(" and ")
+    );
+    let perfect = fin.iter().all(|s| s.ok == s.calls);
+    let within = first
+        .iter()
+        .all(|d| d.is_some_and(|d| d <= Duration::from_secs(1)));
+    verdict(
+        "two of three replicas down: FinPay success 100% in every round".to_owned(),
+        perfect,
+    );
+    verdict(
+        format!(
+            "two of three replicas down: both ejected within 1 s ({})",
+            shown.join(", ")
+        ),
+        within,
+    );
+    drop(replicas);
+    Ok(())
 }
