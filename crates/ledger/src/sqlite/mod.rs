@@ -30,6 +30,7 @@
 //! `PRAGMA user_version` holds the newest applied version too.
 
 mod inbox;
+mod outbox;
 mod payments;
 mod wallet;
 pub(crate) mod writer;
