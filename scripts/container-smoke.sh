@@ -142,7 +142,9 @@ SEEDED=$(sed -n 's/^finpay seed: \([0-9]*\) .*/\1/p' "$RUN_DIR/seed.out")
 # payment's list has the same length and the same share of dead entries.
 FRAUD_LISTED=$(python3 -c 'import sys, tomllib; print(len(tomllib.load(open(sys.argv[1], "rb"))["fraud"]["urls"]))' \
   deploy/k8s/base/config/payment.toml)
-TOTAL=$((FRAUD_LISTED + REPLICAS_wallet + REPLICAS_notification + REPLICAS_payment + 1))
+# Two ports per container (the service port and the admin listener's), the dead fraud names and
+# payment's public port.
+TOTAL=$((FRAUD_LISTED + 2 * (REPLICAS_fraud + REPLICAS_wallet + REPLICAS_notification + REPLICAS_payment) + 1))
 read -r -a PORTS <<<"$(python3 - "$TOTAL" <<'PY'
 import socket, sys
 held = [socket.socket() for _ in range(int(sys.argv[1]))]
@@ -157,6 +159,7 @@ take_port; PUBLIC_PORT=$PORT
 
 declare -A URLS
 declare -A OWN_PORT
+declare -A ADMIN_PORT
 # start SERVICE INDEX [extra args...]: one replica, as its pod runs it.
 start() {
   local svc=$1 i=$2
@@ -171,11 +174,16 @@ start() {
   [ "$svc" = fraud ] || storage_env=(--env-file "$RUN_DIR/storage.env")
   take_port
   OWN_PORT[$svc-$i]=$PORT
+  local own=$PORT
+  take_port
+  ADMIN_PORT[$svc-$i]=$PORT
+  PORT=$own
   local id
   id=$(docker run -d --name "finpay-$PREFIX-$svc-$i" --network host --read-only \
     --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges --restart=always \
     --env-file "$RUN_DIR/admin.env" "${storage_env[@]}" "${schema_env[@]}" \
     -e FINPAY_HTTP__HOST=127.0.0.1 -e "FINPAY_HTTP__PORT=$PORT" \
+    -e FINPAY_HTTP__ADMIN_HOST=127.0.0.1 -e "FINPAY_HTTP__ADMIN_PORT=${ADMIN_PORT[$svc-$i]}" \
     -v "$ROOT/deploy/k8s/base/config/$svc.toml:/etc/finpay/$svc.toml:ro" \
     "$IMAGE" "${args[@]}" "$@")
   CONTAINERS+=("$id")

@@ -31,6 +31,10 @@ pub struct ClusterState {
     /// The supervisor's own HTTP port (`finpay scale` asks it), on 127.0.0.1.
     #[serde(default)]
     pub control_url: Option<String>,
+    /// The bearer token of every replica's `/admin/*`, random per cluster. The file is readable by
+    /// its owner only; `finpay status` leaves it out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub admin_token: String,
     /// Where the money is: SQLite files in `data_dir`, or the PostgreSQL schemas named here.
     #[serde(default)]
     pub storage: crate::storage::StorageInfo,
@@ -50,6 +54,9 @@ pub struct ReplicaState {
     /// Fixed for the life of the cluster, so the replica lists handed to payment stay valid.
     pub port: u16,
     pub url: String,
+    /// The replica's admin listener: `/admin/*` (with [`ClusterState::admin_token`]), `/metrics`.
+    #[serde(default)]
+    pub admin_url: String,
     /// `starting` (startup probe not yet passed), `running`, `backoff`, `stopped`.
     pub phase: String,
     /// Readiness probe verdict: in rotation.
@@ -81,14 +88,14 @@ impl ClusterState {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<16} {:<13} {:>7} {:>6}  {:<9} {:<5} {:<5} {:>8}  {:<24} LAST EXIT",
-            "NAME", "SERVICE", "PID", "PORT", "PHASE", "READY", "LIVE", "RESTARTS", "URL"
+            "{:<16} {:<13} {:>7} {:>6}  {:<9} {:<5} {:<5} {:>8}  {:<24} {:<24} LAST EXIT",
+            "NAME", "SERVICE", "PID", "PORT", "PHASE", "READY", "LIVE", "RESTARTS", "URL", "ADMIN"
         );
         for r in &self.replicas {
             let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
             let _ = writeln!(
                 out,
-                "{:<16} {:<13} {:>7} {:>6}  {:<9} {:<5} {:<5} {:>8}  {:<24} {}",
+                "{:<16} {:<13} {:>7} {:>6}  {:<9} {:<5} {:<5} {:>8}  {:<24} {:<24} {}",
                 r.name,
                 r.service.as_str(),
                 pid,
@@ -98,6 +105,7 @@ impl ClusterState {
                 yes_no(r.live),
                 r.restarts,
                 r.url,
+                r.admin_url,
                 r.last_exit.as_deref().unwrap_or("-")
             );
         }
@@ -118,7 +126,7 @@ pub fn state_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Writes `state` to `<data_dir>/cluster.json` atomically: temp file, then rename. The file is
-/// readable by its owner only (mode 0600): it holds the database URL.
+/// readable by its owner only (mode 0600): it holds the database URL and the admin token.
 pub fn write_atomic(data_dir: &Path, state: &ClusterState) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -169,6 +177,7 @@ mod tests {
             ready: true,
             payment_url: "http://127.0.0.1:8080".into(),
             control_url: None,
+            admin_token: String::new(),
             storage: crate::storage::StorageInfo::default(),
             started_at_ms: 1,
             updated_at_ms: 2,
@@ -178,6 +187,7 @@ mod tests {
                 pid: Some(7),
                 port: 40001,
                 url: "http://127.0.0.1:40001".into(),
+                admin_url: "http://127.0.0.1:40002".into(),
                 phase: "running".into(),
                 ready: true,
                 live: true,

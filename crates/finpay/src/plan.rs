@@ -165,8 +165,10 @@ pub struct ReplicaPlan {
     pub name: String,
     pub service: ServiceKind,
     pub index: u16,
-    /// The replica's own port (probes, admin, and the business routes of one replica).
+    /// The replica's own port: its business routes and its probes.
     pub port: u16,
+    /// The replica's admin listener: `/admin/*`, `/metrics` and the probes.
+    pub admin_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -174,6 +176,10 @@ pub struct ReplicaPlan {
 impl ReplicaPlan {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 }
 
@@ -267,11 +273,19 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Plan> {
         .into_iter()
         .flat_map(|kind| (0..spec.replicas.get(kind)).map(move |i| (kind, i)))
         .collect();
-    let ports = free_ports(layout.len())?;
+    // Two ports per replica, all distinct: the business port and the admin listener's.
+    let ports = free_ports(2 * layout.len())?;
     let replicas = layout
         .into_iter()
-        .zip(ports)
-        .map(|((kind, index), port)| plan_replica(spec, data_dir, public_port, kind, index, port))
+        .zip(ports.chunks_exact(2))
+        .map(|((kind, index), pair)| {
+            let own = ReplicaPorts {
+                own: pair[0],
+                admin: pair[1],
+                shared: None,
+            };
+            plan_replica(spec, data_dir, public_port, kind, index, own)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Plan {
         replicas,
@@ -279,24 +293,25 @@ pub fn build(spec: &ClusterSpec, data_dir: &Path) -> anyhow::Result<Plan> {
     })
 }
 
-/// Plans one replica and writes its config file.
+/// Plans one replica on the ports of `own` (its `shared` is set here: payment's replicas share
+/// `public_port`) and writes its config file.
 pub fn plan_replica(
     spec: &ClusterSpec,
     data_dir: &Path,
     public_port: u16,
     service: ServiceKind,
     index: u16,
-    port: u16,
+    own: ReplicaPorts,
 ) -> anyhow::Result<ReplicaPlan> {
     let name = replica_name(service, index);
     let config_path = data_dir.join("config").join(format!("{name}.toml"));
-    let shared_port = (service == ServiceKind::Payment).then_some(public_port);
+    let ports = ReplicaPorts {
+        shared: (service == ServiceKind::Payment).then_some(public_port),
+        ..own
+    };
     let toml = replica_toml(
         spec,
-        ReplicaPorts {
-            own: port,
-            shared: shared_port,
-        },
+        ports,
         service,
         index,
         data_dir,
@@ -309,7 +324,8 @@ pub fn plan_replica(
         name,
         service,
         index,
-        port,
+        port: ports.own,
+        admin_port: ports.admin,
         config_path,
     })
 }
@@ -332,13 +348,28 @@ struct ReplicaHttp {
     port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     shared_port: Option<u16>,
+    admin_port: u16,
 }
 
-/// A replica's own port, and the port it shares with its service's other replicas.
+/// A replica's own port, its admin listener's, and the port it shares with its service's other
+/// replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaPorts {
     pub own: u16,
+    pub admin: u16,
     pub shared: Option<u16>,
+}
+
+impl ReplicaPorts {
+    /// Two free ports, for a replica planned while the cluster runs.
+    pub fn free() -> anyhow::Result<Self> {
+        let ports = free_ports(2)?;
+        Ok(Self {
+            own: ports[0],
+            admin: ports[1],
+            shared: None,
+        })
+    }
 }
 
 /// The faults `spec` gives replica `index` of `service`, before its seed is set.
@@ -378,6 +409,7 @@ pub fn replica_toml(
             host: "127.0.0.1",
             port: ports.own,
             shared_port: ports.shared,
+            admin_port: ports.admin,
         },
         faults: FaultSettings {
             seed: fault_seed,
@@ -454,15 +486,17 @@ mod tests {
                 "payment-0"
             ]
         );
-        let mut ports: Vec<u16> = plans.iter().map(|p| p.port).collect();
+        let mut ports: Vec<u16> = plans.iter().flat_map(|p| [p.port, p.admin_port]).collect();
         ports.sort_unstable();
         ports.dedup();
-        assert_eq!(ports.len(), plans.len());
+        assert_eq!(ports.len(), 2 * plans.len());
         assert!(ports.iter().all(|p| *p != 0));
         for p in &plans {
             let text = std::fs::read_to_string(&p.config_path).expect("config written");
             let table: toml::Table = text.parse().expect("valid TOML");
             assert_eq!(table["http"]["port"].as_integer(), Some(i64::from(p.port)));
+            let admin = table["http"]["admin_port"].as_integer();
+            assert_eq!(admin, Some(i64::from(p.admin_port)));
             assert_eq!(table["http"]["host"].as_str(), Some("127.0.0.1"));
             assert_eq!(table["data_dir"].as_str(), dir.path().to_str());
         }
@@ -511,9 +545,10 @@ mod tests {
         s.fraud_fault = FraudFault::Crash;
         let plans = build(&s, dir.path()).expect("plan").replicas;
         for p in &plans {
-            let mut overrides = Vec::new();
+            // The token reaches a replica in its environment; here it is one more override.
+            let mut overrides = vec![("admin_token".to_owned(), "t".repeat(32))];
             if p.service == ServiceKind::Payment {
-                overrides = payment_overrides(&Storage::Sqlite, |k| urls_of(&plans, k));
+                overrides.extend(payment_overrides(&Storage::Sqlite, |k| urls_of(&plans, k)));
             }
             finpay_services::check_config(p.service, Some(p.config_path.clone()), overrides)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name));

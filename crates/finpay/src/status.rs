@@ -29,7 +29,9 @@ pub struct StatusArgs {
 }
 
 pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let state = cluster::read(data_dir)?;
+    let mut state = cluster::read(data_dir)?;
+    // The token stays in the file (mode 0600); what status prints may end up in a paste.
+    state.admin_token.clear();
     if json {
         println!(
             "{}",

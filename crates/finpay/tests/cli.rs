@@ -4,8 +4,13 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_finpay");
 
+/// Runs the binary without an admin token from the environment, whatever the caller's has.
 fn finpay(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run finpay")
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FINPAY_ADMIN_TOKEN")
+        .output()
+        .expect("run finpay")
 }
 
 fn assert_config_error(args: &[&str], needle: &str) {
@@ -53,10 +58,24 @@ fn serve_with_invalid_settings_exits_64_before_listening() {
             "--data-dir",
             d,
             "--set",
+            "admin_token=a-token-of-at-least-32-characters",
+            "--set",
             "faults.error_rate=2",
         ],
         "error_rate",
     );
+}
+
+#[test]
+fn every_service_refuses_to_start_without_an_admin_token_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    for service in ["fraud", "wallet", "notification", "payment"] {
+        let args = ["serve", service, "--port", "0", "--data-dir", d];
+        assert_config_error(&args, "admin_token");
+        let short = [&args[..], &["--set", "admin_token=finpay-admin"]].concat();
+        assert_config_error(&short, "at least 32 characters");
+    }
 }
 
 #[test]

@@ -639,7 +639,7 @@ fn scaling_fraud_up_and_down_and_payment_up_under_load_fails_no_payment() {
     assert!(fresh.iter().all(|r| r.ready), "{}", five.table());
     // Payment's client learns the new endpoints at once: they answer checks within seconds.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while fresh.iter().any(|r| verdicts(&r.url) == 0.0) {
+    while fresh.iter().any(|r| verdicts(&r.admin_url) == 0.0) {
         assert!(Instant::now() < deadline, "new fraud replicas got no tries");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -72,7 +72,7 @@ impl Application {
         parts: Parts,
     ) -> Result<Self, ServeError> {
         let faults = Faults::new(kind.as_str(), common.faults.clone());
-        let router = app_router(
+        let routers = app_router(
             kind.as_str(),
             common,
             parts.routes,
@@ -80,7 +80,7 @@ impl Application {
             faults,
             parts.ready,
         );
-        let server = Server::bind(kind.as_str(), common, router).await?;
+        let server = Server::bind(kind.as_str(), common, routers).await?;
         Ok(Self {
             kind,
             server,
@@ -98,6 +98,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.addr()
+    }
+
+    /// The admin listener's address: `/admin/*`, `/metrics` and the probes.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
     }
 
     /// Serves, with the background loops beside, until `shutdown`; then finishes in-flight requests
@@ -138,14 +143,16 @@ pub(crate) struct ListeningLine<'a> {
     pub event: &'static str,
     pub service: &'a str,
     pub addr: String,
+    pub admin_addr: String,
     pub pid: u32,
 }
 
-pub(crate) fn print_listening(kind: ServiceKind, addr: SocketAddr) -> Result<(), ServeError> {
+pub(crate) fn print_listening(kind: ServiceKind, app: &Application) -> Result<(), ServeError> {
     let line = ListeningLine {
         event: "listening",
         service: kind.as_str(),
-        addr: addr.to_string(),
+        addr: app.local_addr().to_string(),
+        admin_addr: app.admin_addr().to_string(),
         pid: std::process::id(),
     };
     let json =
@@ -179,11 +186,12 @@ mod tests {
             event: "listening",
             service: "fraud",
             addr: "127.0.0.1:40123".into(),
+            admin_addr: "127.0.0.1:40124".into(),
             pid: 1234,
         };
         assert_eq!(
             serde_json::to_string(&line).expect("serializes"),
-            r#"{"event":"listening","service":"fraud","addr":"127.0.0.1:40123","pid":1234}"#
+            r#"{"event":"listening","service":"fraud","addr":"127.0.0.1:40123","admin_addr":"127.0.0.1:40124","pid":1234}"#
         );
     }
 }

@@ -29,13 +29,15 @@
 //! ```toml
 //! # every service
 //! data_dir = ".finpay"            # wallet.db / payments.db / notifications.db live here
-//! admin_token = "finpay-admin"    # bearer for /admin/faults; never printed
+//! admin_token = ""                # required, >= 32 characters: bearer for /admin/*; never printed
 //! log_format = "json"             # json | pretty (stderr; RUST_LOG filters, default info)
 //! [http]
 //! host = "127.0.0.1"
 //! port = 0                        # 0 = any free port (see the listening line)
 //! body_limit_bytes = 16384        # 256 ..= 64 MiB; bigger bodies get 413
 //! # shared_port = 8080           # also listen here, shared with the service's other replicas
+//! admin_host = "127.0.0.1"        # the admin listener: /admin/*, /metrics, /health/*
+//! admin_port = 0                  # 0 = any free port; never the business port
 //! [faults]                        # business routes only; PUT /admin/faults replaces at run time
 //! seed = 0
 //! error_rate = 0.0                # 500 or 503, half each
@@ -191,7 +193,7 @@ async fn run<S: Assemble>(
     let settings: S = config::load(file, overrides)?;
     init_tracing(settings.common().log_format);
     let app = Application::build(settings).await?;
-    app::print_listening(S::KIND, app.local_addr())?;
+    app::print_listening(S::KIND, &app)?;
     app.run_until_stopped(crate::http::server::shutdown_signal())
         .await
 }

@@ -19,8 +19,6 @@ use super::schedule::{ms, Action, Schedule, Target, Toxic};
 use crate::supervisor::Shared;
 use crate::up::Cluster;
 
-/// The admin bearer token of the services (their default `admin_token`).
-pub const ADMIN_TOKEN: &str = "finpay-admin";
 /// Longest wait for a killed or frozen replica to be back, before it counts as not healed.
 pub const HEAL_WATCH_MAX: Duration = Duration::from_secs(30);
 /// Tries of one `PUT /admin/faults`, 200 ms apart (a replica may be restarting).
@@ -232,7 +230,7 @@ impl Injector<'_> {
                 Target::Service(s) => r.service == *s,
                 Target::Replica(n) => &r.name == n,
             })
-            .map(|r| (r.name.clone(), r.url.clone()))
+            .map(|r| (r.name.clone(), r.admin_url.clone()))
             .collect();
         anyhow::ensure!(!urls.is_empty(), "no replica matches {target:?}");
         for (name, url) in urls {
@@ -242,16 +240,18 @@ impl Injector<'_> {
                 seed: crate::plan::derive_seed(faults.seed, &name, 0),
                 ..faults.clone()
             };
-            self.put_faults(&name, &url, &faults).await?;
+            self.put_faults(&name, &url, &state.admin_token, &faults)
+                .await?;
         }
         Ok(())
     }
 
-    /// `PUT {url}/admin/faults` of one replica, with [`PUT_TRIES`] tries.
+    /// `PUT {url}/admin/faults` of one replica's admin listener, with [`PUT_TRIES`] tries.
     async fn put_faults(
         &self,
         name: &str,
         url: &str,
+        token: &str,
         faults: &FaultSettings,
     ) -> anyhow::Result<()> {
         let mut last = String::new();
@@ -259,7 +259,7 @@ impl Injector<'_> {
             match self
                 .http
                 .put(format!("{url}/admin/faults"))
-                .bearer_auth(ADMIN_TOKEN)
+                .bearer_auth(token)
                 .json(faults)
                 .send()
                 .await

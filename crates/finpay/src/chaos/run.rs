@@ -338,7 +338,7 @@ async fn settle(
         drain_ms,
         payments_checked,
         faults_injected: scrape::scrape_faults(injector.shared, http).await,
-        client: scrape::scrape_client(payment_url, http).await,
+        client: scrape::scrape_client(injector.shared, http).await,
     }
 }
 

@@ -15,11 +15,13 @@ use crate::load::Progress;
 use crate::supervisor::Shared;
 use finpay_services::ServiceKind;
 
-/// Payment's `finpay_client_*_total` counters, keyed `name{dependency}`.
-pub async fn scrape_client(payment_url: &str, http: &reqwest::Client) -> BTreeMap<String, u64> {
+/// Payment's `finpay_client_*_total` counters, keyed `name{dependency}`, summed over its replicas.
+pub async fn scrape_client(shared: &Shared, http: &reqwest::Client) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    if let Some(text) = metrics(http, payment_url).await {
-        add_client_counters(&text, &mut out);
+    for r in shared.snapshot().by_service(ServiceKind::Payment) {
+        if let Some(text) = metrics(http, &r.admin_url).await {
+            add_client_counters(&text, &mut out);
+        }
     }
     out
 }
@@ -31,14 +33,14 @@ pub async fn scrape_faults(shared: &Shared, http: &reqwest::Client) -> BTreeMap<
         if r.service == ServiceKind::Payment {
             continue;
         }
-        if let Some(text) = metrics(http, &r.url).await {
+        if let Some(text) = metrics(http, &r.admin_url).await {
             add_faults_injected(&text, &mut by_kind);
         }
     }
     by_kind
 }
 
-/// The `/metrics` text of the service at `url`; None when it does not answer.
+/// The `/metrics` text of the admin listener at `url`; None when it does not answer.
 async fn metrics(http: &reqwest::Client, url: &str) -> Option<String> {
     let resp = http.get(format!("{url}/metrics")).send().await.ok()?;
     resp.text().await.ok()

@@ -24,8 +24,6 @@ use crate::cluster::{self, ClusterState, ReplicaState};
 use crate::plan::{self, ClusterSpec, ReplicaPlan};
 use crate::supervisor::{self, ProbePolicy, ReplicaCommand, Shared};
 
-/// The bearer token of the services' admin routes, as `finpay up` configures them.
-pub const ADMIN_TOKEN: &str = "finpay-admin";
 /// How long a replica stays out of the routes before it is stopped: longer than any try's timeout,
 /// so the tries in flight on it end before its SIGTERM.
 pub const DRAIN: Duration = Duration::from_millis(1_000);
@@ -72,6 +70,8 @@ pub struct Cluster {
     /// Payment replicas planned but not started: [`Cluster::wait_ready`] starts them.
     pending: Vec<ReplicaPlan>,
     http: reqwest::Client,
+    /// Every replica's admin token, random per cluster (in `cluster.json`, mode 0600).
+    admin_token: String,
     writer: Option<JoinHandle<()>>,
     writer_stop: watch::Sender<bool>,
 }
@@ -91,7 +91,8 @@ impl Cluster {
         let plan = plan::build(&cfg.spec, &data_dir)?;
         let accounts = cfg.spec.storage.seed(&data_dir).await?;
         tracing::info!(accounts, "demo accounts seeded");
-        let shared = Shared::new(initial_state(&data_dir, cfg, &plan));
+        let admin_token = new_admin_token();
+        let shared = Shared::new(initial_state(&data_dir, cfg, &plan, &admin_token));
         cluster::write_atomic(&data_dir, &shared.snapshot())?;
         let (writer_stop, writer_stop_rx) = watch::channel(false);
         let writer = tokio::spawn(supervisor::write_state_file(
@@ -124,6 +125,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(2))
                 .build()
                 .context("build the supervisor's HTTP client")?,
+            admin_token,
             writer: Some(writer),
             writer_stop,
         };
@@ -334,13 +336,13 @@ impl Cluster {
             .insert(service, urls.clone());
         let body = finpay_services::payment::admin::Endpoints { urls };
         for p in plans.iter().filter(|p| p.service == ServiceKind::Payment) {
-            let url = format!("{}/admin/dependencies/{service}", p.url());
+            let url = format!("{}/admin/dependencies/{service}", p.admin_url());
             let mut told = false;
             for _ in 0..5 {
                 let sent = self
                     .http
                     .put(&url)
-                    .bearer_auth(ADMIN_TOKEN)
+                    .bearer_auth(&self.admin_token)
                     .json(&body)
                     .send();
                 if matches!(sent.await, Ok(r) if r.status().is_success()) {
@@ -403,7 +405,7 @@ impl Cluster {
             self.public_port,
             service,
             index,
-            plan::free_port()?,
+            plan::ReplicaPorts::free()?,
         )
     }
 
@@ -456,14 +458,31 @@ impl Cluster {
                     .flat_map(|(k, v)| ["--set".into(), OsString::from(format!("{k}={v}"))])
                     .collect()
             }),
-            env: self.spec.storage.env(service),
+            // The token reaches the replica in its environment, never in a file or on its
+            // command line, where `ps` shows it.
+            env: std::iter::once((ADMIN_TOKEN_ENV.to_owned(), self.admin_token.clone()))
+                .chain(self.spec.storage.env(service))
+                .collect(),
             port: p.port,
             log_path: p.log_path.clone(),
         }
     }
 }
 
-fn initial_state(data_dir: &Path, cfg: &UpConfig, plan: &plan::Plan) -> ClusterState {
+/// The environment variable a service reads its `admin_token` from.
+pub const ADMIN_TOKEN_ENV: &str = "FINPAY_ADMIN_TOKEN";
+
+/// 32 random bytes as 64 hex characters: above the services' 32-character minimum.
+fn new_admin_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn initial_state(
+    data_dir: &Path,
+    cfg: &UpConfig,
+    plan: &plan::Plan,
+    admin_token: &str,
+) -> ClusterState {
     let now = cluster::now_ms();
     ClusterState {
         data_dir: data_dir.to_owned(),
@@ -472,6 +491,7 @@ fn initial_state(data_dir: &Path, cfg: &UpConfig, plan: &plan::Plan) -> ClusterS
         ready: false,
         payment_url: format!("http://127.0.0.1:{}", plan.public_port),
         control_url: None,
+        admin_token: admin_token.to_owned(),
         storage: cfg.spec.storage.info(),
         started_at_ms: now,
         updated_at_ms: now,
@@ -486,6 +506,7 @@ fn replica_state(p: &ReplicaPlan) -> ReplicaState {
         pid: None,
         port: p.port,
         url: p.url(),
+        admin_url: p.admin_url(),
         phase: "pending".into(),
         ready: false,
         live: false,

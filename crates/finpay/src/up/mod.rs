@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use finpay_services::ServiceKind;
 use tokio::signal::unix::{signal, SignalKind};
 
-pub use self::cluster::{Cluster, ADMIN_TOKEN, STOP_TIMEOUT};
+pub use self::cluster::{Cluster, ADMIN_TOKEN_ENV, STOP_TIMEOUT};
 use crate::plan::{ClusterSpec, FraudFault, Replicas, WalletFault};
 use crate::storage::{Backend, Storage};
 
@@ -209,6 +209,11 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
             "ready: payments at {url} (try `curl {url}/pay`; `finpay status --data-dir {}`; Ctrl-C stops)",
             data_dir.display(),
             url = state.payment_url
+        );
+        println!(
+            "admin: each replica's ADMIN url above serves /metrics and /admin/*, the latter with \
+             `Authorization: Bearer $(jq -r .admin_token {})`",
+            crate::cluster::state_path(&data_dir).display()
         );
         tokio::select! {
             _ = sigterm.recv() => {},

@@ -52,13 +52,18 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub host: String,
-    /// This replica's own port: probes, admin and metrics reach one replica here.
+    /// This replica's own port: its business routes and its health probes.
     pub port: u16,
     pub body_limit_bytes: usize,
     /// A port shared with the other replicas of the same service (`SO_REUSEPORT`), which the
     /// kernel spreads new connections over, as a Kubernetes Service spreads them over its pods.
     /// Absent: only `port`.
     pub shared_port: Option<u16>,
+    /// The admin listener: `/admin/*` (behind `admin_token`), `/metrics` and the health probes.
+    /// Apart from the business port, so a caller of the API never reaches the fault switches or the
+    /// metrics; on loopback unless a deployment opens it to its scraper.
+    pub admin_host: String,
+    pub admin_port: u16,
 }
 
 impl Default for HttpSettings {
@@ -68,6 +73,8 @@ impl Default for HttpSettings {
             port: 0,
             body_limit_bytes: 16 * 1024,
             shared_port: None,
+            admin_host: "127.0.0.1".into(),
+            admin_port: 0,
         }
     }
 }
@@ -114,6 +121,9 @@ impl Default for FaultSettings {
         }
     }
 }
+
+/// The shortest admin token a service accepts: 32 characters, 128 bits and more when random.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
 
 /// Bounds on injected delays, so a typo cannot park a request for a day.
 pub const MAX_FAULT_DELAY_MS: u64 = 600_000;
@@ -267,7 +277,8 @@ impl Default for CommonSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".finpay"),
-            admin_token: Secret::new("finpay-admin"),
+            // No default: a token everyone knows would guard nothing.
+            admin_token: Secret::new(""),
             log_format: LogFormat::Json,
             http: HttpSettings::default(),
             faults: FaultSettings::default(),
@@ -278,11 +289,33 @@ impl Default for CommonSettings {
 
 impl CommonSettings {
     pub fn validate(&self) -> Result<(), ServeError> {
-        if self.admin_token.expose().is_empty() {
-            return Err(config_err("admin_token", "must not be empty"));
+        let token = self.admin_token.expose().chars().count();
+        if token < ADMIN_TOKEN_MIN_CHARS {
+            return Err(config_err(
+                "admin_token",
+                format!(
+                    "is required, at least {ADMIN_TOKEN_MIN_CHARS} characters (got {token}); \
+                     set FINPAY_ADMIN_TOKEN, e.g. to the output of `openssl rand -hex 32`"
+                ),
+            ));
         }
         if self.http.host.trim().is_empty() {
             return Err(config_err("http.host", "must not be empty"));
+        }
+        if self.http.admin_host.trim().is_empty() {
+            return Err(config_err("http.admin_host", "must not be empty"));
+        }
+        if self.http.admin_port != 0
+            && (Some(self.http.admin_port) == self.http.shared_port
+                || self.http.admin_port == self.http.port)
+        {
+            return Err(config_err(
+                "http.admin_port",
+                format!(
+                    "must differ from http.port and http.shared_port, got {}",
+                    self.http.admin_port
+                ),
+            ));
         }
         if !(256..=64 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err(config_err(
@@ -485,11 +518,36 @@ mod tests {
         }
     }
 
+    const TOKEN: &str = "a-test-admin-token-of-32-chars-!";
+
+    /// The overrides, after an admin token every test needs to load at all.
     fn ov(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
+        std::iter::once(&("admin_token", TOKEN))
+            .chain(pairs)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_missing_or_short_admin_token_is_refused_by_name() {
+        let none: Vec<(String, String)> = Vec::new();
+        let err = load::<TestSettings>(None, &none).expect_err("no token");
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        let err = load::<TestSettings>(None, &ov(&[("admin_token", "finpay-admin")]))
+            .expect_err("too short");
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        assert!(!err.to_string().contains("finpay-admin"), "{err}");
+        load::<TestSettings>(None, &ov(&[])).expect("a 32-character token loads");
+    }
+
+    #[test]
+    fn the_admin_port_must_be_a_port_of_its_own() {
+        let err = load::<TestSettings>(
+            None,
+            &ov(&[("http.port", "9000"), ("http.admin_port", "9000")]),
+        )
+        .expect_err("same port");
+        assert!(err.to_string().contains("http.admin_port"), "{err}");
     }
 
     #[test]
@@ -615,7 +673,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = CommonSettings::default();
-        assert!(!format!("{s:?}").contains("finpay-admin"));
+        let s: TestSettings = load(None, &ov(&[])).expect("loads");
+        assert!(!format!("{:?}", s.common).contains(TOKEN));
     }
 }

@@ -1,10 +1,16 @@
 //! The server shape every service shares: the operational routes, the middleware stack, the listener
 //! and graceful shutdown.
 //!
+//! Two listeners, each router behind the same edge:
+//!
 //! ```text
 //! request id (set, propagate) -> trace span -> http metrics -> problem fallback -> body limit
-//!   ├─ /health/live, /health/ready, /metrics, /admin/faults     (never faulted, never deadlined)
+//! business port (http.port, http.shared_port):
+//!   ├─ /health/live, /health/ready                              (never faulted, never deadlined)
 //!   └─ business routes -> deadline (finpay-deadline-ms, 504 when spent) -> faults -> handler
+//! admin listener (http.admin_host:http.admin_port):
+//!   ├─ /health/live, /health/ready, /metrics
+//!   └─ /admin/* -> bearer admin_token (401/403 before the body is read) -> handler
 //! ```
 
 use std::future::Future;
@@ -226,7 +232,16 @@ async fn not_found() -> ApiError {
     ApiError::route_not_found()
 }
 
-/// Wraps a service's business and admin routes with everything every service has.
+/// A service's two routers: the business port's and the admin listener's.
+pub struct Routers {
+    /// Business routes (deadlined, faulted) and the health probes.
+    pub public: Router,
+    /// `/admin/*` behind the admin token, `/metrics`, and the health probes.
+    pub admin: Router,
+}
+
+/// Wraps a service's business and admin routes with everything every service has, and keeps them
+/// on separate routers: nothing of `/admin/*` or `/metrics` is reachable on the business port.
 pub fn app_router(
     service: &'static str,
     common: &CommonSettings,
@@ -234,7 +249,7 @@ pub fn app_router(
     admin: Router,
     faults: Arc<Faults>,
     ready_check: ReadyCheck,
-) -> Router {
+) -> Routers {
     // Install the recorder now, before the first request records anything.
     let _ = metrics_handle();
     let business = business
@@ -243,22 +258,32 @@ pub fn app_router(
             faults::inject,
         ))
         .layer(middleware::from_fn(deadline_mw));
-    let ops =
-        Router::new()
-            .route("/health/live", get(live))
-            .route("/health/ready", get(ready).with_state(ready_check))
-            .route("/metrics", get(metrics_route))
-            .merge(faults::admin_routes(faults).merge(admin).layer(
-                middleware::from_fn_with_state(
+    let health = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready).with_state(ready_check));
+    let admin = Router::new()
+        .route("/metrics", get(metrics_route))
+        .merge(
+            faults::admin_routes(faults)
+                .merge(admin)
+                .layer(middleware::from_fn_with_state(
                     common.admin_token.clone(),
                     super::admin::require_admin,
-                ),
-            ));
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+                )),
+        )
+        .merge(health.clone());
     let limit = common.http.body_limit_bytes;
-    Router::new()
-        .merge(business)
-        .merge(ops)
+    Routers {
+        public: edge(service, limit, business.merge(health)),
+        admin: edge(service, limit, admin),
+    }
+}
+
+/// What every listener's router has around its routes: request ids, a trace span, the HTTP
+/// metrics, problem+json for bare errors, the body limit, and a problem+json 404.
+fn edge(service: &'static str, limit: usize, routes: Router) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, problem_fallback_mw))
@@ -284,14 +309,27 @@ pub fn app_router(
         )
 }
 
-/// A bound listener (and, when configured, the service's shared one) and its router; the common
-/// half of every service's `Application`.
+/// The bound listeners (the replica's own, the service's shared one when configured, and the
+/// admin listener) and their routers; the common half of every service's `Application`.
 pub struct Server {
     service: &'static str,
     listener: TcpListener,
     shared: Option<TcpListener>,
+    admin: TcpListener,
     addr: SocketAddr,
-    router: Router,
+    admin_addr: SocketAddr,
+    routers: Routers,
+}
+
+/// Binds `host:port` for this replica alone.
+async fn bind(host: &str, port: u16) -> Result<TcpListener, ServeError> {
+    let target = format!("{host}:{port}");
+    TcpListener::bind(&target)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: target,
+            source,
+        })
 }
 
 /// Binds `host:port` with `SO_REUSEPORT`, so the other replicas of the service can bind it too and
@@ -322,16 +360,12 @@ impl Server {
     pub async fn bind(
         service: &'static str,
         common: &CommonSettings,
-        router: Router,
+        routers: Routers,
     ) -> Result<Self, ServeError> {
-        let target = format!("{}:{}", common.http.host, common.http.port);
-        let listener = TcpListener::bind(&target)
-            .await
-            .map_err(|e| ServeError::Bind {
-                addr: target.clone(),
-                source: e,
-            })?;
+        let listener = bind(&common.http.host, common.http.port).await?;
+        let admin = bind(&common.http.admin_host, common.http.admin_port).await?;
         let addr = listener.local_addr()?;
+        let admin_addr = admin.local_addr()?;
         let shared = common
             .http
             .shared_port
@@ -341,14 +375,21 @@ impl Server {
             service,
             listener,
             shared,
+            admin,
             addr,
-            router,
+            admin_addr,
+            routers,
         })
     }
 
     /// This replica's own address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     pub fn port(&self) -> u16 {
@@ -362,15 +403,18 @@ impl Server {
         F: Future<Output = ()> + Send + 'static,
     {
         let service = self.service;
-        tracing::info!(service, addr = %self.addr, shared = ?self.shared.as_ref().and_then(|l| l.local_addr().ok()), "listening");
+        tracing::info!(service, addr = %self.addr, admin = %self.admin_addr, shared = ?self.shared.as_ref().and_then(|l| l.local_addr().ok()), "listening");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let own = axum::serve(self.listener, self.router.clone().into_make_service())
+        let Routers { public, admin } = self.routers;
+        let own = axum::serve(self.listener, public.clone().into_make_service())
+            .with_graceful_shutdown(until_stopped(stopped.clone()));
+        let admin = axum::serve(self.admin, admin.into_make_service())
             .with_graceful_shutdown(until_stopped(stopped.clone()));
         let shared = self.shared.map(|l| {
-            axum::serve(l, self.router.into_make_service())
+            axum::serve(l, public.into_make_service())
                 .with_graceful_shutdown(until_stopped(stopped))
         });
         let signal = async move {
@@ -380,8 +424,8 @@ impl Server {
         };
         let served = async {
             match shared {
-                Some(shared) => tokio::try_join!(own, shared).map(|_| ()),
-                None => own.await,
+                Some(shared) => tokio::try_join!(own, admin, shared).map(|_| ()),
+                None => tokio::try_join!(own, admin).map(|_| ()),
             }
         };
         tokio::pin!(served);

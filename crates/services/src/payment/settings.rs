@@ -493,10 +493,15 @@ mod tests {
     use super::*;
     use crate::http::config::load;
 
+    /// The dependencies' urls, after the admin token every service needs to load.
     fn urls() -> Vec<(String, String)> {
-        ["fraud", "wallet", "notification"]
-            .iter()
-            .map(|d| (format!("{d}.urls"), r#"["http://127.0.0.1:9"]"#.to_owned()))
+        let token = ("admin_token".to_owned(), "t".repeat(32));
+        std::iter::once(token)
+            .chain(
+                ["fraud", "wallet", "notification"]
+                    .iter()
+                    .map(|d| (format!("{d}.urls"), r#"["http://127.0.0.1:9"]"#.to_owned())),
+            )
             .collect()
     }
 

@@ -33,13 +33,46 @@ async fn health_metrics_and_request_ids_are_served() {
     );
     let _ = balance(&http, &app.url, CUSTOMER).await;
     let metrics = http
-        .get(format!("{}/metrics", app.url))
+        .get(format!("{}/metrics", app.admin))
         .send()
         .await
         .expect("sent");
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("text");
     assert!(text.contains("finpay_http_requests_total"), "{text}");
+}
+
+#[tokio::test]
+async fn the_business_port_serves_neither_admin_nor_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_fraud(dir.path(), |_| {}).await;
+    let http = client();
+    for path in ["/metrics", "/admin/faults"] {
+        let r = http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("sent");
+        assert_problem(r, 404).await;
+    }
+    let r = http
+        .put(format!("{}/admin/faults", app.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(r, 404).await;
+    // The admin listener has the probes too, for a kubelet pointed at it.
+    for path in ["/health/live", "/health/ready"] {
+        let r = http
+            .get(format!("{}{path}", app.admin))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 200, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -81,7 +114,7 @@ async fn admin_faults_need_the_bearer_token_and_a_valid_body() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn_fraud(dir.path(), |_| {}).await;
     let http = client();
-    let url = format!("{}/admin/faults", app.url);
+    let url = format!("{}/admin/faults", app.admin);
     let r = http
         .put(&url)
         .json(&json!({"down": true}))
@@ -253,6 +286,7 @@ async fn shutdown_finishes_in_flight_requests() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = finpay_services::fraud::Settings::default();
     s.common.data_dir = dir.path().to_path_buf();
+    s.common.admin_token = finpay_services::http::Secret::new(ADMIN);
     s.common.faults.latency_ms = 700;
     let app = finpay_services::fraud::Application::build(s)
         .await
@@ -278,10 +312,18 @@ async fn shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn serve_refuses_bad_settings_naming_the_field() {
     use finpay_services::{serve, ServeError, ServiceKind};
+    let token = ("admin_token".to_owned(), ADMIN.to_owned());
+    let err = serve(ServiceKind::Fraud, None, vec![])
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ServeError::Config(m) if m.contains("admin_token")),
+        "{err}"
+    );
     let err = serve(
         ServiceKind::Fraud,
         None,
-        vec![("faults.error_rate".into(), "2.0".into())],
+        vec![token.clone(), ("faults.error_rate".into(), "2.0".into())],
     )
     .await
     .expect_err("refused");
@@ -289,7 +331,7 @@ async fn serve_refuses_bad_settings_naming_the_field() {
         matches!(&err, ServeError::Config(m) if m.contains("faults.error_rate")),
         "{err}"
     );
-    let err = serve(ServiceKind::Payment, None, vec![])
+    let err = serve(ServiceKind::Payment, None, vec![token.clone()])
         .await
         .expect_err("refused");
     assert!(
@@ -300,6 +342,7 @@ async fn serve_refuses_bad_settings_naming_the_field() {
         ServiceKind::Payment,
         None,
         vec![
+            token.clone(),
             ("fraud.urls".into(), r#"["http://127.0.0.1:1"]"#.into()),
             ("wallet.urls".into(), r#"["http://127.0.0.1:1"]"#.into()),
             (

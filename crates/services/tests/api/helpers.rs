@@ -9,7 +9,7 @@ use finpay_ledger::sqlite::{SqliteOptions, SqliteWallet};
 use finpay_services::{fraud, notification, payment, wallet};
 use serde_json::Value;
 
-pub const ADMIN: &str = "test-admin";
+pub const ADMIN: &str = "test-admin-token-of-32-characters";
 pub const CUSTOMER: &str = "cust-0001";
 pub const MERCHANT: &str = "merchant-0";
 pub const OPENING: u64 = 1_000_000_000;
@@ -22,7 +22,10 @@ pub fn client() -> reqwest::Client {
 }
 
 pub struct Running {
+    /// The business port.
     pub url: String,
+    /// The admin listener: `/admin/*`, `/metrics`.
+    pub admin: String,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -43,12 +46,13 @@ macro_rules! run {
     ($app:expr) => {{
         let app = $app.await.expect("app builds");
         let url = format!("http://127.0.0.1:{}", app.port());
+        let admin = format!("http://{}", app.admin_addr());
         let handle = tokio::spawn(async move {
             let _ = app
                 .run_until_stopped(futures::future::pending::<()>())
                 .await;
         });
-        Running { url, handle }
+        Running { url, admin, handle }
     }};
 }
 

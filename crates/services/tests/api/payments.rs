@@ -71,7 +71,7 @@ async fn a_payment_succeeds_debits_once_and_notifies_once() {
 
     let metrics = c
         .http
-        .get(format!("{}/metrics", c.payment.url))
+        .get(format!("{}/metrics", c.payment.admin))
         .send()
         .await
         .expect("sent");
@@ -248,7 +248,7 @@ async fn an_unreachable_wallet_leaves_the_payment_for_the_resumer() {
     assert_eq!(p["type"], "urn:finpay:problem:dependency-unavailable");
     assert_eq!(p["payment_status"], "fraud_checked");
     let id = p["payment_id"].as_str().expect("payment id").to_owned();
-    c.put_faults(&c.wallet.url, json!({})).await;
+    c.put_faults(&c.wallet.admin, json!({})).await;
     let done = eventually(Duration::from_secs(15), || async {
         let v: Value = c
             .http
@@ -393,7 +393,7 @@ async fn payments_succeed_while_notification_is_down_and_the_outbox_delivers_lat
     let p = created(c.pay("ntf-down-1", &payment_body(100)).await).await;
     assert_eq!(p["status"], "succeeded");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.put_faults(&c.notification.url, json!({})).await;
+    c.put_faults(&c.notification.admin, json!({})).await;
     let delivered = eventually(Duration::from_secs(15), || async {
         let n = c.notifications(CUSTOMER).await;
         (!n.is_empty()).then_some(n)
@@ -445,7 +445,7 @@ async fn the_fraud_fallback_lets_small_payments_of_known_accounts_pass_for_revie
     .await;
     let p = created(c.pay("fb-1", &payment_body(100)).await).await;
     assert_eq!(p["needs_review"], false);
-    c.put_faults(&c.fraud.url, json!({"down": true})).await;
+    c.put_faults(&c.fraud.admin, json!({"down": true})).await;
     let p = created(c.pay("fb-2", &payment_body(100)).await).await;
     assert_eq!(p["status"], "succeeded");
     assert_eq!(p["needs_review"], true, "recorded on the payment");

@@ -148,6 +148,7 @@ async fn a_postgres_backend_without_a_url_is_a_config_error_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = wallet::Settings::default();
     s.common.data_dir = dir.path().to_path_buf();
+    s.common.admin_token = Secret::new(ADMIN);
     s.common.storage.backend = StorageBackend::Postgres;
     let err = match wallet::Application::build(s).await {
         Ok(_) => panic!("a postgres backend without a url must not start"),
