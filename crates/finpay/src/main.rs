@@ -3,7 +3,9 @@
 //! Each subcommand's flags and its run live in its own module of the `finpay` library; this file
 //! only parses and dispatches.
 //!
-//! Exit status: 0 success; 1 failure (including `check` finding violations); 64 bad flags or config.
+//! Exit status: 0 success; 1 failure (including `check` finding violations, and `load` when no
+//! request succeeded or the success rate is below `--min-success`); 64 bad flags or config (2 for
+//! a flag value clap itself refuses).
 
 use std::process::ExitCode;
 

@@ -188,8 +188,11 @@
 //! gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and
 //! `finpay_client_breaker_transitions_total{from,to}`.
 //!
-//! The per-call counters are resolved into handles once, at their first increment, and reused (no
-//! registry lookup per call): install the `metrics` recorder before the first call is made.
+//! [`describe_metrics`] gives each its HELP text. The per-call counters are resolved into handles
+//! once, at their first increment, and reused (no registry lookup per call): install the `metrics`
+//! recorder before the first call is made. Installed before the client is built, it also gets the
+//! breaker state and every counter registered at zero when the client is built, so a dashboard
+//! sees 0 rather than no series before the first event.
 //!
 //! # Time
 //!
@@ -220,3 +223,4 @@ pub use deadline::{Deadline, DEADLINE_HEADER};
 pub use events::{EventHooks, Events};
 pub use outbound::Outbound;
 pub use policy::{ClientPolicy, InvalidConfig};
+pub use telemetry::describe_metrics;

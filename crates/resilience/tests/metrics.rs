@@ -69,6 +69,20 @@ impl Store {
     fn get(&self, k: &str) -> f64 {
         self.0.lock().unwrap().get(k).copied().unwrap_or(0.0)
     }
+    /// The value of a series that must exist.
+    fn series(&self, k: &str) -> f64 {
+        match self.0.lock().unwrap().get(k) {
+            Some(v) => *v,
+            None => panic!("no series {k}"),
+        }
+    }
+    fn keys_starting(&self, prefix: &str) -> Vec<String> {
+        let map = self.0.lock().unwrap();
+        map.keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Fails every third request with a 503 while `up`; every request while down. Answers after 2 ms.
@@ -193,4 +207,49 @@ fn effective_and_actual_requests_retries_hedges_and_breaker_state_are_reported()
             );
         });
     });
+}
+
+#[test]
+fn every_series_a_dashboard_needs_is_registered_at_zero_when_the_client_is_built() {
+    let store = Store::default();
+    metrics::with_local_recorder(&store, || {
+        let eps: Vec<(http::Uri, Replica)> = (0..3)
+            .map(|i| {
+                (
+                    format!("http://r{i}").parse().unwrap(),
+                    Replica {
+                        up: Arc::new(AtomicBool::new(true)),
+                        n: Arc::new(AtomicU64::new(0)),
+                    },
+                )
+            })
+            .collect();
+        let mut policy = ClientPolicy {
+            seed: Some(1),
+            ..ClientPolicy::default()
+        };
+        policy.breaker.per_endpoint = true;
+        let _client = ResilientClient::with_endpoints("fraud", eps, policy).unwrap();
+    });
+    for name in [
+        "requests",
+        "attempts",
+        "retries",
+        "budget_rejections",
+        "hedges",
+        "hedges_won",
+        "ejections",
+    ] {
+        let key = format!("finpay_client_{name}_total{{dependency=fraud}}");
+        assert_eq!(store.series(&key), 0.0, "{key}");
+    }
+    assert_eq!(
+        store.series("finpay_client_breaker_state{dependency=fraud}"),
+        0.0,
+        "closed"
+    );
+    let per_endpoint =
+        store.keys_starting("finpay_client_breaker_state{dependency=fraud,endpoint=");
+    assert_eq!(per_endpoint.len(), 3, "one per endpoint: {per_endpoint:?}");
+    assert!(per_endpoint.iter().all(|k| store.series(k) == 0.0));
 }

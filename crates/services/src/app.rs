@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::http::config::{CommonSettings, ServiceSettings};
 use crate::http::faults::Faults;
+use crate::http::metrics::metrics_handle;
 use crate::http::server::{app_router, ReadyCheck, Server};
 use crate::{ServeError, ServiceKind};
 
@@ -57,10 +58,13 @@ pub struct Application {
 }
 
 impl Application {
-    /// Validates `settings`, assembles the service and binds its listener.
+    /// Validates `settings`, assembles the service and binds its listener. The metrics recorder
+    /// is installed first, so the series the service's clients register at zero when they are
+    /// built are kept (see [`crate::http::metrics`]).
     pub async fn build<S: Assemble>(settings: S) -> Result<Self, ServeError> {
         settings.common().validate()?;
         settings.validate()?;
+        let _ = metrics_handle();
         let parts = settings.assemble().await?;
         Self::from_parts(S::KIND, settings.common(), parts).await
     }

@@ -1,5 +1,6 @@
 //! `finpay load`'s flags and its output: a progress bar on a terminal, then a report for a person
-//! or one JSON object.
+//! or one JSON object, and an exit status that says whether the run met its bar (1 when nothing
+//! succeeded or the success rate is below `--min-success`).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -48,8 +49,54 @@ pub struct LoadArgs {
     /// Write every request's key, amount and outcome to this file, one JSON object per line.
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
+    /// Exit 1 when the success rate after the client retries (declined payments are answers, so
+    /// they count as successes) is below this ratio, between 0 and 1.
+    #[arg(long, value_name = "R", value_parser = ratio)]
+    pub min_success: Option<f64>,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--min-success`: a ratio in 0..=1, refused by clap (naming the flag) otherwise.
+fn ratio(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; give a ratio between 0 and 1"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("must be between 0 and 1, got {s}"))
+    }
+}
+
+/// Why the run fails, if it does: nothing succeeded (after the client retries), or the success
+/// rate after the retries is below `min_success`. The report is printed either way; this decides
+/// the exit status, so a script or CI job can tell a broken system from a working one.
+fn shortfall(report: &LoadReport, min_success: Option<f64>) -> Option<String> {
+    if report.succeeded_after_retries == 0 {
+        let errors: Vec<String> = report
+            .errors_after_retries
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let errors = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(", "))
+        };
+        return Some(format!(
+            "no request succeeded: 0 of {}{errors}",
+            report.requests
+        ));
+    }
+    let min = min_success?;
+    (report.success_rate_after_retries < min).then(|| {
+        format!(
+            "success rate after retries {:.4} ({} of {}) is below --min-success {min}",
+            report.success_rate_after_retries, report.succeeded_after_retries, report.requests
+        )
+    })
 }
 
 impl LoadArgs {
@@ -118,7 +165,13 @@ impl LoadArgs {
         } else {
             print!("{}", report.human(&url, concurrency));
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(match shortfall(&report, self.min_success) {
+            None => ExitCode::SUCCESS,
+            Some(why) => {
+                eprintln!("finpay load: {why}");
+                ExitCode::FAILURE
+            }
+        })
     }
 }
 
@@ -141,4 +194,65 @@ fn write_outcomes(report: &LoadReport, path: &std::path::Path) -> anyhow::Result
         text.push('\n');
     }
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn report(requests: u64, succeeded: u64, errors: &[(&str, u64)]) -> LoadReport {
+        LoadReport {
+            requests,
+            succeeded,
+            failed: requests - succeeded,
+            declined: 0,
+            success_rate: succeeded as f64 / requests.max(1) as f64,
+            succeeded_after_retries: succeeded,
+            success_rate_after_retries: succeeded as f64 / requests.max(1) as f64,
+            retries: 0,
+            errors_after_retries: errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            throughput_rps: 0.0,
+            elapsed_s: 0.0,
+            latency_ms: Default::default(),
+            errors: BTreeMap::new(),
+            succeeded_amount_minor: 0,
+            timeline: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_where_nothing_succeeded_fails_and_names_the_errors() {
+        let why = shortfall(&report(5, 0, &[("transport", 5)]), None).expect("fails");
+        assert_eq!(why, "no request succeeded: 0 of 5 (transport: 5)");
+        assert!(
+            shortfall(&report(0, 0, &[]), None).is_some(),
+            "no request at all"
+        );
+    }
+
+    #[test]
+    fn a_run_below_min_success_fails_and_one_at_it_passes() {
+        let half = report(10, 5, &[("500", 5)]);
+        assert_eq!(shortfall(&half, None), None);
+        assert_eq!(shortfall(&half, Some(0.5)), None);
+        let why = shortfall(&half, Some(0.6)).expect("fails");
+        assert!(
+            why.contains("0.5000 (5 of 10)") && why.contains("--min-success 0.6"),
+            "{why}"
+        );
+        assert_eq!(shortfall(&report(3, 3, &[]), Some(1.0)), None);
+    }
+
+    #[test]
+    fn min_success_accepts_ratios_and_refuses_anything_else() {
+        assert_eq!(ratio("0.999"), Ok(0.999));
+        assert_eq!(ratio("0"), Ok(0.0));
+        assert_eq!(ratio("1"), Ok(1.0));
+        for bad in ["1.5", "-0.1", "NaN", "inf", "ninety", ""] {
+            assert!(ratio(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod faults;
 pub mod json;
+pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod storage;

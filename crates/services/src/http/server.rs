@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -25,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::future::BoxFuture;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -38,6 +37,7 @@ use finpay_resilience::Deadline;
 use super::config::CommonSettings;
 use super::faults::{self, Faults};
 use super::json::BodyLimit;
+use super::metrics::metrics_handle;
 use super::problem::{ApiError, PROBLEM_JSON};
 use crate::ServeError;
 use finpay_api::problem::slug;
@@ -50,31 +50,6 @@ pub type ReadyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + S
 /// A probe that is always ready (a service without storage).
 pub fn always_ready() -> ReadyCheck {
     Arc::new(|| Box::pin(async { Ok(()) }))
-}
-
-/// The process-wide Prometheus recorder. Installed once: tests start several apps in one process.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ],
-                )
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(e) => {
-                    // Someone else installed a global recorder; keep serving with an empty exporter.
-                    tracing::warn!(error = %e, "metrics recorder already installed; /metrics will be empty");
-                    PrometheusBuilder::new().build_recorder().handle()
-                }
-            }
-        })
-        .clone()
 }
 
 /// The request's deadline, from `finpay-deadline-ms`, in the request extensions of business routes.
@@ -250,7 +225,8 @@ pub fn app_router(
     faults: Arc<Faults>,
     ready_check: ReadyCheck,
 ) -> Routers {
-    // Install the recorder now, before the first request records anything.
+    // Install the recorder now, before the first request records anything (`Application::build`
+    // has done so already; parts built by hand come this way too).
     let _ = metrics_handle();
     let business = business
         .layer(middleware::from_fn_with_state(

@@ -29,6 +29,7 @@ struct AppState {
 
 /// The business routes over `engine`.
 pub fn router(engine: Arc<Engine>, demo: Demo) -> Router {
+    register_outcomes();
     Router::new()
         .route(api::PAYMENTS, post(create_payment))
         .route(api::PAYMENT, get(get_payment))
@@ -124,6 +125,26 @@ fn parse_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
         ApiError::bad_request(field, format!("{field}: must be visible ASCII characters"))
     })?;
     IdempotencyKey::try_from(s).map_err(|e| ApiError::bad_request(field, format!("{field}: {e}")))
+}
+
+/// The outcomes [`record`] counts whatever the traffic: a payment's terminal status, `pending`, and
+/// the answers that start no work. Registered at zero when the routes are built, so a success rate
+/// or an SLO burn rate has both of its sides before the first failure (a counter born at 1 loses
+/// that first increase to `rate()`).
+const OUTCOMES: [&str; 7] = [
+    "succeeded",
+    "declined",
+    "failed",
+    "pending",
+    "replayed",
+    "key_reused",
+    "in_progress",
+];
+
+fn register_outcomes() {
+    for outcome in OUTCOMES {
+        metrics::counter!("finpay_payments_total", "outcome" => outcome).increment(0);
+    }
 }
 
 fn record(outcome: &str, started: Instant) {
