@@ -40,10 +40,58 @@ pub struct Payment {
     pub currency: Currency,
     pub description: Option<String>,
     pub status: PaymentStatus,
-    /// Why the payment was declined or failed, for people.
+    /// Why the payment was declined or failed: one of the stable codes of [`reason`]. It never
+    /// names a fraud rule or a threshold; the details go to payment's log.
     pub reason: Option<String>,
     /// Set when a fallback policy let the payment through without a fresh SAFE verdict.
     pub needs_review: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// The stable codes of [`Payment::reason`]. A client may branch on them; they say which step
+/// refused the payment, never why a rule fired (that would teach a fraudster the rules).
+pub mod reason {
+    use crate::problem::slug;
+
+    /// Fraud answered DENY.
+    pub const FRAUD_DENIED: &str = "fraud_denied";
+    /// Fraud could not answer within the deadline: the payment failed closed.
+    pub const FRAUD_UNAVAILABLE: &str = "fraud_unavailable";
+    /// Fraud could not answer and the fallback policy let the payment pass; it needs review.
+    pub const FRAUD_UNAVAILABLE_PASSED: &str = "fraud_unavailable_passed_for_review";
+    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+    pub const UNKNOWN_ACCOUNT: &str = "unknown_account";
+    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
+    pub const SAME_ACCOUNT: &str = "same_account";
+    pub const BALANCE_OVERFLOW: &str = "balance_overflow";
+    /// A wallet refusal this build does not know by name.
+    pub const WALLET_DECLINED: &str = "wallet_declined";
+
+    /// The reason code of a wallet decline, from the wallet's problem slug.
+    pub fn for_wallet_decline(wallet_slug: &str) -> &'static str {
+        match wallet_slug {
+            slug::INSUFFICIENT_FUNDS => INSUFFICIENT_FUNDS,
+            slug::UNKNOWN_ACCOUNT => UNKNOWN_ACCOUNT,
+            slug::CURRENCY_MISMATCH => CURRENCY_MISMATCH,
+            slug::SAME_ACCOUNT => SAME_ACCOUNT,
+            slug::BALANCE_OVERFLOW => BALANCE_OVERFLOW,
+            _ => WALLET_DECLINED,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_wallet_decline_has_a_code_of_its_own() {
+            let codes: std::collections::BTreeSet<&str> = slug::WALLET_DECLINES
+                .iter()
+                .map(|s| for_wallet_decline(s))
+                .collect();
+            assert_eq!(codes.len(), slug::WALLET_DECLINES.len());
+            assert!(!codes.contains(WALLET_DECLINED));
+        }
+    }
 }

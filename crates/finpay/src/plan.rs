@@ -424,8 +424,8 @@ pub fn replica_toml(
     Ok(header + &toml::to_string(&config).context("encode replica config")?)
 }
 
-/// The `--set` overrides that tell payment where its dependencies are, and how to balance them on
-/// this storage.
+/// The `--set` overrides that tell payment where its dependencies are and how to balance them on
+/// this storage, and that turn on the demo's `GET /pay` (a local demo cluster serves it).
 pub fn payment_overrides(
     storage: &Storage,
     urls: impl Fn(ServiceKind) -> Vec<String>,
@@ -441,6 +441,7 @@ pub fn payment_overrides(
         })
         .collect();
     out.extend(storage.payment_overrides());
+    out.push(("demo.enabled".to_owned(), "true".to_owned()));
     out
 }
 

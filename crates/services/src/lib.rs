@@ -100,6 +100,7 @@
 //! retry_after_s = 1
 //! # seed = 42                    # outbox jitter seed; absent = from entropy
 //! [demo]                          # GET /pay
+//! enabled = false                 # served only when true (`finpay up` sets it)
 //! customer_account = "cust-0000"
 //! merchant_account = "merchant-0"
 //! amount_minor = 100

@@ -1,7 +1,8 @@
 //! JSON bodies in and out.
 //!
 //! [`ApiJson`] is the only way a business handler reads a body. Every failure is a 4xx problem that
-//! names the field: malformed JSON (400), a body over the limit (413), a wrong type, an out-of-range
+//! names the field: a content type other than `application/json` (or `application/*+json`), or
+//! none (415, field `content-type`), malformed JSON (400), a body over the limit (413), a wrong type, an out-of-range
 //! value or an unknown field (422). Request types use `#[serde(deny_unknown_fields)]` and finpay-core's
 //! parsing types, so a float or a string where an amount belongs never reaches a handler.
 
@@ -46,9 +47,10 @@ where
 pub struct BodyLimit(pub usize);
 
 fn is_json(req: &Request) -> bool {
+    // A body without a content type is refused like any other type: guessing would let a form
+    // post or a text body reach the parser, and the contract says `application/json`.
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
-        // A missing content type is accepted: curl users forget it, and the body must still parse.
-        return true;
+        return false;
     };
     let Ok(ct) = ct.to_str() else { return false };
     let mime = ct

@@ -37,6 +37,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use bytes::Bytes;
 use finpay_api::fraud::{self, CheckRequest, CheckResponse, Verdict};
 use finpay_api::headers::{IDEMPOTENCY_KEY, REQUEST_ID as REQUEST_ID_HEADER};
+use finpay_api::payment::reason;
 use finpay_api::problem::{slug, Problem};
 use finpay_api::wallet::{self, CreateTransfer};
 use finpay_core::{AccountId, Amount, Currency, PaymentId, PaymentStatus};
@@ -266,14 +267,15 @@ impl Engine {
                 self.advance(p, lease, PaymentStatus::FraudChecked, StepNote::default())
                     .await
             }
-            FraudAnswer::Deny(reasons) => {
-                let reason = format!("fraud: {}", reasons.join("; "));
+            FraudAnswer::Deny(rules) => {
+                // The rules that fired stay in the log: the caller learns only that fraud denied.
+                tracing::info!(payment_id = %p.id, rules = %rules.join("; "), "fraud denied the payment");
                 self.advance(
                     p,
                     lease,
                     PaymentStatus::Declined,
                     StepNote {
-                        reason: Some(reason),
+                        reason: Some(reason::FRAUD_DENIED.to_owned()),
                         needs_review: false,
                     },
                 )
@@ -284,9 +286,7 @@ impl Engine {
                     tracing::warn!(payment_id = %p.id, %why, "fraud unavailable; fallback policy lets the payment pass for review");
                     metrics::counter!("finpay_fraud_fallback_total").increment(1);
                     let note = StepNote {
-                        reason: Some(format!(
-                            "fraud unavailable ({why}); passed by fallback policy, needs review"
-                        )),
+                        reason: Some(reason::FRAUD_UNAVAILABLE_PASSED.to_owned()),
                         needs_review: true,
                     };
                     return self
@@ -295,7 +295,7 @@ impl Engine {
                 }
                 tracing::warn!(payment_id = %p.id, %why, "fraud unavailable; failing closed");
                 let note = StepNote {
-                    reason: Some(format!("fraud unavailable: {why}")),
+                    reason: Some(reason::FRAUD_UNAVAILABLE.to_owned()),
                     needs_review: false,
                 };
                 self.advance(p, lease, PaymentStatus::Failed, note).await
@@ -370,8 +370,9 @@ impl Engine {
             // The debit is a fact in the wallet now: succeed through `debited` in one write.
             WalletAnswer::Debited => self.succeed_step(p, lease).await,
             WalletAnswer::Refused { slug, detail } => {
+                tracing::info!(payment_id = %p.id, %slug, %detail, "the wallet declined the debit");
                 let note = StepNote {
-                    reason: Some(format!("wallet: {slug}: {detail}")),
+                    reason: Some(reason::for_wallet_decline(&slug).to_owned()),
                     needs_review: false,
                 };
                 self.advance(p, lease, PaymentStatus::Declined, note).await

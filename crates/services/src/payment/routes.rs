@@ -30,11 +30,14 @@ struct AppState {
 /// The business routes over `engine`.
 pub fn router(engine: Arc<Engine>, demo: Demo) -> Router {
     register_outcomes();
-    Router::new()
+    let mut routes = Router::new()
         .route(api::PAYMENTS, post(create_payment))
-        .route(api::PAYMENT, get(get_payment))
-        .route(api::DEMO_PAY, get(demo_pay))
-        .with_state(Arc::new(AppState { engine, demo }))
+        .route(api::PAYMENT, get(get_payment));
+    // Without the demo the route does not exist: 404, like any unknown path.
+    if demo.enabled {
+        routes = routes.route(api::DEMO_PAY, get(demo_pay));
+    }
+    routes.with_state(Arc::new(AppState { engine, demo }))
 }
 
 /// A payment as the API shows it.

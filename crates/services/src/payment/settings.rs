@@ -272,6 +272,9 @@ fn hostname() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoSettings {
+    /// Off by default: `GET /pay` moves money for anyone who asks, so only a demo serves it
+    /// (`finpay up` turns it on).
+    pub enabled: bool,
     pub customer_account: String,
     pub merchant_account: String,
     pub amount_minor: u64,
@@ -281,6 +284,7 @@ pub struct DemoSettings {
 impl Default for DemoSettings {
     fn default() -> Self {
         Self {
+            enabled: false,
             customer_account: "cust-0000".into(),
             merchant_account: "merchant-0".into(),
             amount_minor: 100,
@@ -292,6 +296,7 @@ impl Default for DemoSettings {
 /// The demo payment, parsed.
 #[derive(Debug, Clone)]
 pub struct Demo {
+    pub enabled: bool,
     pub customer: AccountId,
     pub merchant: AccountId,
     pub amount: Amount,
@@ -301,6 +306,7 @@ pub struct Demo {
 impl DemoSettings {
     pub fn parse(&self) -> Result<Demo, ServeError> {
         Ok(Demo {
+            enabled: self.enabled,
             customer: AccountId::try_from(self.customer_account.as_str())
                 .map_err(|e| config_err("demo.customer_account", e))?,
             merchant: AccountId::try_from(self.merchant_account.as_str())

@@ -401,4 +401,22 @@ async fn extractor_rejections_are_problems_too() {
         .expect("sent");
     let p = assert_problem(r, 415).await;
     assert_eq!(p["field"], "content-type");
+    // A JSON body without any content type is refused too, and nothing is stored.
+    let r = http
+        .post(format!("{}/v1/notifications", n.url))
+        .body(r#"{"id":"n-1","payment_id":"p","account_id":"cust-0001","message":"hi"}"#)
+        .send()
+        .await
+        .expect("sent");
+    let p = assert_problem(r, 415).await;
+    assert_eq!(p["field"], "content-type");
+    let listed: Value = http
+        .get(format!("{}/v1/notifications?account_id=cust-0001", n.url))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["notifications"], json!([]), "{listed}");
 }

@@ -138,6 +138,7 @@ pub fn payment_settings(
     s.payment.outbox_backoff_base_ms = 20;
     s.payment.outbox_backoff_max_ms = 200;
     s.payment.resume_interval_ms = 100;
+    s.demo.enabled = true;
     s.demo.customer_account = CUSTOMER.into();
     s
 }
