@@ -4,7 +4,8 @@
 //! supervisor can still see the process and an operator can turn the faults off again. Every draw
 //! comes from one RNG seeded with `faults.seed`, so a run with the same seed and the same request order
 //! injects the same faults. `PUT /admin/faults` replaces the whole fault set at run time (omitted
-//! fields take their defaults) and reseeds the RNG when the seed changes.
+//! fields take their defaults), `PATCH /admin/faults` changes only the fields it names, and either
+//! reseeds the RNG when the seed changes.
 //!
 //! Every fault is drawn here, around the handler, so adding one is a field of [`FaultSettings`] and
 //! a line of [`Faults::draw`] or [`inject`]: before the handler (down, crash, latency, hang, error),
@@ -26,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use finpay_api::problem::slug;
 
 use super::config::FaultSettings;
-use super::json::{json_response, ApiJson};
+use super::json::{json_response, parse_json, ApiJson};
 use super::problem::ApiError;
 
 /// Exit status of an injected crash (like a container killed for cause).
@@ -72,13 +73,24 @@ impl Faults {
     }
 
     pub fn replace(&self, new: FaultSettings) {
-        let reseed = self.current().seed != new.seed;
-        if reseed {
+        self.update(|_| Ok::<_, std::convert::Infallible>(new))
+            .unwrap_or_else(|never| match never {});
+    }
+
+    /// Replaces the fault set with what `change` makes of the current one, under the write lock,
+    /// so two concurrent changes never lose one another. The RNG is reseeded when the seed changes.
+    pub fn update<E>(
+        &self,
+        change: impl FnOnce(&FaultSettings) -> Result<FaultSettings, E>,
+    ) -> Result<FaultSettings, E> {
+        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        let new = change(&s)?;
+        if s.seed != new.seed {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             *rng = SmallRng::seed_from_u64(new.seed);
         }
-        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
-        *s = new;
+        *s = new.clone();
+        Ok(new)
     }
 
     /// Draws the faults for one request.
@@ -226,10 +238,15 @@ fn lost_response(drop_connection: bool) -> Response {
     resp
 }
 
-/// `GET /admin/faults` and `PUT /admin/faults`; [`super::admin`] puts the bearer check in front.
+/// `GET /admin/faults` reads the fault set; `PUT` replaces all of it (omitted fields take their
+/// defaults); `PATCH` changes only the fields it names. [`super::admin`] puts the bearer check in
+/// front.
 pub fn admin_routes(faults: Arc<Faults>) -> Router {
     Router::new()
-        .route("/admin/faults", get(get_faults).put(put_faults))
+        .route(
+            "/admin/faults",
+            get(get_faults).put(put_faults).patch(patch_faults),
+        )
         .with_state(faults)
 }
 
@@ -247,6 +264,29 @@ async fn put_faults(
     tracing::info!(service = faults.service, faults = ?new, "faults replaced");
     faults.replace(new);
     Ok(json_response(StatusCode::OK, &faults.current()))
+}
+
+async fn patch_faults(
+    State(faults): State<Arc<Faults>>,
+    ApiJson(patch): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    let new = faults.update(|now| {
+        let mut merged = match serde_json::to_value(now) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) => unreachable!("FaultSettings serialises as a JSON object"),
+            Err(e) => return Err(ApiError::internal(&e)),
+        };
+        merged.extend(patch);
+        let bytes = serde_json::to_vec(&merged).map_err(|e| ApiError::internal(&e))?;
+        // Unknown fields and wrong types are named as a PUT names them; nothing changes then.
+        let new: FaultSettings = parse_json(&bytes)?;
+        new.validate().map_err(|(field, reason)| {
+            ApiError::invalid_request(field, format!("{field}: {reason}"))
+        })?;
+        Ok(new)
+    })?;
+    tracing::info!(service = faults.service, faults = ?new, "faults changed");
+    Ok(json_response(StatusCode::OK, &new))
 }
 
 #[cfg(test)]

@@ -203,6 +203,62 @@ async fn admin_faults_need_the_bearer_token_and_a_valid_body() {
 }
 
 #[tokio::test]
+async fn patch_changes_only_the_named_fault_fields_and_put_replaces_them_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_fraud(dir.path(), |_| {}).await;
+    let http = client();
+    let url = format!("{}/admin/faults", app.admin);
+    let send =
+        |req: reqwest::RequestBuilder, body: Value| req.bearer_auth(ADMIN).json(&body).send();
+    let r = send(http.put(&url), json!({"error_rate": 0.3, "seed": 9}))
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let r = send(http.patch(&url), json!({"hang_rate": 0.2}))
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let now: Value = r.json().await.expect("json");
+    assert_eq!(now["error_rate"], 0.3, "kept: {now}");
+    assert_eq!(now["seed"], 9, "kept: {now}");
+    assert_eq!(now["hang_rate"], 0.2, "changed: {now}");
+    // A bad field is named and changes nothing.
+    for bad in [
+        json!({"hang_rate": 2.0}),
+        json!({"hang_rat": 0.1}),
+        json!({"seed": "x"}),
+    ] {
+        let r = send(http.patch(&url), bad.clone()).await.expect("sent");
+        let p = assert_problem(r, 422).await;
+        assert!(p["field"].is_string(), "{bad}: {p}");
+    }
+    let got: Value = http
+        .get(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got, now, "a refused patch changed nothing");
+    // PUT replaces: what it omits goes back to its default.
+    let r = send(http.put(&url), json!({"hang_rate": 0.1}))
+        .await
+        .expect("sent");
+    let now: Value = r.json().await.expect("json");
+    assert_eq!(now["error_rate"], 0.0, "{now}");
+    assert_eq!(now["seed"], 0, "{now}");
+    let r = http
+        .patch(&url)
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(r, 401).await;
+}
+
+#[tokio::test]
 async fn a_spent_deadline_is_answered_504_without_doing_the_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn_wallet(dir.path(), |_| {}).await;
