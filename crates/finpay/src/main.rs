@@ -117,7 +117,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Status(args) => {
-            finpay::status::run(&args.data_dir, args.json)?;
+            args.run()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Chaos { command } => command.run().await,

@@ -24,8 +24,59 @@ pub fn supervisor_alive(state: &ClusterState) -> bool {
 pub struct StatusArgs {
     #[arg(long, default_value = ".finpay")]
     pub data_dir: std::path::PathBuf,
+    /// One JSON object; with `--watch`, one per line.
     #[arg(long)]
     pub json: bool,
+    /// Print the state again every `--interval` seconds, as `kubectl get --watch` does, until
+    /// Ctrl-C or `--count` prints.
+    #[arg(long)]
+    pub watch: bool,
+    #[arg(long, default_value_t = 1.0, requires = "watch", value_parser = interval)]
+    pub interval: f64,
+    /// Stop after this many prints (default: until Ctrl-C).
+    #[arg(long, requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// `--interval`: 0.1 to 3600 seconds.
+fn interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.1..=3600.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between 0.1 and 3600 seconds, got {v}"))
+    }
+}
+
+impl StatusArgs {
+    /// Prints once, or every `interval` seconds with `--watch`. A state file that cannot be read
+    /// ends a single print with an error; a watch keeps going and says so, since `finpay up` may
+    /// be starting.
+    pub fn run(&self) -> anyhow::Result<()> {
+        if !self.watch {
+            return run(&self.data_dir, self.json);
+        }
+        let mut printed = 0u64;
+        loop {
+            if !self.json {
+                // Clear the screen and go home, as `watch` does, so the table stays in place.
+                print!("\x1b[2J\x1b[H");
+            }
+            if let Err(e) = run(&self.data_dir, self.json) {
+                if self.json {
+                    let line = serde_json::json!({ "error": format!("{e:#}") });
+                    println!("{line}");
+                } else {
+                    println!("{e:#}");
+                }
+            }
+            printed += 1;
+            if self.count.is_some_and(|n| printed >= n) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs_f64(self.interval));
+        }
+    }
 }
 
 pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<()> {
@@ -35,7 +86,7 @@ pub fn run(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&state).context("encode cluster state")?
+            serde_json::to_string(&state).context("encode cluster state")?
         );
         return Ok(());
     }

@@ -466,6 +466,36 @@ fn kill_9_and_sigstop_of_replicas_are_healed_and_sigterm_stops_all() {
         .expect("fraud-1 row")
         .clone();
     assert_eq!(row["restarts"], 1);
+    assert!(row["admin_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+    assert!(
+        status.get("admin_token").is_none(),
+        "status never prints the token"
+    );
+    // `--watch --json`: one state per line, `--count` of them.
+    let out = finpay(&[
+        "status",
+        "--watch",
+        "--json",
+        "--interval",
+        "0.2",
+        "--count",
+        "3",
+        "--data-dir",
+        c.data_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON state per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["phase"] == "running"), "{lines:?}");
 
     // A frozen replica (SIGSTOP) still accepts connections but never answers: the liveness probe
     // fails three times and the supervisor replaces it.

@@ -206,7 +206,7 @@ fn assert_registered_at_zero(payment: &str) {
         );
         assert_eq!(
             value(&format!(
-                "finpay_client_requests_total{{dependency=\"{dep}\"}}"
+                "finpay_client_requests_total{{dependency=\"{dep}\",outcome=\"ok\"}}"
             )),
             0.0,
             "{dep}: no call yet"

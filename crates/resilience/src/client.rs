@@ -26,7 +26,7 @@ use crate::hedge::HedgeLayer;
 use crate::outbound::Outbound;
 use crate::policy::bad;
 use crate::retry::RetryLayer;
-use crate::telemetry::LazyCounter;
+use crate::telemetry::{CallMetrics, CallOutcome};
 
 pub use crate::classify::{is_idempotent, Idempotent};
 pub use crate::deadline::{Deadline, DEADLINE_HEADER};
@@ -84,7 +84,7 @@ type UpdateFn = dyn Fn(Vec<http::Uri>) + Send + Sync;
 
 struct Inner {
     name: &'static str,
-    requests: LazyCounter,
+    calls: CallMetrics,
     stack: Stack,
     breaker: Option<Breaker>,
     ejected: Box<dyn Fn() -> usize + Send + Sync>,
@@ -221,7 +221,7 @@ impl ResilientClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
-                requests: LazyCounter::new("finpay_client_requests_total", name),
+                calls: CallMetrics::new(name),
                 stack,
                 breaker,
                 ejected: Box::new(move || set.ejected()),
@@ -276,7 +276,7 @@ impl ResilientClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
-                requests: LazyCounter::new("finpay_client_requests_total", name),
+                calls: CallMetrics::new(name),
                 stack,
                 breaker,
                 ejected: Box::new(move || set.ejected()),
@@ -323,10 +323,10 @@ impl ResilientClient {
         req: http::Request<Bytes>,
         deadline: Deadline,
     ) -> Result<http::Response<Bytes>, CallError> {
-        self.inner.requests.increment(1);
+        let started = tokio::time::Instant::now();
         // A spent deadline fails in the stack's deadline layer, before anything is sent.
         let req = Outbound::new(req, Some(deadline));
-        match self.inner.stack.clone().oneshot(req).await {
+        let result = match self.inner.stack.clone().oneshot(req).await {
             Ok(resp) if resp.status().is_server_error() => {
                 let status = resp.status();
                 Err(CallError::Exhausted {
@@ -336,7 +336,17 @@ impl ResilientClient {
             }
             Ok(resp) => Ok(resp),
             Err(e) => Err(map_error(e)),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Ok,
+            Err(CallError::Exhausted { .. }) => CallOutcome::Exhausted,
+            Err(CallError::DeadlineExceeded) => CallOutcome::Deadline,
+            Err(CallError::BreakerOpen { .. }) => CallOutcome::BreakerOpen,
+            Err(CallError::BulkheadFull) => CallOutcome::BulkheadFull,
+            Err(CallError::NoEndpoint) => CallOutcome::NoEndpoint,
+        };
+        self.inner.calls.record(outcome, started.elapsed());
+        result
     }
 }
 

@@ -181,8 +181,12 @@
 //!
 //! # Metrics
 //!
-//! Through the `metrics` facade, labelled `dependency`: `finpay_client_requests_total` (effective:
-//! what callers asked), `finpay_client_attempts_total` (actual: what was sent, retries and hedges
+//! Through the `metrics` facade, labelled `dependency`: `finpay_client_requests_total{outcome}`
+//! (effective: what callers asked, by how each call ended: `ok`, `exhausted`, `deadline`,
+//! `breaker_open`, `bulkhead_full`, `no_endpoint`), histogram
+//! `finpay_client_request_duration_seconds{outcome}` (the whole call, tries and backoffs included),
+//! `finpay_client_rejections_total{reason}` (`breaker_open`, `bulkhead_full`, `deadline` for a
+//! call; `retry_budget`, `hedge_budget` for a try the budget refused), `finpay_client_attempts_total` (actual: what was sent, retries and hedges
 //! included), `finpay_client_retries_total`, `finpay_client_budget_rejections_total`,
 //! `finpay_client_hedges_total`, `finpay_client_hedges_won_total`, `finpay_client_ejections_total`,
 //! gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and

@@ -11,14 +11,17 @@
 //! before the first retry, hedge or ejection.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 
 /// A `dependency`-labelled counter, resolved at its first use. Layers keep theirs behind the `Arc`
 /// they already share, so a clone of a layer costs no extra reference count.
 pub(crate) struct LazyCounter {
     name: &'static str,
     label: &'static str,
+    /// One more label, as `(key, value)`: `reason` or `outcome`.
+    extra: Option<(&'static str, &'static str)>,
     handle: OnceLock<Counter>,
 }
 
@@ -38,6 +41,23 @@ impl LazyCounter {
         Self {
             name,
             label,
+            extra: None,
+            handle: OnceLock::new(),
+        }
+    }
+
+    /// `name{dependency=label, key=value}`, registered at zero on the recorder installed now.
+    pub(crate) fn with(
+        name: &'static str,
+        label: &'static str,
+        key: &'static str,
+        value: &'static str,
+    ) -> Self {
+        metrics::counter!(name, "dependency" => label, key => value).increment(0);
+        Self {
+            name,
+            label,
+            extra: Some((key, value)),
             handle: OnceLock::new(),
         }
     }
@@ -45,18 +65,134 @@ impl LazyCounter {
     /// Adds `n`.
     pub(crate) fn increment(&self, n: u64) {
         self.handle
-            .get_or_init(|| metrics::counter!(self.name, "dependency" => self.label))
+            .get_or_init(|| match self.extra {
+                None => metrics::counter!(self.name, "dependency" => self.label),
+                Some((k, v)) => metrics::counter!(self.name, "dependency" => self.label, k => v),
+            })
             .increment(n);
+    }
+}
+
+/// How a call through the client ended, the `outcome` label of its counters and histogram. The
+/// discriminant indexes [`CallMetrics`]' arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallOutcome {
+    /// An answer below 500 (a 4xx is the dependency's answer, not a failure of the call).
+    Ok,
+    /// Every allowed try failed, or the last answer was a 5xx.
+    Exhausted,
+    Deadline,
+    BreakerOpen,
+    BulkheadFull,
+    NoEndpoint,
+}
+
+impl CallOutcome {
+    const ALL: [CallOutcome; 6] = [
+        Self::Ok,
+        Self::Exhausted,
+        Self::Deadline,
+        Self::BreakerOpen,
+        Self::BulkheadFull,
+        Self::NoEndpoint,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Exhausted => "exhausted",
+            Self::Deadline => "deadline",
+            Self::BreakerOpen => "breaker_open",
+            Self::BulkheadFull => "bulkhead_full",
+            Self::NoEndpoint => "no_endpoint",
+        }
+    }
+
+    /// Where in [`REJECTIONS`] a call turned away without an answer is counted.
+    fn rejection(self) -> Option<usize> {
+        match self {
+            Self::Deadline => Some(0),
+            Self::BreakerOpen => Some(1),
+            Self::BulkheadFull => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// The `reason`s of `finpay_client_rejections_total` that a whole call ends with.
+const REJECTIONS: [&str; 3] = ["deadline", "breaker_open", "bulkhead_full"];
+
+/// The per-call series of one client: calls and their latency by outcome, and the calls turned
+/// away by the breaker, the bulkhead or the deadline. Every series is registered at zero when the
+/// client is built; the handles resolve at first use, as [`LazyCounter`]'s do.
+pub(crate) struct CallMetrics {
+    label: &'static str,
+    calls: [LazyCounter; 6],
+    rejections: [LazyCounter; 3],
+    durations: [OnceLock<Histogram>; 6],
+}
+
+impl CallMetrics {
+    pub(crate) fn new(label: &'static str) -> Self {
+        let calls = CallOutcome::ALL.map(|o| {
+            LazyCounter::with("finpay_client_requests_total", label, "outcome", o.label())
+        });
+        let rejections = REJECTIONS
+            .map(|r| LazyCounter::with("finpay_client_rejections_total", label, "reason", r));
+        for o in CallOutcome::ALL {
+            // Registered so a histogram_quantile over it has series before the first call.
+            let _ = metrics::histogram!(
+                "finpay_client_request_duration_seconds",
+                "dependency" => label,
+                "outcome" => o.label()
+            );
+        }
+        Self {
+            label,
+            calls,
+            rejections,
+            durations: Default::default(),
+        }
+    }
+
+    /// Counts one call that took `took` and ended as `outcome`.
+    pub(crate) fn record(&self, outcome: CallOutcome, took: Duration) {
+        let i = outcome as usize;
+        self.calls[i].increment(1);
+        if let Some(r) = outcome.rejection() {
+            self.rejections[r].increment(1);
+        }
+        self.durations[i]
+            .get_or_init(|| {
+                metrics::histogram!(
+                    "finpay_client_request_duration_seconds",
+                    "dependency" => self.label,
+                    "outcome" => outcome.label()
+                )
+            })
+            .record(took.as_secs_f64());
     }
 }
 
 /// Gives every series the layers emit its HELP text (and unit), on the recorder installed now.
 /// Call it once, after installing the recorder; the names are those of the crate docs' "Metrics".
 pub fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         "finpay_client_requests_total",
-        "Calls made through the client (effective requests: what callers asked), by dependency."
+        "Calls made through the client (effective requests: what callers asked), by dependency \
+         and outcome (ok, exhausted, deadline, breaker_open, bulkhead_full, no_endpoint)."
+    );
+    describe_histogram!(
+        "finpay_client_request_duration_seconds",
+        Unit::Seconds,
+        "Time of a call through the client, every try, backoff and hedge included, by \
+         dependency and outcome."
+    );
+    describe_counter!(
+        "finpay_client_rejections_total",
+        "Calls or tries turned away, by dependency and reason: breaker_open, bulkhead_full, \
+         deadline (the call), retry_budget, hedge_budget (a try the budget refused)."
     );
     describe_counter!(
         "finpay_client_attempts_total",

@@ -156,7 +156,7 @@ fn effective_and_actual_requests_retries_hedges_and_breaker_state_are_reported()
             }
             let sent_up = n.load(Ordering::Relaxed) as f64;
             assert_eq!(
-                store.get("finpay_client_requests_total{dependency=fraud}"),
+                store.get("finpay_client_requests_total{dependency=fraud,outcome=ok}"),
                 300.0
             );
             assert_eq!(
@@ -201,9 +201,30 @@ fn effective_and_actual_requests_retries_hedges_and_breaker_state_are_reported()
                 n.load(Ordering::Relaxed) as f64,
                 "actual = what the replicas saw"
             );
+            let outcomes = [
+                "ok",
+                "exhausted",
+                "breaker_open",
+                "deadline",
+                "bulkhead_full",
+            ];
+            let calls: f64 = outcomes
+                .iter()
+                .map(|o| {
+                    store.get(&format!(
+                        "finpay_client_requests_total{{dependency=fraud,outcome={o}}}"
+                    ))
+                })
+                .sum();
+            assert_eq!(calls, 500.0, "every call counted once, by how it ended");
+            assert!(
+                store.get("finpay_client_requests_total{dependency=fraud,outcome=breaker_open}")
+                    > 0.0,
+                "the open breaker turned calls away"
+            );
             assert_eq!(
-                store.get("finpay_client_requests_total{dependency=fraud}"),
-                500.0
+                store.get("finpay_client_rejections_total{dependency=fraud,reason=breaker_open}"),
+                store.get("finpay_client_requests_total{dependency=fraud,outcome=breaker_open}")
             );
         });
     });
@@ -231,8 +252,28 @@ fn every_series_a_dashboard_needs_is_registered_at_zero_when_the_client_is_built
         policy.breaker.per_endpoint = true;
         let _client = ResilientClient::with_endpoints("fraud", eps, policy).unwrap();
     });
+    for outcome in [
+        "ok",
+        "exhausted",
+        "deadline",
+        "breaker_open",
+        "bulkhead_full",
+        "no_endpoint",
+    ] {
+        let key = format!("finpay_client_requests_total{{dependency=fraud,outcome={outcome}}}");
+        assert_eq!(store.series(&key), 0.0, "{key}");
+    }
+    for reason in [
+        "deadline",
+        "breaker_open",
+        "bulkhead_full",
+        "retry_budget",
+        "hedge_budget",
+    ] {
+        let key = format!("finpay_client_rejections_total{{dependency=fraud,reason={reason}}}");
+        assert_eq!(store.series(&key), 0.0, "{key}");
+    }
     for name in [
-        "requests",
         "attempts",
         "retries",
         "budget_rejections",

@@ -130,6 +130,7 @@ where
                 None => {
                     self.stopped = true;
                     self.shared.budget_rejections.increment(1);
+                    self.shared.rejections.increment(1);
                     let cfg = &self.shared.config;
                     cfg.events
                         .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Hedge));

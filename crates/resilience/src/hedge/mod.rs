@@ -112,6 +112,8 @@ pub(crate) struct Shared {
     hedges: LazyCounter,
     hedges_won: LazyCounter,
     budget_rejections: LazyCounter,
+    /// The same refusals in `finpay_client_rejections_total{reason="hedge_budget"}`.
+    rejections: LazyCounter,
 }
 
 impl Shared {
@@ -122,6 +124,12 @@ impl Shared {
             hedges: LazyCounter::new("finpay_client_hedges_total", label),
             hedges_won: LazyCounter::new("finpay_client_hedges_won_total", label),
             budget_rejections: LazyCounter::new("finpay_client_budget_rejections_total", label),
+            rejections: LazyCounter::with(
+                "finpay_client_rejections_total",
+                label,
+                "reason",
+                "hedge_budget",
+            ),
         }
     }
 }

@@ -182,6 +182,7 @@ impl<S, C, Req> Call<S, C, Req> {
         }
         let Some(permit) = cfg.budget.try_withdraw() else {
             self.shared.budget_rejections.increment(1);
+            self.shared.rejections.increment(1);
             cfg.events
                 .emit(|e| e.on_budget_rejection(cfg.label, BudgetUse::Retry));
             return Next::Return(res);

@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     config: RetryConfig,
     retries: LazyCounter,
     budget_rejections: LazyCounter,
+    /// The same refusals in `finpay_client_rejections_total{reason="retry_budget"}`.
+    rejections: LazyCounter,
 }
 
 impl Shared {
@@ -62,6 +64,12 @@ impl Shared {
             config,
             retries: LazyCounter::new("finpay_client_retries_total", label),
             budget_rejections: LazyCounter::new("finpay_client_budget_rejections_total", label),
+            rejections: LazyCounter::with(
+                "finpay_client_rejections_total",
+                label,
+                "reason",
+                "retry_budget",
+            ),
         }
     }
 }

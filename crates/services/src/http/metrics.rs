@@ -40,10 +40,26 @@ pub fn metrics_handle() -> PrometheusHandle {
                 }
             };
             describe();
+            process().describe();
             metrics::gauge!("finpay_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
+}
+
+/// The `process_*` series (CPU seconds, resident memory, open fds, start time), read from the
+/// operating system at each scrape. `process_start_time_seconds` is how a restart shows.
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The exposition text of every series now, the process ones read fresh.
+pub fn render() -> String {
+    let handle = metrics_handle();
+    process().collect();
+    handle.run_upkeep();
+    handle.render()
 }
 
 /// Gives every series of the services (and of their resilient clients) its HELP text and unit,
@@ -184,7 +200,13 @@ mod tests {
     }
 
     fn names_in(code: &str, out: &mut BTreeSet<String>) {
-        for call in ["counter!(", "gauge!(", "histogram!(", "LazyCounter::new("] {
+        for call in [
+            "counter!(",
+            "gauge!(",
+            "histogram!(",
+            "LazyCounter::new(",
+            "LazyCounter::with(",
+        ] {
             for (i, _) in code.match_indices(call) {
                 if code[..i].ends_with('_') {
                     continue; // describe_counter!( and the like

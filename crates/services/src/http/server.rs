@@ -193,12 +193,10 @@ async fn ready(State(check): State<ReadyCheck>) -> Response {
 }
 
 async fn metrics_route() -> Response {
-    let handle = metrics_handle();
-    handle.run_upkeep();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
+        super::metrics::render(),
     )
         .into_response()
 }
