@@ -672,7 +672,15 @@ mod tests {
         let plans = build(&spec(), dir.path()).expect("plan").replicas;
         let overrides = payment_overrides(&Storage::Sqlite, |k| urls_of(&plans, k));
         let keys: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["fraud.urls", "wallet.urls", "notification.urls"]);
+        assert_eq!(
+            keys,
+            [
+                "fraud.urls",
+                "wallet.urls",
+                "notification.urls",
+                "demo.enabled"
+            ]
+        );
         let parsed: toml::Table = format!("v = {}", overrides[0].1)
             .parse()
             .expect("toml value");
