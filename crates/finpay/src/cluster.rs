@@ -31,6 +31,9 @@ pub struct ClusterState {
     /// The supervisor's own HTTP port (`finpay scale` asks it), on 127.0.0.1.
     #[serde(default)]
     pub control_url: Option<String>,
+    /// The Prometheus of `finpay up --prometheus`, on 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
     /// The bearer token of every replica's `/admin/*`, random per cluster. The file is readable by
     /// its owner only; `finpay status` leaves it out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -177,6 +180,7 @@ mod tests {
             ready: true,
             payment_url: "http://127.0.0.1:8080".into(),
             control_url: None,
+            prometheus_url: None,
             admin_token: String::new(),
             storage: crate::storage::StorageInfo::default(),
             started_at_ms: 1,

@@ -7,7 +7,10 @@
 //! - after a few payments: every replica's exposition passes `promtool check metrics` with no
 //!   problem;
 //! - every metric that deploy/grafana/finpay.json's panels and deploy/prometheus/alerts.yml's rules
-//!   name is one that some replica exports.
+//!   name is one that some replica exports;
+//! - under `finpay up --prometheus` with a load running, the real Prometheus answers a nonzero
+//!   `sum(rate(finpay_payments_total[30s]))`, has loaded every alert rule, scrapes every replica,
+//!   and evaluates every dashboard and rule expression without error.
 //!
 //! `promtool` comes from Debian's `prometheus` package (.ci/run installs it). Without it the
 //! promtool step fails under `CI=true` and is skipped, with a note, elsewhere.
@@ -39,13 +42,14 @@ struct Up {
 }
 
 impl Up {
-    fn start() -> Up {
+    fn start(extra: &[&str]) -> Up {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let log = std::fs::File::create(tmp.path().join("up.log")).expect("up.log");
         let child = Command::new(BIN)
             .args(["up", "--port", "0", "--seed", "7", "--data-dir"])
             .arg(&data_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -159,6 +163,26 @@ fn promtool_present() -> bool {
         );
         eprintln!(
             "note: promtool not found; `promtool check metrics` skipped \
+             (apt-get install --no-install-recommends prometheus)"
+        );
+    }
+    found
+}
+
+/// Whether Debian's `prometheus` server can be run; under `CI=true` it must.
+fn prometheus_present() -> bool {
+    let found = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "prometheus is missing; .ci/run installs Debian's prometheus package"
+        );
+        eprintln!(
+            "note: prometheus not found; the `finpay up --prometheus` test is skipped \
              (apt-get install --no-install-recommends prometheus)"
         );
     }
@@ -392,7 +416,7 @@ fn promql_metrics_finds_the_names_and_nothing_else() {
 
 #[test]
 fn every_service_exports_described_metrics_that_the_dashboard_and_alerts_use() {
-    let up = Up::start();
+    let up = Up::start(&[]);
     let replicas = up.replicas();
     let kinds: BTreeSet<ServiceKind> = replicas.iter().map(|r| r.service).collect();
     assert_eq!(kinds.len(), 4, "fraud, wallet, notification, payment");
@@ -463,4 +487,127 @@ fn every_service_exports_described_metrics_that_the_dashboard_and_alerts_use() {
     for expr in &rules {
         assert_names_exported("alerts.yml", expr, &exported);
     }
+}
+
+/// One instant query through Prometheus' HTTP API: its `data`, or the error it reported.
+fn instant_query(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    expr: &str,
+) -> Result<serde_json::Value, String> {
+    rt.block_on(async {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        match body["status"].as_str() {
+            Some("success") => Ok(body["data"].clone()),
+            _ => Err(body.to_string()),
+        }
+    })
+}
+
+/// The first sample's value of an instant query's vector result.
+fn first_value(data: &serde_json::Value) -> Option<f64> {
+    data["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn up_with_prometheus_answers_the_payment_rate_and_evaluates_every_expression() {
+    if !prometheus_present() {
+        return;
+    }
+    let up = Up::start(&["--prometheus"]);
+    // The Prometheus starts once the cluster is ready; cluster.json names it when it answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (state, base) = loop {
+        let state = cluster::read(&up.data_dir).expect("cluster.json");
+        if let Some(url) = state.prometheus_url.clone() {
+            break (state, url);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no prometheus_url:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // A load of a few seconds; Prometheus scrapes every 2 s, so a 30 s rate has samples by its end.
+    let load = Command::new(BIN)
+        .args(["load", "--url", &state.payment_url, "--requests", "3000"])
+        .args(["--concurrency", "4", "--duration", "15", "--json"])
+        .output()
+        .expect("finpay load");
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    let rate_expr = "sum(rate(finpay_payments_total[30s]))";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rate = loop {
+        let data = instant_query(&rt, &base, rate_expr).expect("the rate query runs");
+        match first_value(&data) {
+            Some(v) if v > 0.0 => break v,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            other => panic!("{rate_expr} stayed at {other:?}:\n{data}\n{}", up.log()),
+        }
+    };
+    eprintln!("{rate_expr} = {rate:.1}/s");
+
+    let up_targets = instant_query(&rt, &base, "sum(up{job=\"finpay\"})").expect("up");
+    assert_eq!(
+        first_value(&up_targets),
+        Some(state.replicas.len() as f64),
+        "every replica is scraped and up"
+    );
+    let rules = rt.block_on(async {
+        reqwest::get(format!("{base}/api/v1/rules"))
+            .await
+            .expect("rules")
+            .json::<serde_json::Value>()
+            .await
+            .expect("rules JSON")
+    });
+    let loaded = rules["data"]["groups"]
+        .as_array()
+        .expect("rule groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["health"] == "ok")
+        .count();
+    let written = repo_file("deploy/prometheus/alerts.yml")
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
+    assert_eq!(loaded, written, "every alert rule is loaded and healthy");
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/finpay.json")).expect("dashboard JSON");
+    let mut failed = Vec::new();
+    let panels = dashboard_exprs(&dashboard)
+        .into_iter()
+        .map(|(title, expr)| (format!("panel {title:?}"), expr));
+    let rules = rule_exprs(&repo_file("deploy/prometheus/alerts.yml"))
+        .into_iter()
+        .map(|expr| ("alerts.yml".to_owned(), expr));
+    for (what, expr) in panels.chain(rules) {
+        // Grafana's own variable: the range it would pick for a 2 s scrape interval.
+        let expr = expr.replace("$__rate_interval", "30s");
+        if let Err(e) = instant_query(&rt, &base, &expr) {
+            failed.push(format!("{what}: {expr}\n  {e}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

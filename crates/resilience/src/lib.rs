@@ -189,7 +189,8 @@
 //! call; `retry_budget`, `hedge_budget` for a try the budget refused), `finpay_client_attempts_total` (actual: what was sent, retries and hedges
 //! included), `finpay_client_retries_total`, `finpay_client_budget_rejections_total`,
 //! `finpay_client_hedges_total`, `finpay_client_hedges_won_total`, `finpay_client_ejections_total`,
-//! gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and
+//! gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open), the 0/1 gauges
+//! `finpay_client_breaker_states{state}` (one per state) and
 //! `finpay_client_breaker_transitions_total{from,to}`.
 //!
 //! [`describe_metrics`] gives each its HELP text. The per-call counters are resolved into handles

@@ -223,6 +223,11 @@ pub fn describe_metrics() {
         "Circuit breaker state: 0 closed, 1 half-open, 2 open; by dependency, and by endpoint \
          for per-endpoint breakers."
     );
+    describe_gauge!(
+        "finpay_client_breaker_states",
+        "Circuit breaker state as one series per state (closed, half_open, open): 1 for the \
+         current state, 0 for the others; by dependency, and by endpoint for per-endpoint breakers."
+    );
     describe_counter!(
         "finpay_client_breaker_transitions_total",
         "Circuit breaker state changes, by dependency (and endpoint), from and to."

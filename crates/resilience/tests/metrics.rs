@@ -187,6 +187,14 @@ fn effective_and_actual_requests_retries_hedges_and_breaker_state_are_reported()
                 2.0
             );
             assert_eq!(
+                store.get("finpay_client_breaker_states{dependency=fraud,state=open}"),
+                1.0
+            );
+            assert_eq!(
+                store.get("finpay_client_breaker_states{dependency=fraud,state=closed}"),
+                0.0
+            );
+            assert_eq!(
                 store.get(
                     "finpay_client_breaker_transitions_total{dependency=fraud,from=closed,to=open}"
                 ),
@@ -289,6 +297,15 @@ fn every_series_a_dashboard_needs_is_registered_at_zero_when_the_client_is_built
         0.0,
         "closed"
     );
+    for (state, on) in [("closed", 1.0), ("half_open", 0.0), ("open", 0.0)] {
+        assert_eq!(
+            store.series(&format!(
+                "finpay_client_breaker_states{{dependency=fraud,state={state}}}"
+            )),
+            on,
+            "{state}"
+        );
+    }
     let per_endpoint =
         store.keys_starting("finpay_client_breaker_state{dependency=fraud,endpoint=");
     assert_eq!(per_endpoint.len(), 3, "one per endpoint: {per_endpoint:?}");

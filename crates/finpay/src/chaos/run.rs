@@ -73,6 +73,7 @@ pub async fn run_scenario(
         data_dir: tmp.path().join("data"),
         spec: topology::cluster_spec(cfg.seed, storage(cfg), topology),
         overrides: Vec::new(),
+        prometheus: None,
     };
     live(&Live {
         load: schedule.load,

@@ -279,6 +279,7 @@ mod tests {
             ready: false,
             payment_url: String::new(),
             control_url: None,
+            prometheus_url: None,
             admin_token: String::new(),
             storage: crate::storage::StorageInfo::default(),
             started_at_ms: 0,

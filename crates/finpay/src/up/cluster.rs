@@ -491,6 +491,7 @@ fn initial_state(
         ready: false,
         payment_url: format!("http://127.0.0.1:{}", plan.public_port),
         control_url: None,
+        prometheus_url: None,
         admin_token: admin_token.to_owned(),
         storage: cfg.spec.storage.info(),
         started_at_ms: now,

@@ -12,6 +12,7 @@
 
 mod cluster;
 pub mod control;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use finpay_services::ServiceKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 pub use self::cluster::{Cluster, ADMIN_TOKEN_ENV, STOP_TIMEOUT};
+use self::prometheus::Prometheus;
 use crate::plan::{ClusterSpec, FraudFault, Replicas, WalletFault};
 use crate::storage::{Backend, Storage};
 
@@ -70,6 +72,16 @@ pub struct UpArgs {
     /// `--set wallet:storage.synchronous="normal"`, `--set all:log_format="pretty"`.
     #[arg(long = "set", value_name = "SERVICE:KEY=VALUE")]
     pub set: Vec<String>,
+    /// Also start a Prometheus (Debian's `prometheus`) that scrapes every replica and evaluates
+    /// deploy/prometheus/alerts.yml; its URL is printed and kept in cluster.json.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// The Prometheus web port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0, requires = "prometheus")]
+    pub prometheus_port: u16,
+    /// The Prometheus binary: a path, or a name looked up on PATH.
+    #[arg(long, default_value = "prometheus", requires = "prometheus")]
+    pub prometheus_bin: PathBuf,
 }
 
 impl UpArgs {
@@ -86,6 +98,14 @@ impl UpArgs {
                 url: self.database_url.clone(),
                 prefix: prefix_for(&self.data_dir, &self.database_url),
             },
+        };
+        let prometheus = if self.prometheus {
+            Some(PrometheusConfig {
+                bin: prometheus::locate(&self.prometheus_bin)?,
+                port: self.prometheus_port,
+            })
+        } else {
+            None
         };
         let defaults = Replicas::default_for(storage.backend());
         let replicas = Replicas {
@@ -108,6 +128,7 @@ impl UpArgs {
                 payment_port: self.port,
             },
             overrides,
+            prometheus,
         })
     }
 }
@@ -121,6 +142,17 @@ pub struct UpConfig {
     pub spec: ClusterSpec,
     /// Extra settings for some or all services (`--set SERVICE:KEY=VALUE`), applied last.
     pub overrides: Vec<ServiceOverride>,
+    /// `--prometheus`: the Prometheus to start beside the cluster.
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// The Prometheus of `finpay up --prometheus`.
+#[derive(Debug, Clone)]
+pub struct PrometheusConfig {
+    /// The binary, found on PATH before anything starts.
+    pub bin: PathBuf,
+    /// Its web port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
 }
 
 /// The schema prefix of a PostgreSQL cluster in `data_dir`: the one its `cluster.json` names when
@@ -200,9 +232,24 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     };
     let shared = cluster.shared();
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let mut monitor = None;
     if let Ok(true) = started {
         let control = control::start(cluster.clone(), shared.clone()).await?;
         shared.update(|s| s.control_url = Some(control));
+        if let Some(p) = &cfg.prometheus {
+            match Prometheus::start(&p.bin, p.port, &data_dir, &shared.snapshot()).await {
+                Ok(prom) => {
+                    let url = prom.url().to_owned();
+                    shared.update(|s| s.prometheus_url = Some(url));
+                    let follow = prom.follow(shared.clone());
+                    monitor = Some((prom, follow));
+                }
+                Err(e) => {
+                    cluster.lock().await.stop().await;
+                    return Err(e);
+                }
+            }
+        }
         let state = shared.snapshot();
         print!("{}", state.table());
         println!(
@@ -215,6 +262,12 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
              `Authorization: Bearer $(jq -r .admin_token {})`",
             crate::cluster::state_path(&data_dir).display()
         );
+        if let Some(url) = &state.prometheus_url {
+            println!(
+                "prometheus: {url} scrapes every replica every 2 s and evaluates the alert rules \
+                 (try `curl -s '{url}/api/v1/query?query=sum(rate(finpay_payments_total[30s]))'`)"
+            );
+        }
         tokio::select! {
             _ = sigterm.recv() => {},
             _ = sigint.recv() => {},
@@ -222,6 +275,10 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     }
     println!("finpay up: stopping");
     cluster.lock().await.stop().await;
+    if let Some((prom, follow)) = monitor {
+        follow.abort();
+        prom.stop().await;
+    }
     started?;
     println!("finpay up: stopped");
     Ok(())

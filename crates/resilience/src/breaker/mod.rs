@@ -25,8 +25,9 @@
 //!   per-service breaker, or each endpoint for per-endpoint ones. The balancer
 //!   ([`crate::balance::BalanceConfig::endpoint_breaker`]) keeps one per endpoint and routes around
 //!   the open ones; their metrics carry an extra `endpoint` label.
-//! - **Observable.** Gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open) and counter
-//!   `finpay_client_breaker_transitions_total{from,to}`, labelled by `dependency`.
+//! - **Observable.** Gauge `finpay_client_breaker_state` (0 closed, 1 half-open, 2 open), the same
+//!   state as one 0/1 series per state, `finpay_client_breaker_states{state}` (Resilience4j's shape),
+//!   and counter `finpay_client_breaker_transitions_total{from,to}`, labelled by `dependency`.
 
 pub mod error;
 pub mod future;
@@ -63,6 +64,9 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order the gauge numbers them.
+    pub const ALL: [State; 3] = [State::Closed, State::HalfOpen, State::Open];
+
     /// Gauge value: 0 closed, 1 half-open, 2 open.
     pub fn gauge(self) -> f64 {
         match self {
@@ -357,11 +361,24 @@ fn transition(shared: &Shared, core: &mut Core, to: Phase) {
     );
 }
 
+/// Sets the numeric state gauge and, as Resilience4j exports it, one 0/1 series per state, so a
+/// dashboard can count open breakers with `sum(...{state="open"})` without decoding numbers.
 fn emit_state(cfg: &BreakerConfig, state: State) {
     match &cfg.endpoint {
         None => metrics::gauge!("finpay_client_breaker_state", "dependency" => cfg.label).set(state.gauge()),
         Some(ep) => metrics::gauge!("finpay_client_breaker_state", "dependency" => cfg.label, "endpoint" => ep.clone())
             .set(state.gauge()),
+    }
+    for each in State::ALL {
+        let on = if each == state { 1.0 } else { 0.0 };
+        match &cfg.endpoint {
+            None => metrics::gauge!("finpay_client_breaker_states",
+                "dependency" => cfg.label, "state" => each.name())
+            .set(on),
+            Some(ep) => metrics::gauge!("finpay_client_breaker_states",
+                "dependency" => cfg.label, "endpoint" => ep.clone(), "state" => each.name())
+            .set(on),
+        }
     }
 }
 
