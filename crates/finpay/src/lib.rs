@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod chaos;
+mod chart;
 pub mod check;
 pub mod cluster;
 pub mod load;

@@ -132,3 +132,33 @@ fn a_min_success_outside_0_to_1_is_refused_naming_the_flag() {
         assert!(out.stdout.is_empty(), "{bad}: nothing is sent");
     }
 }
+
+#[test]
+fn report_dir_gets_a_self_contained_page_and_the_json_report() {
+    let server = half_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report_dir = dir.path().join("run-1");
+    let out = load(&[
+        "--url",
+        server.url.as_str(),
+        "--requests",
+        "20",
+        "--concurrency",
+        "2",
+        "--report",
+        report_dir.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(report_dir.join("report.html")).expect("report.html");
+    assert_eq!(page.matches("<svg").count(), 3, "over time, latency, histogram");
+    assert!(page.contains("<td>500</td><td>10</td><td>10</td>"), "errors by kind");
+    assert!(!page.contains("<script") && !page.contains("http://cdn"));
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(report_dir.join("report.json")).expect("report.json"),
+    )
+    .expect("JSON");
+    assert_eq!(json["requests"], 20);
+    let histogram = json["latency_histogram"].as_array().expect("histogram");
+    let counted: u64 = histogram.iter().filter_map(|b| b["count"].as_u64()).sum();
+    assert_eq!(counted, 20);
+}

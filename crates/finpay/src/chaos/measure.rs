@@ -222,6 +222,7 @@ mod tests {
             throughput_rps: 0.0,
             elapsed_s: 0.0,
             latency_ms: load::Latency::default(),
+            latency_histogram: Vec::new(),
             errors: BTreeMap::new(),
             succeeded_amount_minor: 0,
             timeline: Vec::new(),

@@ -53,6 +53,10 @@ pub struct LoadArgs {
     /// they count as successes) is below this ratio, between 0 and 1.
     #[arg(long, value_name = "R", value_parser = ratio)]
     pub min_success: Option<f64>,
+    /// Write `report.html` (success rate and latency over time, a latency histogram, errors by
+    /// kind) and `report.json` into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -157,6 +161,13 @@ impl LoadArgs {
         if let Some(path) = &self.outcomes {
             write_outcomes(&report, path)?;
         }
+        if let Some(dir) = &self.report {
+            super::html::write(&report, &url, concurrency, dir)?;
+            eprintln!(
+                "finpay load: report in {}",
+                dir.join("report.html").display()
+            );
+        }
         if self.json {
             println!(
                 "{}",
@@ -216,6 +227,7 @@ mod tests {
             throughput_rps: 0.0,
             elapsed_s: 0.0,
             latency_ms: Default::default(),
+            latency_histogram: Vec::new(),
             errors: BTreeMap::new(),
             succeeded_amount_minor: 0,
             timeline: Vec::new(),

@@ -27,10 +27,11 @@ use finpay_resilience::retry::backoff::{Backoff, Jitter};
 use crate::plan::splitmix64;
 
 mod args;
+mod html;
 mod report;
 pub use args::LoadArgs;
 use report::Aggregate;
-pub use report::{classify, Class, Latency, LoadReport, Outcome, Progress, Second};
+pub use report::{classify, Bucket, Class, Latency, LoadReport, Outcome, Progress, Second};
 
 /// Slowest latency the histogram distinguishes; slower ones are recorded as this.
 const LATENCY_MAX_US: u64 = 600_000_000;
@@ -511,6 +512,27 @@ mod tests {
             "{:?}",
             r.latency_ms
         );
+        let h = &r.latency_histogram;
+        assert_eq!(h.iter().map(|b| b.count).sum::<u64>(), 100, "{h:?}");
+        assert_eq!(h[0].le_ms, 0.25);
+        assert!(
+            h.windows(2).all(|w| w[1].le_ms == 2.0 * w[0].le_ms),
+            "{h:?}"
+        );
+        let last = h.last().expect("a bucket");
+        assert_eq!((last.le_ms, last.count), (1024.0, 1), "the 1 s request");
+        let page = html::html(&r, "http://127.0.0.1:1", 4);
+        assert_eq!(
+            page.matches("<svg").count(),
+            3,
+            "success, latency, histogram"
+        );
+        assert!(
+            page.contains("<td>503</td><td>2</td><td>2</td>"),
+            "errors by kind"
+        );
+        assert!(page.contains("<td>transport</td><td>1</td><td>0</td>"));
+        assert!(!page.contains("<script") && !page.contains("src="));
         assert_eq!(r.timeline.len(), 1);
         assert_eq!(r.timeline[0].requests, 100);
         assert_eq!(r.timeline[0].success_rate, Some(0.97));

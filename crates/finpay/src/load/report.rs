@@ -32,6 +32,39 @@ pub struct Second {
     pub p99_ms: f64,
 }
 
+/// One bucket of the run's latency histogram: the requests slower than the previous bucket's
+/// bound and at most `le_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
+/// The histogram's first bucket bound (µs); each next bound doubles it.
+const FIRST_BUCKET_US: u64 = 250;
+
+/// The run's latencies in buckets whose bounds double from 0.25 ms, up to the slowest request.
+fn buckets(h: &Histogram<u64>) -> Vec<Bucket> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut below = 0;
+    let mut le = FIRST_BUCKET_US;
+    loop {
+        let upto = h.count_between(0, le);
+        out.push(Bucket {
+            le_ms: ms(le),
+            count: upto - below,
+        });
+        below = upto;
+        if below >= h.len() || le >= LATENCY_MAX_US {
+            return out;
+        }
+        le = le.saturating_mul(2);
+    }
+}
+
 /// What happened to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -75,6 +108,9 @@ pub struct LoadReport {
     pub throughput_rps: f64,
     pub elapsed_s: f64,
     pub latency_ms: Latency,
+    /// Every request's latency, in buckets that double from 0.25 ms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_histogram: Vec<Bucket>,
     pub errors: BTreeMap<String, u64>,
     /// Sum of the amounts of payments answered `succeeded`.
     pub succeeded_amount_minor: u64,
@@ -264,6 +300,7 @@ impl Aggregate {
                 p999: q(0.999),
                 max: ms(self.all.max()),
             },
+            latency_histogram: buckets(&self.all),
             succeeded_after_retries: self.succeeded_after_retries,
             success_rate_after_retries: if self.requests == 0 {
                 0.0
