@@ -150,8 +150,15 @@ fn report_dir_gets_a_self_contained_page_and_the_json_report() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let page = std::fs::read_to_string(report_dir.join("report.html")).expect("report.html");
-    assert_eq!(page.matches("<svg").count(), 3, "over time, latency, histogram");
-    assert!(page.contains("<td>500</td><td>10</td><td>10</td>"), "errors by kind");
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "over time, latency, histogram"
+    );
+    assert!(
+        page.contains("<td>500</td><td>10</td><td>10</td>"),
+        "errors by kind"
+    );
     assert!(!page.contains("<script") && !page.contains("http://cdn"));
     let json: serde_json::Value = serde_json::from_slice(
         &std::fs::read(report_dir.join("report.json")).expect("report.json"),

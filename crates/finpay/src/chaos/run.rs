@@ -74,6 +74,7 @@ pub async fn run_scenario(
         spec: topology::cluster_spec(cfg.seed, storage(cfg), topology),
         overrides: Vec::new(),
         prometheus: None,
+        dashboard_port: 0,
     };
     live(&Live {
         load: schedule.load,

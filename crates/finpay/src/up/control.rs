@@ -5,8 +5,11 @@
 //! - `POST /v1/scale` `{"service": "fraud", "replicas": 5}`: scale a service; answers when the new
 //!   replicas are ready and removed ones are drained.
 //! - `POST /v1/replace` `{"replica": "fraud-1"}`: replace one replica as a rolling update does.
+//! - `GET /` and the rest of [`super::dashboard`]: the live dashboard.
 
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -41,21 +44,30 @@ struct ControlState {
     shared: Arc<Shared>,
 }
 
-/// Binds 127.0.0.1 on a free port and serves until the cluster stops. Returns the base URL.
-pub async fn start(cluster: Arc<Mutex<Cluster>>, shared: Arc<Shared>) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// Binds 127.0.0.1:`port` (0: a free one) and serves until the cluster stops. Returns the base URL
+/// and the dashboard's sampler task, to abort when the cluster stops.
+pub async fn start(
+    cluster: Arc<Mutex<Cluster>>,
+    shared: Arc<Shared>,
+    port: u16,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("bind the dashboard port 127.0.0.1:{port}"))?;
     let url = format!("http://{}", listener.local_addr()?);
+    let (dashboard, sampler) = super::dashboard::routes(shared.clone());
     let app = Router::new()
         .route("/v1/state", get(state))
         .route("/v1/scale", post(scale))
         .route("/v1/replace", post(replace))
-        .with_state(ControlState { cluster, shared });
+        .with_state(ControlState { cluster, shared })
+        .merge(dashboard);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the control port stopped");
         }
     });
-    Ok(url)
+    Ok((url, sampler))
 }
 
 async fn state(State(st): State<ControlState>) -> Response {

@@ -12,6 +12,7 @@
 
 mod cluster;
 pub mod control;
+pub mod dashboard;
 pub mod prometheus;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ pub struct UpArgs {
     /// `--set wallet:storage.synchronous="normal"`, `--set all:log_format="pretty"`.
     #[arg(long = "set", value_name = "SERVICE:KEY=VALUE")]
     pub set: Vec<String>,
+    /// The live dashboard's port (the supervisor's own, on 127.0.0.1); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub dashboard_port: u16,
     /// Also start a Prometheus (Debian's `prometheus`) that scrapes every replica and evaluates
     /// deploy/prometheus/alerts.yml; its URL is printed and kept in cluster.json.
     #[arg(long)]
@@ -129,6 +133,7 @@ impl UpArgs {
             },
             overrides,
             prometheus,
+            dashboard_port: self.dashboard_port,
         })
     }
 }
@@ -144,6 +149,8 @@ pub struct UpConfig {
     pub overrides: Vec<ServiceOverride>,
     /// `--prometheus`: the Prometheus to start beside the cluster.
     pub prometheus: Option<PrometheusConfig>,
+    /// The supervisor's port: the dashboard and what `finpay scale` asks; 0 picks a free one.
+    pub dashboard_port: u16,
 }
 
 /// The Prometheus of `finpay up --prometheus`.
@@ -233,8 +240,17 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     let shared = cluster.shared();
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
     let mut monitor = None;
+    let mut sampling = None;
     if let Ok(true) = started {
-        let control = control::start(cluster.clone(), shared.clone()).await?;
+        let (control, sampler) =
+            match control::start(cluster.clone(), shared.clone(), cfg.dashboard_port).await {
+                Ok(started) => started,
+                Err(e) => {
+                    cluster.lock().await.stop().await;
+                    return Err(e);
+                }
+            };
+        sampling = Some(sampler);
         shared.update(|s| s.control_url = Some(control));
         if let Some(p) = &cfg.prometheus {
             match Prometheus::start(&p.bin, p.port, &data_dir, &shared.snapshot()).await {
@@ -262,6 +278,12 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
              `Authorization: Bearer $(jq -r .admin_token {})`",
             crate::cluster::state_path(&data_dir).display()
         );
+        if let Some(url) = &state.control_url {
+            println!(
+                "dashboard: {url}/ shows the replicas, breakers and live success rate, with \
+                 buttons for the faults"
+            );
+        }
         if let Some(url) = &state.prometheus_url {
             println!(
                 "prometheus: {url} scrapes every replica every 2 s and evaluates the alert rules \
@@ -275,6 +297,9 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     }
     println!("finpay up: stopping");
     cluster.lock().await.stop().await;
+    if let Some(sampler) = sampling {
+        sampler.abort();
+    }
     if let Some((prom, follow)) = monitor {
         follow.abort();
         prom.stop().await;
