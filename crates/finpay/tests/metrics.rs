@@ -250,7 +250,7 @@ fn assert_registered_at_zero(payment: &str) {
             "finpay_client_ejections_total{{dependency=\"{dep}\"}}"
         ));
     }
-    for outcome in ["succeeded", "declined", "failed", "pending"] {
+    for outcome in ["succeeded", "declined", "failed", "pending", "error"] {
         assert_eq!(
             value(&format!("finpay_payments_total{{outcome=\"{outcome}\"}}")),
             0.0,

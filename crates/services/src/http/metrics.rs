@@ -104,7 +104,7 @@ fn describe_payment() {
         "finpay_payments_total",
         "Payment requests answered, by outcome: the payment's status (succeeded, declined, \
          failed), pending (the wallet was unreachable; the resumer finishes it), replayed, \
-         key_reused (422) or in_progress (409)."
+         key_reused (422), in_progress (409) or error (payment's store or task failed: 5xx)."
     );
     describe_histogram!(
         "finpay_payment_duration_seconds",

@@ -134,7 +134,7 @@ fn parse_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
 /// the answers that start no work. Registered at zero when the routes are built, so a success rate
 /// or an SLO burn rate has both of its sides before the first failure (a counter born at 1 loses
 /// that first increase to `rate()`).
-const OUTCOMES: [&str; 7] = [
+const OUTCOMES: [&str; 8] = [
     "succeeded",
     "declined",
     "failed",
@@ -142,7 +142,12 @@ const OUTCOMES: [&str; 7] = [
     "replayed",
     "key_reused",
     "in_progress",
+    ERROR,
 ];
+
+/// The outcome of a request this replica could not answer with a payment: its store failed (503),
+/// or the task driving the payment died (500). It counts against the success rate.
+const ERROR: &str = "error";
 
 fn register_outcomes() {
     for outcome in OUTCOMES {
@@ -179,8 +184,14 @@ async fn pay(
         async move { task_engine.drive(payment, lease, deadline).await }.instrument(span),
     ))
     .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|e| ApiError::storage(&e))?;
+    .map_err(|e| {
+        record(ERROR, started);
+        ApiError::internal(&e)
+    })?
+    .map_err(|e| {
+        record(ERROR, started);
+        ApiError::storage(&e)
+    })?;
     let outcome = match driven {
         Driven::Done(payment) => Outcome {
             payment,
@@ -236,7 +247,10 @@ async fn begin(
         .store
         .begin(new, &engine.owner, engine.cfg.lease_ttl())
         .await
-        .map_err(|e| ApiError::storage(&e))?;
+        .map_err(|e| {
+            record(ERROR, started);
+            ApiError::storage(&e)
+        })?;
     match begun {
         Begin::Created(p, lease) => Ok(Begun::Drive(p, lease, false)),
         // The store takes a lease over only for the same fingerprint, so another body has none.
