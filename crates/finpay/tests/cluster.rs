@@ -697,3 +697,74 @@ fn scaling_fraud_up_and_down_and_payment_up_under_load_fails_no_payment() {
     let (ok, audit) = check(&c.data_dir);
     assert!(ok, "check failed: {audit}");
 }
+
+#[test]
+fn the_dashboard_serves_its_page_and_view_and_refuses_actions_from_other_origins() {
+    let _one = exclusive();
+    let c = Cluster::start(&[]);
+    let control = c.state().control_url.expect("control url");
+    let rt = runtime();
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("{control}{path}");
+        rt.block_on(async { http.get(&url).send().await.expect("get").text().await })
+            .expect("body")
+    };
+    assert!(get("/").contains("FinPay: live"));
+    let state: serde_json::Value = serde_json::from_str(&get("/v1/state")).expect("state");
+    assert!(
+        state.get("admin_token").is_none(),
+        "the token stays server-side"
+    );
+
+    let load = finpay(&[
+        "load",
+        "--url",
+        &c.url(),
+        "--requests",
+        "200",
+        "--concurrency",
+        "4",
+    ]);
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view: serde_json::Value = serde_json::from_str(&get("/v1/dashboard")).expect("view");
+        let answered = view["points"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["payments_per_s"].as_f64() > Some(0.0)));
+        if answered {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "no point with payments: {view}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(view["replicas"].as_array().map(Vec::len), Some(7));
+    let fraud_breaker = view["breakers"]
+        .as_array()
+        .and_then(|b| {
+            b.iter()
+                .find(|b| b["dependency"] == "fraud" && b["endpoint"] == "")
+        })
+        .unwrap_or_else(|| panic!("fraud's breaker: {view}"));
+    assert_eq!(fraud_breaker["state"], "closed");
+
+    let post = |action: &str, marked: bool| {
+        let mut req = http.post(format!("{control}/v1/actions/{action}"));
+        if marked {
+            req = req.header("x-finpay-dashboard", "1");
+        }
+        rt.block_on(async { req.send().await.expect("post").status().as_u16() })
+    };
+    let pid = |state: &ClusterState| state.replica("payment-0").and_then(|r| r.pid);
+    let before = pid(&c.state());
+    assert_eq!(post("kill-payment", false), 403, "a plain cross-site POST");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pid(&c.state()), before, "nothing was killed");
+    assert_eq!(post("drop-tables", true), 404);
+    assert_eq!(post("restore", true), 200);
+}

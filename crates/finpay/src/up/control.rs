@@ -1,7 +1,7 @@
 //! The supervisor's own HTTP port, on 127.0.0.1 only: what `finpay scale` (and a person with curl)
 //! asks of a running `finpay up`.
 //!
-//! - `GET /v1/state`: the cluster state, as `cluster.json` holds it.
+//! - `GET /v1/state`: the cluster state, as `cluster.json` holds it less the admin token.
 //! - `POST /v1/scale` `{"service": "fraud", "replicas": 5}`: scale a service; answers when the new
 //!   replicas are ready and removed ones are drained.
 //! - `POST /v1/replace` `{"replica": "fraud-1"}`: replace one replica as a rolling update does.
@@ -70,8 +70,16 @@ pub async fn start(
     Ok((url, sampler))
 }
 
+/// The cluster state without its admin token: the page of the dashboard shares this origin, and
+/// the token stays in `cluster.json` (mode 0600) and on the server side.
+fn public_state(shared: &Shared) -> crate::cluster::ClusterState {
+    let mut state = shared.snapshot();
+    state.admin_token.clear();
+    state
+}
+
 async fn state(State(st): State<ControlState>) -> Response {
-    Json(st.shared.snapshot()).into_response()
+    Json(public_state(&st.shared)).into_response()
 }
 
 fn failed(e: anyhow::Error) -> Response {
@@ -95,7 +103,7 @@ async fn scale(State(st): State<ControlState>, Json(req): Json<ScaleRequest>) ->
         .scale(req.service, req.replicas)
         .await;
     match result {
-        Ok(()) => Json(st.shared.snapshot()).into_response(),
+        Ok(()) => Json(public_state(&st.shared)).into_response(),
         Err(e) => failed(e),
     }
 }
@@ -103,7 +111,7 @@ async fn scale(State(st): State<ControlState>, Json(req): Json<ScaleRequest>) ->
 async fn replace(State(st): State<ControlState>, Json(req): Json<ReplaceRequest>) -> Response {
     let result = st.cluster.lock().await.replace(&req.replica).await;
     match result {
-        Ok(_) => Json(st.shared.snapshot()).into_response(),
+        Ok(_) => Json(public_state(&st.shared)).into_response(),
         Err(e) => failed(e),
     }
 }
