@@ -2,6 +2,7 @@
 
 use finpay_core::{AccountId, Amount, Currency, PaymentId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/checks`.
 pub const CHECKS: &str = "/v1/checks";
@@ -9,7 +10,7 @@ pub const CHECKS: &str = "/v1/checks";
 pub const LEGACY_CHECK: &str = "/check";
 
 /// `POST /v1/checks` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     pub payment_id: PaymentId,
@@ -18,7 +19,8 @@ pub struct CheckRequest {
     pub currency: Currency,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// SAFE lets the payment go on; DENY declines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Verdict {
     Safe,
@@ -35,7 +37,7 @@ impl Verdict {
 }
 
 /// `POST /v1/checks` answer (200).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CheckResponse {
     pub verdict: Verdict,
     /// Why a check denied, one rule each; empty for SAFE.

@@ -13,6 +13,9 @@
 //! - [`notification`]: `POST /v1/notifications`, `GET /v1/notifications?account_id=`.
 //! - [`problem`]: the problem document and [`problem::slug`], the list of every `type` slug.
 //! - [`headers`]: header names.
+//! - [`admin`]: the admin listener's routes and bodies (fault switches, dependency endpoints).
+//! - [`ops`]: the probes, `/metrics` and `/openapi.json`.
+//! - [`openapi`]: each service's OpenAPI 3.1 document, derived from the types above.
 //!
 //! Values are finpay-core's parsing types ([`finpay_core::Amount`], [`finpay_core::AccountId`], ...),
 //! so a body that deserialises holds only valid values.
@@ -20,9 +23,12 @@
 //! Not for: validation beyond what the types enforce (the handlers own their rules), HTTP plumbing, or
 //! storage rows (finpay-ledger has its own; each service maps its rows to these views).
 
+pub mod admin;
 pub mod fraud;
 pub mod headers;
 pub mod notification;
+pub mod openapi;
+pub mod ops;
 pub mod payment;
 pub mod problem;
 pub mod wallet;

@@ -5,6 +5,7 @@
 
 use finpay_core::{AccountId, NotificationId, PaymentId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/notifications` and `GET /v1/notifications?account_id=&limit=`.
 pub const NOTIFICATIONS: &str = "/v1/notifications";
@@ -13,19 +14,27 @@ pub const NOTIFICATIONS: &str = "/v1/notifications";
 pub const MESSAGE_MAX_CHARS: usize = 1000;
 /// Most notifications one list answer holds.
 pub const LIST_LIMIT_MAX: u32 = 1000;
+/// How many a list answers when the query names no `limit`.
+pub const LIST_LIMIT_DEFAULT: u32 = 100;
 
 /// `POST /v1/notifications` body. `id` is the inbox's deduplication key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNotification {
     pub id: NotificationId,
     pub payment_id: PaymentId,
     pub account_id: AccountId,
+    /// 1 to 1000 characters; no control characters but newlines.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\u0000-\\u0009\\u000B-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub message: String,
 }
 
 /// A stored notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Notification {
     pub id: NotificationId,
     pub payment_id: PaymentId,
@@ -35,7 +44,7 @@ pub struct Notification {
 }
 
 /// `GET /v1/notifications` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NotificationList {
     pub notifications: Vec<Notification>,
 }

@@ -3,6 +3,7 @@
 
 use finpay_core::{AccountId, Amount, Currency, PaymentId, PaymentStatus};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/payments`.
 pub const PAYMENTS: &str = "/v1/payments";
@@ -11,13 +12,16 @@ pub const PAYMENT: &str = "/v1/payments/{id}";
 /// The demo of docs/scenarios.md: `GET /pay` makes a small payment and answers one line of text.
 pub const DEMO_PAY: &str = "/pay";
 
+/// The longest `description` payment accepts by default, in characters (`payment.description_max_chars`).
+pub const DESCRIPTION_MAX_CHARS_DEFAULT: usize = 200;
+
 /// The path of one payment.
 pub fn payment_path(id: &str) -> String {
     format!("{PAYMENTS}/{id}")
 }
 
 /// `POST /v1/payments` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     /// The customer's account, debited.
@@ -26,12 +30,15 @@ pub struct CreatePayment {
     pub merchant_account_id: AccountId,
     pub amount_minor: Amount,
     pub currency: Currency,
+    /// Free text shown with the payment: at most `payment.description_max_chars` characters
+    /// (200 unless configured), no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
 /// A payment as the API shows it: the answer of both routes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Payment {
     pub id: PaymentId,
     pub account_id: AccountId,

@@ -4,6 +4,7 @@
 //! `detail` text, so the slugs are a contract: [`slug`] lists every one.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -104,9 +105,11 @@ pub mod slug {
 
 /// A problem document as a caller reads it. Extension members (`payment_id`, `payment_status`)
 /// are kept when present.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
+    /// `urn:finpay:problem:<slug>`: the stable part, to branch on.
     #[serde(rename = "type")]
+    #[schema(pattern = "^urn:finpay:problem:[a-z-]+$")]
     pub type_uri: String,
     pub title: String,
     pub status: u16,

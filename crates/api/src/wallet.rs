@@ -7,6 +7,7 @@
 
 use finpay_core::{AccountId, Amount, Balance, Currency, TransferId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/transfers`.
 pub const TRANSFERS: &str = "/v1/transfers";
@@ -21,7 +22,7 @@ pub fn account_path(id: &str) -> String {
 }
 
 /// `POST /v1/transfers` body. `id` is the idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTransfer {
     pub id: TransferId,
@@ -32,7 +33,7 @@ pub struct CreateTransfer {
 }
 
 /// A committed transfer, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
     pub id: TransferId,
     pub debit_account_id: AccountId,
@@ -43,7 +44,7 @@ pub struct Transfer {
 }
 
 /// An account and its balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Account {
     pub id: AccountId,
     pub currency: Currency,

@@ -26,8 +26,11 @@ pub enum InvalidId {
     },
 }
 
-const ID_MAX_LEN: usize = 64;
+/// The longest client-chosen identifier, in characters (all of them ASCII).
+pub const ID_MAX_LEN: usize = 64;
 const ID_ALLOWED: &str = "use letters, digits, '-', '_', ':' or '.'";
+/// What a client-chosen identifier may hold, as a JSON Schema pattern; [`check_id`]'s rule.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,64}$";
 
 fn check_id(s: &str) -> Result<(), InvalidId> {
     if s.is_empty() {
@@ -108,10 +111,22 @@ client_id!(
     NotificationId
 );
 
-/// A payment, named by FinPay (UUIDv7) when the payment is first received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A payment, named by FinPay (UUIDv7) when the payment is first received. On the wire it is the
+/// hyphenated form FinPay writes (`019ac3a4-5b1e-7f1c-8a2d-3c4b5a697f1c`, either case), in a
+/// path and in a body alike; the other spellings the `uuid` crate knows (simple, braced, URN, an
+/// array of 16 bytes) are refused, so one payment has one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct PaymentId(Uuid);
+
+/// The hyphenated UUID [`PaymentId`] accepts, as a JSON Schema pattern.
+pub const PAYMENT_ID_PATTERN: &str =
+    "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+
+/// Why a payment id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be a hyphenated UUID such as 019ac3a4-5b1e-7f1c-8a2d-3c4b5a697f1c")]
+pub struct InvalidPaymentId;
 
 impl PaymentId {
     pub fn new_v7() -> Self {
@@ -139,9 +154,20 @@ impl PaymentId {
 }
 
 impl std::str::FromStr for PaymentId {
-    type Err = uuid::Error;
+    type Err = InvalidPaymentId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        // 36 characters is the hyphenated form only: simple is 32, braced 38, URN 45.
+        if s.len() != 36 {
+            return Err(InvalidPaymentId);
+        }
+        Uuid::parse_str(s).map(Self).map_err(|_| InvalidPaymentId)
+    }
+}
+
+impl<'de> Deserialize<'de> for PaymentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -227,6 +253,30 @@ mod tests {
         assert!(AccountId::try_from("a b").is_err());
         assert!(AccountId::try_from("").is_err());
         assert!(AccountId::try_from("a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn payment_id_is_the_hyphenated_uuid_only() {
+        let id = PaymentId::new_v7();
+        let text = id.to_string();
+        assert_eq!(text.parse::<PaymentId>(), Ok(id));
+        assert_eq!(text.to_uppercase().parse::<PaymentId>(), Ok(id));
+        let json = serde_json::to_string(&id).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<PaymentId>(&json).expect("parses"),
+            id
+        );
+        let simple = id.as_uuid().simple().to_string();
+        let braced = format!("{{{text}}}");
+        let urn = format!("urn:uuid:{text}");
+        for bad in [simple.as_str(), &braced, &urn, "", "not-a-uuid"] {
+            assert_eq!(bad.parse::<PaymentId>(), Err(InvalidPaymentId), "{bad}");
+        }
+        let bytes = serde_json::to_string(id.as_uuid().as_bytes()).expect("serializes");
+        assert!(
+            serde_json::from_str::<PaymentId>(&bytes).is_err(),
+            "{bytes}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::routing::MethodRouter;
 use axum::Router;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -29,10 +30,28 @@ pub const BACKGROUND_STOP_MAX: Duration = Duration::from_secs(10);
 /// A loop that runs beside the server until its receiver turns `true`.
 pub type Background = Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
 
+/// A service's business routes: each path with its methods and their state applied. Kept apart
+/// until the edge lays the deadline and the fault injection on the handlers alone, so a method a
+/// route does not take is the router's 405 before any deadline is judged or fault drawn.
+#[derive(Default)]
+pub struct Routes(pub(crate) Vec<(&'static str, MethodRouter)>);
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `path` with the methods of `methods` (one entry per path).
+    pub fn route(mut self, path: &'static str, methods: MethodRouter) -> Self {
+        self.0.push((path, methods));
+        self
+    }
+}
+
 /// What one service brings to its [`Application`].
 pub struct Parts {
-    /// The business routes, with their state applied.
-    pub routes: Router,
+    /// The business routes.
+    pub routes: Routes,
     /// Routes under `/admin/` of the service's own, behind the admin token (payment's dependency
     /// endpoints); empty for most.
     pub admin: Router,
@@ -78,6 +97,7 @@ impl Application {
         let faults = Faults::new(kind.as_str(), common.faults.clone());
         let routers = app_router(
             kind.as_str(),
+            kind.openapi_json(),
             common,
             parts.routes,
             parts.admin,

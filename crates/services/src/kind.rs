@@ -79,6 +79,18 @@ impl ServiceKind {
         !matches!(self, ServiceKind::Fraud)
     }
 
+    /// The service's OpenAPI 3.1 document (`GET /openapi.json`), as served: pretty JSON.
+    pub fn openapi_json(self) -> String {
+        use finpay_api::openapi;
+        let doc = match self {
+            ServiceKind::Fraud => openapi::fraud(),
+            ServiceKind::Wallet => openapi::wallet(),
+            ServiceKind::Notification => openapi::notification(),
+            ServiceKind::Payment => openapi::payment(),
+        };
+        openapi::to_json(&doc)
+    }
+
     /// The table of payment's settings that lists this dependency's replicas and client policy
     /// (`[fraud] urls = [...]`); `None` for payment itself.
     pub fn config_section(self) -> Option<&'static str> {

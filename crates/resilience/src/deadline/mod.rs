@@ -46,9 +46,13 @@ fn wall_now() -> Duration {
 }
 
 impl Deadline {
-    /// A deadline `budget` from now.
+    /// The furthest a deadline reaches: a budget past it (a caller's `u64::MAX` epoch
+    /// milliseconds) means "no hurry", not an overflow.
+    pub const BUDGET_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+    /// A deadline `budget` from now, at most [`Self::BUDGET_MAX`].
     pub fn after(budget: Duration) -> Self {
-        Self(tokio::time::Instant::now() + budget)
+        Self(tokio::time::Instant::now() + budget.min(Self::BUDGET_MAX))
     }
 
     /// Time left, zero when spent.
@@ -216,6 +220,16 @@ mod tests {
     }
 
     use tower::Layer;
+
+    #[test]
+    fn a_deadline_as_far_as_the_header_reaches_does_not_overflow() {
+        let far = Deadline::from_epoch_ms(u64::MAX);
+        assert!(far.remaining() > Duration::from_secs(50 * 365 * 24 * 3600));
+        assert!(far.remaining() <= Deadline::BUDGET_MAX);
+        let mut h = http::HeaderMap::new();
+        h.insert(DEADLINE_HEADER, http::HeaderValue::from(u64::MAX));
+        assert!(Deadline::from_headers(&h).is_some());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn deadline_travels_in_header_and_extensions() {

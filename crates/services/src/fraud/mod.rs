@@ -16,7 +16,7 @@ use finpay_api::fraud::{self, CheckRequest, CheckResponse, Verdict};
 use finpay_core::AccountId;
 use serde::{Deserialize, Serialize};
 
-use crate::app::{Assemble, Parts};
+use crate::app::{Assemble, Parts, Routes};
 use crate::http::config::{config_err, CommonSettings, ServiceSettings};
 use crate::http::server::always_ready;
 use crate::http::{json_response, ApiError, ApiJson};
@@ -127,10 +127,9 @@ impl Assemble for Settings {
         let state = Arc::new(AppState {
             rules: self.rules.clone(),
         });
-        let routes = Router::new()
-            .route(fraud::CHECKS, post(check))
-            .route(fraud::LEGACY_CHECK, get(check_legacy))
-            .with_state(state);
+        let routes = Routes::new()
+            .route(fraud::CHECKS, post(check).with_state(state))
+            .route(fraud::LEGACY_CHECK, get(check_legacy));
         Ok(Parts {
             routes,
             admin: Router::new(),

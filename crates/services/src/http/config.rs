@@ -79,84 +79,12 @@ impl Default for HttpSettings {
     }
 }
 
-/// Injected faults. Drawn from an RNG seeded with `seed`, so a run can be replayed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FaultSettings {
-    pub seed: u64,
-    /// Share of requests answered 500 or 503 (half each).
-    pub error_rate: f64,
-    /// Share of requests that hang for `hang_ms` (cut short by the request's deadline).
-    pub hang_rate: f64,
-    pub hang_ms: u64,
-    /// Added to every request: `latency_ms` plus a uniform draw in `0..=latency_jitter_ms`.
-    pub latency_ms: u64,
-    pub latency_jitter_ms: u64,
-    /// Share of requests on which the process exits at once, like a pod crash.
-    pub crash_rate: f64,
-    /// A crash is drawn only once the process has run this long (0 = from the first request).
-    /// A process that dies on 30% of its requests from the start never serves; one that runs a
-    /// while and then crashes is the pod that Kubernetes restarts.
-    pub crash_after_ms: u64,
-    /// Every business request gets 503.
-    pub down: bool,
-    /// Share of successful writes (POST, PUT, PATCH, DELETE) whose answer is lost after the write
-    /// committed: a 500, or a dropped connection. On the wallet, a transfer that moved money.
-    pub commit_then_fail_rate: f64,
-}
-
-impl Default for FaultSettings {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            error_rate: 0.0,
-            hang_rate: 0.0,
-            hang_ms: 3000,
-            latency_ms: 0,
-            latency_jitter_ms: 0,
-            crash_rate: 0.0,
-            crash_after_ms: 0,
-            down: false,
-            commit_then_fail_rate: 0.0,
-        }
-    }
-}
+/// Injected faults: the `[faults]` table and the body of `PUT /admin/faults`, one type in the
+/// contract crate.
+pub use finpay_api::admin::{FaultSettings, MAX_FAULT_DELAY_MS};
 
 /// The shortest admin token a service accepts: 32 characters, 128 bits and more when random.
 pub const ADMIN_TOKEN_MIN_CHARS: usize = 32;
-
-/// Bounds on injected delays, so a typo cannot park a request for a day.
-pub const MAX_FAULT_DELAY_MS: u64 = 600_000;
-
-impl FaultSettings {
-    /// Checks every rate and delay; the error names the field (without the `faults.` prefix).
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        for (name, rate) in [
-            ("error_rate", self.error_rate),
-            ("hang_rate", self.hang_rate),
-            ("crash_rate", self.crash_rate),
-            ("commit_then_fail_rate", self.commit_then_fail_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err((name, format!("must be between 0.0 and 1.0, got {rate}")));
-            }
-        }
-        for (name, ms) in [
-            ("hang_ms", self.hang_ms),
-            ("latency_ms", self.latency_ms),
-            ("latency_jitter_ms", self.latency_jitter_ms),
-            ("crash_after_ms", self.crash_after_ms),
-        ] {
-            if ms > MAX_FAULT_DELAY_MS {
-                return Err((
-                    name,
-                    format!("must be at most {MAX_FAULT_DELAY_MS}, got {ms}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Which database a service's store lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -244,7 +244,7 @@ fn lost_response(drop_connection: bool) -> Response {
 pub fn admin_routes(faults: Arc<Faults>) -> Router {
     Router::new()
         .route(
-            "/admin/faults",
+            finpay_api::admin::FAULTS,
             get(get_faults).put(put_faults).patch(patch_faults),
         )
         .with_state(faults)

@@ -8,7 +8,7 @@
 //!
 //! | status | slugs |
 //! |--------|-------|
-//! | 400 | `invalid-request` (headers, path, query), `malformed-json` |
+//! | 400 | `invalid-request` (headers, `finpay-deadline-ms` included; path, query), `malformed-json` |
 //! | 401 / 403 | `unauthorized`, `forbidden` (admin routes) |
 //! | 404 | `not-found`, `unknown-account`, `unknown-transfer`, `unknown-payment` |
 //! | 405 / 413 / 415 | `method-not-allowed`, `payload-too-large`, `unsupported-media-type` |

@@ -6,10 +6,11 @@
 //! ```text
 //! request id (set, propagate) -> trace span -> http metrics -> problem fallback -> body limit
 //! business port (http.port, http.shared_port):
-//!   ├─ /health/live, /health/ready                              (never faulted, never deadlined)
-//!   └─ business routes -> deadline (finpay-deadline-ms, 504 when spent) -> faults -> handler
+//!   ├─ /health/live, /health/ready, /openapi.json               (never faulted, never deadlined)
+//!   └─ business routes -> deadline (finpay-deadline-ms: 400 when malformed, 504 when spent)
+//!                      -> faults -> handler
 //! admin listener (http.admin_host:http.admin_port):
-//!   ├─ /health/live, /health/ready, /metrics
+//!   ├─ /health/live, /health/ready, /openapi.json, /metrics
 //!   └─ /admin/* -> bearer admin_token (401/403 before the body is read) -> handler
 //! ```
 
@@ -32,7 +33,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use finpay_resilience::Deadline;
+use finpay_resilience::{Deadline, DEADLINE_HEADER};
 
 use super::config::CommonSettings;
 use super::faults::{self, Faults};
@@ -40,7 +41,7 @@ use super::json::BodyLimit;
 use super::metrics::metrics_handle;
 use super::problem::{ApiError, PROBLEM_JSON};
 use crate::ServeError;
-use finpay_api::problem::slug;
+use finpay_api::{ops, problem::slug};
 
 pub use finpay_api::headers::REQUEST_ID as REQUEST_ID_HEADER;
 
@@ -68,9 +69,17 @@ impl RequestDeadline {
 }
 
 /// Reads the caller's deadline so the work here is bounded by it: 504 when already spent, and the
-/// handler (with every fault delay) is cut off when it runs out.
+/// handler (with every fault delay) is cut off when it runs out. A header that is not an integer
+/// is refused (400) rather than ignored, so a caller never believes it bounded work it did not.
 async fn deadline_mw(mut req: Request, next: Next) -> Response {
     let deadline = Deadline::from_headers(req.headers());
+    if deadline.is_none() && req.headers().contains_key(DEADLINE_HEADER) {
+        return ApiError::bad_request(
+            DEADLINE_HEADER,
+            format!("{DEADLINE_HEADER}: must be Unix epoch milliseconds, an integer"),
+        )
+        .into_response();
+    }
     req.extensions_mut().insert(RequestDeadline(deadline));
     match deadline {
         None => next.run(req).await,
@@ -201,6 +210,15 @@ async fn metrics_route() -> Response {
         .into_response()
 }
 
+async fn openapi_route(document: bytes::Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        document,
+    )
+        .into_response()
+}
+
 async fn not_found() -> ApiError {
     ApiError::route_not_found()
 }
@@ -215,10 +233,12 @@ pub struct Routers {
 
 /// Wraps a service's business and admin routes with everything every service has, and keeps them
 /// on separate routers: nothing of `/admin/*` or `/metrics` is reachable on the business port.
+/// `openapi` is the service's document, served on both.
 pub fn app_router(
     service: &'static str,
+    openapi: String,
     common: &CommonSettings,
-    business: Router,
+    business: crate::app::Routes,
     admin: Router,
     faults: Arc<Faults>,
     ready_check: ReadyCheck,
@@ -226,17 +246,26 @@ pub fn app_router(
     // Install the recorder now, before the first request records anything (`Application::build`
     // has done so already; parts built by hand come this way too).
     let _ = metrics_handle();
+    // On each route's handlers (`MethodRouter::route_layer`), not around the route: a method the
+    // route does not take is the router's 405 before any deadline is judged or fault drawn.
+    let inject = middleware::from_fn_with_state(faults.clone(), faults::inject);
+    let deadline = middleware::from_fn(deadline_mw);
     let business = business
-        .layer(middleware::from_fn_with_state(
-            faults.clone(),
-            faults::inject,
-        ))
-        .layer(middleware::from_fn(deadline_mw));
+        .0
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| {
+            let methods = methods
+                .route_layer(inject.clone())
+                .route_layer(deadline.clone());
+            router.route(path, methods)
+        });
+    let document = bytes::Bytes::from(openapi);
     let health = Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready).with_state(ready_check));
+        .route(ops::LIVE, get(live))
+        .route(ops::READY, get(ready).with_state(ready_check))
+        .route(ops::OPENAPI, get(move || openapi_route(document.clone())));
     let admin = Router::new()
-        .route("/metrics", get(metrics_route))
+        .route(ops::METRICS, get(metrics_route))
         .merge(
             faults::admin_routes(faults)
                 .merge(admin)
@@ -452,4 +481,14 @@ pub fn is_problem(resp: &Response) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_names_the_deadline_header_the_client_stack_sends() {
+        assert_eq!(finpay_api::headers::DEADLINE, DEADLINE_HEADER);
+    }
 }

@@ -13,14 +13,15 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use finpay_api::notification::{
-    self as api, CreateNotification, NotificationList, LIST_LIMIT_MAX, MESSAGE_MAX_CHARS,
+    self as api, CreateNotification, NotificationList, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    MESSAGE_MAX_CHARS,
 };
 use finpay_api::problem::slug;
 use finpay_core::AccountId;
 use finpay_ledger::inbox::{Delivery, InboxError, InboxStore, Notification};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{ready_when, Assemble, Parts};
+use crate::app::{ready_when, Assemble, Parts, Routes};
 use crate::http::config::{CommonSettings, ServiceSettings};
 use crate::http::{json_response, ApiError, ApiJson};
 use crate::{ServeError, ServiceKind};
@@ -123,7 +124,7 @@ async fn list(
     let account = AccountId::try_from(account)
         .map_err(|e| ApiError::bad_request("account_id", format!("account_id: {e}")))?;
     let limit = match q.limit {
-        None => 100,
+        None => LIST_LIMIT_DEFAULT,
         Some(l) => match l.parse::<u32>() {
             Ok(n) if (1..=LIST_LIMIT_MAX).contains(&n) => n,
             _ => {
@@ -162,9 +163,8 @@ pub fn parts(store: Arc<dyn InboxStore>) -> Parts {
         let s = ready_store.clone();
         async move { s.ping().await }
     });
-    let routes = Router::new()
-        .route(api::NOTIFICATIONS, post(deliver).get(list))
-        .with_state(Arc::new(AppState { store }));
+    let st = Arc::new(AppState { store });
+    let routes = Routes::new().route(api::NOTIFICATIONS, post(deliver).get(list).with_state(st));
     Parts {
         routes,
         admin: Router::new(),

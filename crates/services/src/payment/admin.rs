@@ -2,27 +2,16 @@
 //! dependency at run time, so a scaled-up fraud service is used without a restart (`finpay scale`).
 //! Endpoints kept keep their statistics; a removed one takes no new tries.
 
+use super::deps::Dependencies;
+use crate::http::{json_response, ApiError, ApiJson};
+use crate::ServiceKind;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::put;
 use axum::Router;
-use serde::{Deserialize, Serialize};
 
-use super::deps::Dependencies;
-use crate::http::{json_response, ApiError, ApiJson};
-use crate::ServiceKind;
-
-/// The route's path, as an axum route.
-pub const DEPENDENCY: &str = "/admin/dependencies/{service}";
-
-/// `PUT /admin/dependencies/{service}` body and answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoints {
-    /// Base URLs of the replicas, e.g. `["http://127.0.0.1:9001"]`.
-    pub urls: Vec<String>,
-}
+pub use finpay_api::admin::{Endpoints, DEPENDENCY, ENDPOINTS_MAX};
 
 pub fn router(deps: Dependencies) -> Router {
     Router::new()
@@ -54,10 +43,10 @@ async fn put_endpoints(
 
 /// The URLs as absolute `http://` URIs, 1 to 64 of them; the error names the offending entry.
 fn parse(urls: &[String]) -> Result<Vec<http::Uri>, ApiError> {
-    if urls.is_empty() || urls.len() > 64 {
+    if urls.is_empty() || urls.len() > ENDPOINTS_MAX {
         return Err(ApiError::invalid_request(
             "urls",
-            "urls: must list 1 to 64 URLs",
+            format!("urls: must list 1 to {ENDPOINTS_MAX} URLs"),
         ));
     }
     urls.iter()

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use finpay_api::headers::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, REQUEST_ID};
 use finpay_api::payment::{self as api, CreatePayment};
 use finpay_api::problem::slug;
@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::engine::{self, Driven, Engine};
 use super::settings::Demo;
+use crate::app::Routes;
 use crate::http::server::RequestDeadline;
 use crate::http::{json_response, ApiError, ApiJson};
 
@@ -28,16 +29,18 @@ struct AppState {
 }
 
 /// The business routes over `engine`.
-pub fn router(engine: Arc<Engine>, demo: Demo) -> Router {
+pub fn router(engine: Arc<Engine>, demo: Demo) -> Routes {
     register_outcomes();
-    let mut routes = Router::new()
-        .route(api::PAYMENTS, post(create_payment))
-        .route(api::PAYMENT, get(get_payment));
+    let enabled = demo.enabled;
+    let st = Arc::new(AppState { engine, demo });
+    let mut routes = Routes::new()
+        .route(api::PAYMENTS, post(create_payment).with_state(st.clone()))
+        .route(api::PAYMENT, get(get_payment).with_state(st.clone()));
     // Without the demo the route does not exist: 404, like any unknown path.
-    if demo.enabled {
-        routes = routes.route(api::DEMO_PAY, get(demo_pay));
+    if enabled {
+        routes = routes.route(api::DEMO_PAY, get(demo_pay).with_state(st));
     }
-    routes.with_state(Arc::new(AppState { engine, demo }))
+    routes
 }
 
 /// A payment as the API shows it.

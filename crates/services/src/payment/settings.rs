@@ -179,7 +179,7 @@ impl Default for PaymentSettings {
             outbox_deadline_ms: 2_000,
             outbox_backoff_base_ms: 200,
             outbox_backoff_max_ms: 60_000,
-            description_max_chars: 200,
+            description_max_chars: finpay_api::payment::DESCRIPTION_MAX_CHARS_DEFAULT,
             retry_after_s: 1,
             seed: None,
             lease_ms: 5_000,

@@ -25,7 +25,7 @@ use finpay_ledger::wallet::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::app::{ready_when, Assemble, Parts};
+use crate::app::{ready_when, Assemble, Parts, Routes};
 use crate::http::config::{CommonSettings, ServiceSettings};
 use crate::http::{json_response, ApiError, ApiJson};
 use crate::{ServeError, ServiceKind};
@@ -202,11 +202,11 @@ pub fn parts(store: Arc<dyn WalletStore>) -> Parts {
         let s = ready_store.clone();
         async move { s.ping().await }
     });
-    let routes = Router::new()
-        .route(api::TRANSFERS, post(create_transfer))
-        .route(api::TRANSFER, get(get_transfer))
-        .route(api::ACCOUNT, get(get_account))
-        .with_state(Arc::new(AppState { store }));
+    let st = Arc::new(AppState { store });
+    let routes = Routes::new()
+        .route(api::TRANSFERS, post(create_transfer).with_state(st.clone()))
+        .route(api::TRANSFER, get(get_transfer).with_state(st.clone()))
+        .route(api::ACCOUNT, get(get_account).with_state(st));
     Parts {
         routes,
         admin: Router::new(),

@@ -476,3 +476,36 @@ async fn extractor_rejections_are_problems_too() {
         .expect("json");
     assert_eq!(listed["notifications"], json!([]), "{listed}");
 }
+
+#[tokio::test]
+async fn a_deadline_header_that_is_not_an_integer_is_a_400_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_wallet(dir.path(), |_| {}).await;
+    let http = client();
+    let get = |value: String| {
+        http.get(format!("{}/v1/accounts/{CUSTOMER}", app.url))
+            .header("finpay-deadline-ms", value)
+            .send()
+    };
+    let bad = get("soon".into()).await.expect("sent");
+    assert_eq!(bad.status(), 400);
+    let problem: Value = bad.json().await.expect("a problem");
+    assert_eq!(problem["field"], "finpay-deadline-ms");
+    // As far as the header reaches is no overflow: the request is served.
+    let far = get(u64::MAX.to_string()).await.expect("sent");
+    assert_eq!(far.status(), 200);
+    let spent = get("1".into()).await.expect("sent");
+    assert_eq!(spent.status(), 504);
+    // A method the route does not take is a 405 whatever the deadline: routing comes first.
+    let trace = http
+        .request(
+            reqwest::Method::TRACE,
+            format!("{}/v1/accounts/{CUSTOMER}", app.url),
+        )
+        .header("finpay-deadline-ms", "1")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(trace.status(), 405);
+    assert_eq!(trace.headers()["allow"], "GET,HEAD");
+}

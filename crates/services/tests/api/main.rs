@@ -5,6 +5,7 @@ mod helpers;
 mod audit_postgres;
 mod bad_input;
 mod basics;
+mod openapi;
 mod payments;
 mod postgres;
 mod replicas;
