@@ -112,7 +112,8 @@ pub struct BalanceConfig {
     pub strategy: Strategy,
     /// Peak-EWMA time constant.
     pub decay: Duration,
-    /// Latency assumed before the first answer.
+    /// Latency assumed before the first answer by an endpoint of an empty set; an endpoint added
+    /// beside others starts at their mean estimate instead (see [`EndpointSet::insert`]).
     pub default_rtt: Duration,
     /// Passive ejection.
     pub outlier: OutlierConfig,

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -187,7 +188,12 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
             };
             Breaker::try_new(cfg).ok()
         });
-        let stats = EndpointStats::new(self.inner.cfg.default_rtt);
+        // A newcomer starts at the mean latency estimate of the endpoints already here (the
+        // default RTT in an empty set). Started at the default, a replica next to warm peers on a
+        // fast network would cost more than any of them, lose every p2c comparison, and never get
+        // the sample that corrects its estimate: a replica added by a scale-up would stay idle.
+        let initial = self.mean_rtt(&key).unwrap_or(self.inner.cfg.default_rtt);
+        let stats = EndpointStats::new(initial);
         let ep = Arc::new(Endpoint {
             id,
             key,
@@ -200,6 +206,22 @@ impl<K: PartialEq + std::fmt::Display, S> EndpointSet<K, S> {
         let mut next: Vec<_> = eps.iter().filter(|e| e.key != ep.key).cloned().collect();
         next.push(ep);
         *eps = Arc::new(next);
+    }
+
+    /// The mean latency estimate of the endpoints other than `key`'s; None when there are none.
+    fn mean_rtt(&self, key: &K) -> Option<Duration> {
+        let eps = self.current();
+        let others: Vec<f64> = eps
+            .iter()
+            .filter(|e| &e.key != key)
+            .map(|e| f64::from_bits(e.mirror.ewma_ns.load(Ordering::Relaxed)))
+            .filter(|ns| ns.is_finite() && *ns > 0.0)
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        let mean = others.iter().sum::<f64>() / others.len() as f64;
+        Some(Duration::from_secs_f64(mean / 1e9))
     }
 
     /// Removes the endpoint with this key; calls in flight to it finish.
@@ -311,5 +333,41 @@ impl<K, S> Pending<K, S> {
 impl<K, S> Drop for Pending<K, S> {
     fn drop(&mut self) {
         self.ep.mirror.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtt_ms(set: &EndpointSet<&'static str, ()>, key: &str) -> f64 {
+        let ep = set.snapshot().into_iter().find(|e| *e.key() == key);
+        ep.expect("inserted").with_stats(|s| s.ewma_ns) / 1e6
+    }
+
+    #[tokio::test]
+    async fn a_new_endpoint_starts_at_the_mean_estimate_of_its_peers_not_the_default() {
+        let set = EndpointSet::new(BalanceConfig {
+            default_rtt: Duration::from_millis(20),
+            ..BalanceConfig::default()
+        });
+        set.insert("a", ());
+        assert_eq!(
+            rtt_ms(&set, "a"),
+            20.0,
+            "an empty set starts at the default"
+        );
+        for (key, ms) in [("a", 1.0), ("b", 3.0)] {
+            if key != "a" {
+                set.insert(key, ());
+            }
+            let ep = set.snapshot().into_iter().find(|e| *e.key() == key);
+            ep.expect("inserted").with_stats(|s| s.ewma_ns = ms * 1e6);
+        }
+        set.insert("c", ());
+        assert!(
+            (rtt_ms(&set, "c") - 2.0).abs() < 1e-9,
+            "the mean of 1 and 3 ms"
+        );
     }
 }

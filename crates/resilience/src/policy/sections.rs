@@ -370,7 +370,8 @@ pub struct BalancerPolicy {
     pub strategy: BalanceStrategy,
     /// Peak-EWMA decay.
     pub ewma_decay_ms: u64,
-    /// Latency assumed for an endpoint with no sample.
+    /// Latency assumed for an endpoint with no sample, when no other endpoint has an estimate to
+    /// start it from.
     pub default_rtt_ms: u64,
 }
 
