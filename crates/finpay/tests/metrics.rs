@@ -149,9 +149,10 @@ fn family(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-/// Whether `promtool` can be run; under `CI=true` it must.
-fn promtool_present() -> bool {
-    let found = Command::new("promtool")
+/// Whether `bin` (a command of Debian's `prometheus` package) can be run; under `CI=true` it
+/// must. Elsewhere a missing one prints a note saying what is `skipped`.
+fn present(bin: &str, skipped: &str) -> bool {
+    let found = Command::new(bin)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
@@ -159,30 +160,10 @@ fn promtool_present() -> bool {
         assert_ne!(
             std::env::var("CI").as_deref(),
             Ok("true"),
-            "promtool is missing; .ci/run installs Debian's prometheus package"
+            "{bin} is missing; .ci/run installs Debian's prometheus package"
         );
         eprintln!(
-            "note: promtool not found; `promtool check metrics` skipped \
-             (apt-get install --no-install-recommends prometheus)"
-        );
-    }
-    found
-}
-
-/// Whether Debian's `prometheus` server can be run; under `CI=true` it must.
-fn prometheus_present() -> bool {
-    let found = Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "prometheus is missing; .ci/run installs Debian's prometheus package"
-        );
-        eprintln!(
-            "note: prometheus not found; the `finpay up --prometheus` test is skipped \
+            "note: {bin} not found; {skipped} skipped \
              (apt-get install --no-install-recommends prometheus)"
         );
     }
@@ -438,7 +419,7 @@ fn every_service_exports_described_metrics_that_the_dashboard_and_alerts_use() {
         String::from_utf8_lossy(&load.stderr)
     );
 
-    let promtool = promtool_present();
+    let promtool = present("promtool", "`promtool check metrics`");
     let mut exported = BTreeSet::new();
     let mut problems = Vec::new();
     for r in &replicas {
@@ -519,7 +500,7 @@ fn first_value(data: &serde_json::Value) -> Option<f64> {
 
 #[test]
 fn up_with_prometheus_answers_the_payment_rate_and_evaluates_every_expression() {
-    if !prometheus_present() {
+    if !present("prometheus", "the `finpay up --prometheus` test") {
         return;
     }
     let up = Up::start(&["--prometheus"]);
